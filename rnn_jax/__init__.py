@@ -1,0 +1,72 @@
+"""rnn_jax: recurrent neural networks in JAX from pure functions, with fast scan kernels.
+
+Example:
+    >>> import jax, jax.numpy as jnp, rnn_jax as rj
+    >>> cell = rj.lstm(64)
+    >>> params = cell.init(jax.random.key(0), 16)
+    >>> carry, ys = rj.scan(cell, params, jnp.ones((100, 8, 16)))
+    >>> ys.shape
+    (100, 8, 64)
+"""
+
+from rnn_jax.cells import (
+    Cell,
+    GRUParams,
+    IndRNNParams,
+    LayerNormParams,
+    LSTMParams,
+    LSTMState,
+    MGUParams,
+    SimpleParams,
+    gru,
+    indrnn,
+    lstm,
+    mgu,
+    simple,
+    split_cell,
+)
+from rnn_jax.layers import (
+    BidirectionalParams,
+    Layer,
+    as_layer,
+    bidirectional,
+    reversed_layer,
+    rnn,
+    stack,
+)
+from rnn_jax.scan import Backend, backend_names, flip_valid, get_backend, register_backend, scan
+from rnn_jax.summary import count_params, summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Backend",
+    "BidirectionalParams",
+    "Cell",
+    "GRUParams",
+    "IndRNNParams",
+    "LSTMParams",
+    "LSTMState",
+    "Layer",
+    "LayerNormParams",
+    "MGUParams",
+    "SimpleParams",
+    "as_layer",
+    "backend_names",
+    "bidirectional",
+    "count_params",
+    "flip_valid",
+    "get_backend",
+    "gru",
+    "indrnn",
+    "lstm",
+    "mgu",
+    "register_backend",
+    "reversed_layer",
+    "rnn",
+    "scan",
+    "simple",
+    "split_cell",
+    "stack",
+    "summary",
+]

@@ -1,0 +1,165 @@
+"""The `Cell` protocol: a recurrent cell as a NamedTuple of pure functions.
+
+A factory (``rj.lstm(128)``) closes over the hyperparameters and returns a
+`Cell`. Parameters and carries are pytrees of arrays, so they pass through
+``jit``, ``vmap``, ``grad``, optax and checkpoints unchanged.
+
+Required fields::
+
+    params = cell.init(key, input_size)
+    carry = cell.initial_state(params, batch_shape=())
+    carry, y = cell.step(params, carry, x)          # x: [*batch, input_size]
+
+Optional fast paths, which backends ask for and never assume:
+
+- ``project(params, x) -> xp`` and ``recur(params, carry, xp) -> (carry, y)``:
+  the carry-free part of ``step`` (the input projection, one large matmul over
+  ``[T, *batch, F]`` at once) and the recurrent part, with
+  ``step(params, carry, x) == recur(params, carry, project(params, x))``.
+- ``input_size(params) -> int``: the feature size ``params`` expect, so the
+  driver can reject a wrong input at trace time.
+- ``linear``: for cells whose state obeys ``h_t = a_t * h_{t-1} + b_t`` (see
+  `rnn_jax.cells.linear`), the coefficients that parallel scans need.
+- ``gates``: the split of ``recur`` around its recurrent matmul that the tuned
+  sequential kernel uses (see `rnn_jax.scan.sequential`).
+
+``name`` and ``config`` describe the cell (its factory and hyperparameters);
+they make summaries, exports and checkpoints self-describing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+PyTree = Any
+Params = PyTree
+Carry = PyTree
+Initializer = Callable[..., jax.Array]
+
+
+class Cell(NamedTuple):
+    """A recurrent cell: pure functions over parameter and carry pytrees.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, rnn_jax as rj
+        >>> cell = rj.gru(16)
+        >>> params = cell.init(jax.random.key(0), 8)
+        >>> carry = cell.initial_state(params, batch_shape=(4,))
+        >>> carry, y = cell.step(params, carry, jnp.ones((4, 8)))
+        >>> y.shape
+        (4, 16)
+    """
+
+    init: Callable[[jax.Array, int], Params]
+    initial_state: Callable[..., Carry]
+    step: Callable[[Params, Carry, jax.Array], tuple[Carry, jax.Array]]
+    input_size: Callable[[Params], int] | None = None
+    project: Callable[[Params, jax.Array], PyTree] | None = None
+    recur: Callable[[Params, Carry, PyTree], tuple[Carry, jax.Array]] | None = None
+    linear: Any = None
+    gates: Any = None
+    name: str = "cell"
+    config: Mapping[str, Any] = {}
+
+
+def split_cell(
+    *,
+    init: Callable[[jax.Array, int], Params],
+    initial_state: Callable[..., Carry],
+    project: Callable[[Params, jax.Array], PyTree],
+    recur: Callable[[Params, Carry, PyTree], tuple[Carry, jax.Array]],
+    input_size: Callable[[Params], int],
+    name: str,
+    config: Mapping[str, Any],
+    **fast_paths: Any,
+) -> Cell:
+    """Builds a `Cell` whose ``step`` is ``recur`` after ``project``.
+
+    One composition serves every built-in cell, so the fast path and the
+    plain step can never disagree.
+    """
+
+    def step(params, carry, x):
+        return recur(params, carry, project(params, x))
+
+    return Cell(
+        init=init,
+        initial_state=initial_state,
+        step=step,
+        input_size=input_size,
+        project=project,
+        recur=recur,
+        name=name,
+        config=dict(config),
+        **fast_paths,
+    )
+
+
+def zeros_state(hidden_size: int) -> Callable[..., jax.Array]:
+    """``initial_state`` for cells whose carry is one ``[*batch, hidden_size]`` array."""
+
+    def initial_state(params, batch_shape=()):
+        return jnp.zeros((*tuple(batch_shape), hidden_size), dtype_of(params))
+
+    return initial_state
+
+
+def dtype_of(params: Params) -> jnp.dtype:
+    """The dtype of a cell's carry: float32 or wider, whatever the parameters' dtype.
+
+    Low-precision (bf16/fp16) parameters keep a float32 state, the usual
+    mixed-precision contract for recurrences.
+    """
+    leaves = [leaf for leaf in jax.tree.leaves(params) if jnp.issubdtype(leaf.dtype, jnp.floating)]
+    if not leaves:
+        return jnp.dtype(jnp.float32)
+    return jnp.promote_types(leaves[0].dtype, jnp.float32)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Returns ``value`` if it is a positive int, else raises a ValueError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return value
+
+
+def resolve_activation(name: str, value: str | Callable[[jax.Array], jax.Array]):
+    """Maps an activation given by name (``"tanh"``, ``"relu"``, ...) or callable to a callable."""
+    if callable(value):
+        return value
+    table = {
+        "tanh": jnp.tanh,
+        "relu": jax.nn.relu,
+        "sigmoid": jax.nn.sigmoid,
+        "hard_sigmoid": jax.nn.hard_sigmoid,
+        "gelu": jax.nn.gelu,
+        "silu": jax.nn.silu,
+        "identity": lambda x: x,
+        "linear": lambda x: x,
+    }
+    if value not in table:
+        raise ValueError(f"{name} must be a callable or one of {sorted(table)}; got {value!r}")
+    return table[value]
+
+
+def stacked_orthogonal(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
+    """Orthogonal init of an ``[H, G*H]`` recurrent kernel, one orthogonal block per gate.
+
+    Each gate's ``[H, H]`` block is orthogonal on its own, so every gate starts
+    norm-preserving (as Flax's and cuDNN-trained defaults do); ``[H, H]`` is
+    the single-gate case.
+    """
+    rows, cols = shape
+    if cols % rows:
+        return jax.nn.initializers.orthogonal()(key, shape, dtype)
+    orthogonal = jax.nn.initializers.orthogonal()
+    keys = jax.random.split(key, cols // rows)
+    return jnp.concatenate([orthogonal(k, (rows, rows), dtype) for k in keys], axis=1)
+
+
+glorot_uniform = jax.nn.initializers.glorot_uniform()
+zeros = jax.nn.initializers.zeros

@@ -1,0 +1,45 @@
+"""Shared parameter construction for cells with ``x @ W + h @ U + b`` gates."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax.cells.base import Initializer, check_positive_int
+
+
+def init_gate_weights(
+    key: jax.Array,
+    input_size: int,
+    hidden_size: int,
+    gates: int,
+    *,
+    kernel_init: Initializer,
+    recurrent_init: Initializer,
+    bias_init: Initializer,
+    dtype: jnp.dtype,
+    recurrent_size: int | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Returns ``(kernel [F, G*H], recurrent_kernel [R, G*H], bias [G*H])``.
+
+    Gates are concatenated along the last axis in cuDNN/PyTorch/Keras order, so
+    a PyTorch ``weight_ih`` is ``kernel.T``. ``recurrent_size`` (default ``H``)
+    is the size of the state fed back, which differs from ``H`` for LSTMP.
+    """
+    check_positive_int("input_size", input_size)
+    k_in, k_rec, k_bias = jax.random.split(key, 3)
+    width = gates * hidden_size
+    kernel = kernel_init(k_in, (input_size, width), dtype)
+    recurrent = recurrent_init(k_rec, (recurrent_size or hidden_size, width), dtype)
+    bias = bias_init(k_bias, (width,), dtype)
+    return kernel, recurrent, bias
+
+
+def input_projection(params, x: jax.Array) -> jax.Array:
+    """``x @ kernel + bias`` over any leading axes: the carry-free part of a gated step."""
+    return x @ params.kernel + params.bias
+
+
+def kernel_input_size(params) -> int:
+    """The feature size a cell's ``kernel`` expects."""
+    return params.kernel.shape[0]

@@ -1,0 +1,171 @@
+"""Long short-term memory, with peepholes, projection (LSTMP) and layer normalisation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax.cells.base import (
+    Cell,
+    Initializer,
+    check_positive_int,
+    dtype_of,
+    glorot_uniform,
+    resolve_activation,
+    split_cell,
+    stacked_orthogonal,
+    zeros,
+)
+from rnn_jax.cells.dense import init_gate_weights, kernel_input_size
+
+
+class LSTMState(NamedTuple):
+    h: jax.Array  # [*batch, proj_size or H]: the output, fed back
+    c: jax.Array  # [*batch, H]: the memory cell
+
+
+class LayerNormParams(NamedTuple):
+    scale: jax.Array
+    offset: jax.Array
+
+
+class LSTMParams(NamedTuple):
+    kernel: jax.Array  # [F, 4H], gates i, f, g, o
+    recurrent_kernel: jax.Array  # [P or H, 4H]
+    bias: jax.Array  # [4H]
+    peephole: jax.Array | None = None  # [3, H]: input, forget, output gates
+    projection: jax.Array | None = None  # [H, P]
+    input_norm: LayerNormParams | None = None  # over the 4H input pre-activations
+    recurrent_norm: LayerNormParams | None = None  # over the 4H recurrent pre-activations
+    cell_norm: LayerNormParams | None = None  # over the H cell before the output tanh
+
+
+def apply_layer_norm(x: jax.Array, params: LayerNormParams, eps: float = 1e-5) -> jax.Array:
+    """Layer normalisation over the last axis, with a learned scale and offset."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.var(x, axis=-1, keepdims=True)
+    return (x - mean) * jax.lax.rsqrt(var + eps) * params.scale + params.offset
+
+
+def _norm_params(size: int, dtype) -> LayerNormParams:
+    return LayerNormParams(jnp.ones((size,), dtype), jnp.zeros((size,), dtype))
+
+
+def lstm(
+    hidden_size: int,
+    *,
+    peephole: bool = False,
+    proj_size: int | None = None,
+    layer_norm: bool = False,
+    forget_bias: float = 1.0,
+    activation: str | Callable[[jax.Array], jax.Array] = "tanh",
+    gate_activation: str | Callable[[jax.Array], jax.Array] = "sigmoid",
+    kernel_init: Initializer = glorot_uniform,
+    recurrent_init: Initializer = stacked_orthogonal,
+    bias_init: Initializer = zeros,
+    dtype=jnp.float32,
+) -> Cell:
+    """LSTM cell (Hochreiter & Schmidhuber 1997; Gers et al. 2000).
+
+    Gate order i, f, g, o as in cuDNN, PyTorch and Keras; the forget-gate bias
+    starts at ``forget_bias`` (1.0, Jozefowicz et al. 2015). Carry
+    ``LSTMState(h [*batch, P], c [*batch, H])`` with ``P = proj_size or H``;
+    the output is ``h``.
+
+    - ``peephole``: the gates also see the cell (Gers & Schmidhuber 2000).
+    - ``proj_size``: LSTMP (Sak et al. 2014), ``h = (o * tanh(c)) @ projection``,
+      as PyTorch's ``proj_size``.
+    - ``layer_norm``: Ba et al. 2016, normalising the input and recurrent
+      pre-activations and the cell.
+
+    Example:
+        >>> cell = rj.lstm(128)
+        >>> rj.count_params(cell.init(jax.random.key(0), 64))
+        98816
+    """
+    check_positive_int("hidden_size", hidden_size)
+    if proj_size is not None:
+        check_positive_int("proj_size", proj_size)
+        if proj_size >= hidden_size:
+            raise ValueError(
+                f"proj_size must be smaller than hidden_size={hidden_size}; got {proj_size}"
+            )
+    act = resolve_activation("activation", activation)
+    gate = resolve_activation("gate_activation", gate_activation)
+    out_size = proj_size or hidden_size
+    H = hidden_size
+
+    def init(key, input_size):
+        k_gates, k_peep, k_proj = jax.random.split(key, 3)
+        kernel, recurrent, bias = init_gate_weights(
+            k_gates,
+            input_size,
+            H,
+            4,
+            kernel_init=kernel_init,
+            recurrent_init=recurrent_init,
+            bias_init=bias_init,
+            dtype=dtype,
+            recurrent_size=out_size,
+        )
+        bias = bias.at[H : 2 * H].add(forget_bias)
+        return LSTMParams(
+            kernel=kernel,
+            recurrent_kernel=recurrent,
+            bias=bias,
+            peephole=(jax.random.uniform(k_peep, (3, H), dtype, -0.1, 0.1) if peephole else None),
+            projection=kernel_init(k_proj, (H, proj_size), dtype) if proj_size else None,
+            input_norm=_norm_params(4 * H, dtype) if layer_norm else None,
+            recurrent_norm=_norm_params(4 * H, dtype) if layer_norm else None,
+            cell_norm=_norm_params(H, dtype) if layer_norm else None,
+        )
+
+    def initial_state(params, batch_shape=()):
+        dt = dtype_of(params)
+        batch_shape = tuple(batch_shape)
+        return LSTMState(jnp.zeros((*batch_shape, out_size), dt), jnp.zeros((*batch_shape, H), dt))
+
+    def project(params, x):
+        xw = x @ params.kernel
+        if params.input_norm is not None:
+            xw = apply_layer_norm(xw, params.input_norm)
+        return xw + params.bias
+
+    def recur(params, carry, xp):
+        h, c = carry
+        hu = h @ params.recurrent_kernel
+        if params.recurrent_norm is not None:
+            hu = apply_layer_norm(hu, params.recurrent_norm)
+        i, f, g, o = jnp.split(xp + hu, 4, axis=-1)
+        if params.peephole is not None:
+            i = i + params.peephole[0] * c
+            f = f + params.peephole[1] * c
+        c = gate(f) * c + gate(i) * act(g)
+        if params.peephole is not None:
+            o = o + params.peephole[2] * c
+        shown = apply_layer_norm(c, params.cell_norm) if params.cell_norm is not None else c
+        h = gate(o) * act(shown)
+        if params.projection is not None:
+            h = h @ params.projection
+        return LSTMState(h, c), h
+
+    return split_cell(
+        init=init,
+        initial_state=initial_state,
+        project=project,
+        recur=recur,
+        input_size=kernel_input_size,
+        name="lstm",
+        config={
+            "hidden_size": hidden_size,
+            "peephole": peephole,
+            "proj_size": proj_size,
+            "layer_norm": layer_norm,
+            "forget_bias": forget_bias,
+            "activation": activation,
+            "gate_activation": gate_activation,
+        },
+    )

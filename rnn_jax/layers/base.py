@@ -1,0 +1,53 @@
+"""The `Layer` shape shared by every sequence-level piece."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rnn_jax.cells.base import Cell
+
+
+class Layer(NamedTuple):
+    """A sequence layer: ``init(key, input_size) -> params`` and
+    ``apply(params, xs, *, length=None, initial_state=None, key=None) -> (final_state, ys)``
+    over time-major ``xs: [T, *batch, F]``.
+
+    ``spec`` describes how the layer was built (its kind and parts), so exports
+    such as ``rj.interop.torch.to_torch`` can read it; it plays no part in
+    ``apply``. Without a ``key``, ``apply`` is deterministic (no dropout).
+    """
+
+    init: Callable[[jax.Array, int], Any]
+    apply: Callable[..., tuple[Any, jax.Array]]
+    spec: Mapping[str, Any] = {}
+
+
+def as_layer(item: Cell | Layer, *, reverse: bool = False) -> Layer:
+    """A `Layer` from a cell (``rj.rnn(cell, reverse=reverse)``) or a layer as is."""
+    from rnn_jax.layers.rnn import rnn
+
+    if isinstance(item, Cell):
+        return rnn(item, reverse=reverse)
+    if isinstance(item, Layer):
+        return item
+    raise TypeError(f"expected an rnn_jax Cell or Layer; got {type(item).__name__}")
+
+
+def output_size(layer: Layer, params: Any, input_size: int, dtype=jnp.float32) -> int:
+    """The feature size of ``layer.apply``'s outputs for ``input_size`` inputs (shape-only)."""
+    _, ys = jax.eval_shape(lambda p: layer.apply(p, jnp.zeros((1, input_size), dtype)), params)
+    leaves = jax.tree.leaves(ys)
+    if len(leaves) != 1:
+        raise ValueError("a layer inside stack must return one output array per step")
+    return leaves[0].shape[-1]
+
+
+def split_key(key: jax.Array | None, count: int) -> list[jax.Array | None]:
+    """``count`` keys from ``key``, or ``count`` Nones when ``key`` is None (deterministic)."""
+    if key is None:
+        return [None] * count
+    return list(jax.random.split(key, count))

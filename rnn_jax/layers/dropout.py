@@ -1,0 +1,163 @@
+"""Dropout that respects time: one mask per sequence, drawn outside the loop.
+
+Variational dropout (Gal & Ghahramani 2016) on inputs, outputs and the
+recurrent state, and zoneout (Krueger et al. 2017). The recurrent pieces are
+cell wrappers, so every backend runs them; their masks enter the loop either
+closed over (one per sequence) or as extra input features (one per step).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+
+from rnn_jax.cells.base import Cell, split_cell
+
+
+def check_rate(name: str, rate: float) -> float:
+    """``rate`` if it lies in ``[0, 1)``, else a ValueError naming it."""
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"{name} must lie in [0, 1); got {rate!r}")
+    return float(rate)
+
+
+def keep_mask(key: jax.Array, rate: float, shape: tuple[int, ...], dtype) -> jax.Array:
+    """Inverted-dropout mask: ``1 / (1 - rate)`` with probability ``1 - rate``, else 0."""
+    keep = jax.random.bernoulli(key, 1.0 - rate, shape)
+    return keep.astype(dtype) / (1.0 - rate)
+
+
+def sequence_dropout(key: jax.Array | None, xs: jax.Array, rate: float) -> jax.Array:
+    """Drops the same features at every step: ``xs: [T, *batch, F]``, mask ``[*batch, F]``.
+
+    Identity when ``key`` is None or ``rate`` is 0.
+    """
+    if key is None or rate == 0.0:
+        return xs
+    return xs * keep_mask(key, rate, xs.shape[1:], xs.dtype)
+
+
+def fed_back_state(carry: Any) -> Any:
+    """The part of a carry that the next step reads as ``h_{t-1}``: the carry, or its ``h``."""
+    if hasattr(carry, "shape"):
+        return carry
+    if hasattr(carry, "h"):
+        return carry.h
+    raise ValueError(
+        "recurrent_dropout needs a carry that is an array or has a field 'h'; got "
+        f"{type(carry).__name__}"
+    )
+
+
+def _with_fed_back_state(carry: Any, h: jax.Array) -> Any:
+    return h if hasattr(carry, "shape") else carry._replace(h=h)
+
+
+def split_parts(cell: Cell):
+    """``(project, recur)`` of any cell: identity projection when it has no split."""
+    if cell.project is not None and cell.recur is not None:
+        return cell.project, cell.recur
+    return (lambda params, x: x), cell.step
+
+
+def recurrent_dropout(cell: Cell, mask: jax.Array) -> Cell:
+    """``cell`` with ``h_{t-1}`` multiplied by ``mask [*batch, H]`` as it enters each step.
+
+    The mask is the same at every step (variational). For cells whose state
+    only feeds the recurrent matmul (simple, LSTM, IndRNN) this is Gal &
+    Ghahramani's recurrent dropout exactly; for GRU and MGU, whose update also
+    interpolates with ``h_{t-1}``, the interpolation sees the masked state too.
+    """
+    project, recur = split_parts(cell)
+
+    def masked_recur(params, carry, xp):
+        dropped = _with_fed_back_state(carry, fed_back_state(carry) * mask)
+        return recur(params, dropped, xp)
+
+    return split_cell(
+        init=cell.init,
+        initial_state=cell.initial_state,
+        project=project,
+        recur=masked_recur,
+        input_size=cell.input_size,
+        name=cell.name,
+        config=cell.config,
+    )
+
+
+def carry_widths(cell: Cell, params: Any) -> list[int]:
+    """Feature width of each carry leaf for one sequence (each leaf is ``[*batch, width]``)."""
+    shapes = jax.eval_shape(lambda p: cell.initial_state(p, ()), params)
+    widths = []
+    for leaf in jax.tree.leaves(shapes):
+        if leaf.ndim != 1:
+            raise ValueError(
+                f"zoneout needs carry leaves of shape [*batch, features]; the {cell.name} "
+                f"cell has a leaf of per-sequence shape {leaf.shape}"
+            )
+        widths.append(leaf.shape[0])
+    return widths
+
+
+def zoneout(cell: Cell, rate: float, *, stochastic: bool) -> Cell:
+    """``cell`` whose carry units keep their previous value with probability ``rate``.
+
+    Stochastic: the input gains ``sum(carry_widths)`` extra features, a 0/1
+    keep mask per step and unit (drawn for all steps before the loop by the
+    caller); deterministic (evaluation): each unit moves to
+    ``rate * old + (1 - rate) * new``, the expectation, as in Krueger et al.
+    """
+    project, recur = split_parts(cell)
+
+    def blend(old, new, keep):
+        old_leaves, tree = jax.tree.flatten(old)
+        new_leaves = jax.tree.leaves(new)
+        blended, start = [], 0
+        for o, n in zip(old_leaves, new_leaves, strict=True):
+            width = o.shape[-1]
+            k = rate if keep is None else keep[..., start : start + width]
+            blended.append(k * o + (1.0 - k) * n)
+            start += width
+        return jax.tree.unflatten(tree, blended)
+
+    if not stochastic:
+
+        def expected_recur(params, carry, xp):
+            new, y = recur(params, carry, xp)
+            return blend(carry, new, None), y
+
+        return split_cell(
+            init=cell.init,
+            initial_state=cell.initial_state,
+            project=project,
+            recur=expected_recur,
+            input_size=cell.input_size,
+            name=cell.name,
+            config=cell.config,
+        )
+
+    if cell.input_size is None:
+        raise ValueError(f"zoneout needs a cell with input_size; the {cell.name} cell has none")
+
+    def input_size(params):
+        return cell.input_size(params) + sum(carry_widths(cell, params))
+
+    def split_project(params, x):
+        features = cell.input_size(params)
+        return project(params, x[..., :features]), x[..., features:]
+
+    def masked_recur(params, carry, xp_and_keep):
+        xp, keep = xp_and_keep
+        new, y = recur(params, carry, xp)
+        return blend(carry, new, keep), y
+
+    return split_cell(
+        init=cell.init,
+        initial_state=cell.initial_state,
+        project=split_project,
+        recur=masked_recur,
+        input_size=input_size,
+        name=cell.name,
+        config=cell.config,
+    )
