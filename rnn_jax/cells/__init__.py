@@ -1,6 +1,6 @@
 """Recurrent cells: one module per family, each a factory returning a `Cell`."""
 
-from rnn_jax.cells.base import Cell, split_cell
+from rnn_jax.cells.base import Cell, Gates, LinearRecurrence, split_cell
 from rnn_jax.cells.gru import GRUParams, gru
 from rnn_jax.cells.indrnn import IndRNNParams, indrnn
 from rnn_jax.cells.lstm import LayerNormParams, LSTMParams, LSTMState, lstm
@@ -9,6 +9,8 @@ from rnn_jax.cells.simple import SimpleParams, simple
 
 __all__ = [
     "Cell",
+    "Gates",
+    "LinearRecurrence",
     "GRUParams",
     "IndRNNParams",
     "LSTMParams",

@@ -18,10 +18,10 @@ Optional fast paths, which backends ask for and never assume:
   ``step(params, carry, x) == recur(params, carry, project(params, x))``.
 - ``input_size(params) -> int``: the feature size ``params`` expect, so the
   driver can reject a wrong input at trace time.
-- ``linear``: for cells whose state obeys ``h_t = a_t * h_{t-1} + b_t`` (see
-  `rnn_jax.cells.linear`), the coefficients that parallel scans need.
-- ``gates``: the split of ``recur`` around its recurrent matmul that the tuned
-  sequential kernel uses (see `rnn_jax.scan.sequential`).
+- ``gates``: a `Gates`, the split of ``recur`` around its one recurrent
+  matmul, which fused and custom-gradient kernels use.
+- ``linear``: a `LinearRecurrence`, for cells whose state obeys
+  ``h_t = a_t * h_{t-1} + b_t``, which parallel scans use.
 
 ``name`` and ``config`` describe the cell (its factory and hyperparameters);
 they make summaries, exports and checkpoints self-describing.
@@ -39,6 +39,42 @@ PyTree = Any
 Params = PyTree
 Carry = PyTree
 Initializer = Callable[..., jax.Array]
+
+
+class Gates(NamedTuple):
+    """``recur`` split around its recurrent matmul.
+
+    ``recur(params, carry, xp) == combine(params, carry, xp, fed_back(carry) @ kernel(params))``
+    where ``kernel(params): [R, G*H]`` is the recurrent matrix and
+    ``fed_back(carry): [*batch, R]`` the state that multiplies it. Everything
+    else in the step (biases, gates, normalisation, peepholes, projection) is
+    in ``combine``, which a kernel may run wherever it likes, e.g. inside a
+    fused loop that keeps ``kernel`` on chip.
+    """
+
+    kernel: Callable[[Params], jax.Array]
+    fed_back: Callable[[Carry], jax.Array]
+    combine: Callable[[Params, Carry, PyTree, jax.Array], tuple[Carry, jax.Array]]
+
+
+class LinearRecurrence(NamedTuple):
+    """The linear form of a cell whose carry ``h [*batch, H]`` obeys ``h_t = a_t * h_{t-1} + b_t``.
+
+    - ``coefficients(params, xs) -> (a, b)``: both ``[T, *batch, H]`` for
+      ``xs: [T, *batch, F]`` (complex for complex-state cells such as the LRU).
+    - ``output(params, hs, xs) -> ys``: outputs from all states ``hs: [T, *batch, H]``
+      and the inputs.
+    - ``log_coefficients(params, xs) -> (log_a, log_b)``, optional: for cells
+      whose ``a`` and ``b`` are positive, their logarithms, so a log-space scan
+      stays finite over very long sequences.
+
+    The cell's ``step`` must compute the same: ``h = a * h_prev + b`` then
+    ``y = output`` at that step.
+    """
+
+    coefficients: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]]
+    output: Callable[[Params, jax.Array, jax.Array], jax.Array]
+    log_coefficients: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]] | None = None
 
 
 class Cell(NamedTuple):
@@ -60,8 +96,8 @@ class Cell(NamedTuple):
     input_size: Callable[[Params], int] | None = None
     project: Callable[[Params, jax.Array], PyTree] | None = None
     recur: Callable[[Params, Carry, PyTree], tuple[Carry, jax.Array]] | None = None
-    linear: Any = None
-    gates: Any = None
+    gates: Gates | None = None
+    linear: LinearRecurrence | None = None
     name: str = "cell"
     config: Mapping[str, Any] = {}
 
@@ -71,17 +107,26 @@ def split_cell(
     init: Callable[[jax.Array, int], Params],
     initial_state: Callable[..., Carry],
     project: Callable[[Params, jax.Array], PyTree],
-    recur: Callable[[Params, Carry, PyTree], tuple[Carry, jax.Array]],
-    input_size: Callable[[Params], int],
+    recur: Callable[[Params, Carry, PyTree], tuple[Carry, jax.Array]] | None = None,
+    gates: Gates | None = None,
+    input_size: Callable[[Params], int] | None,
     name: str,
     config: Mapping[str, Any],
     **fast_paths: Any,
 ) -> Cell:
     """Builds a `Cell` whose ``step`` is ``recur`` after ``project``.
 
-    One composition serves every built-in cell, so the fast path and the
-    plain step can never disagree.
+    Give ``recur``, or ``gates`` (then ``recur`` is composed from it). One
+    composition serves every built-in cell, so the fast paths and the plain
+    step can never disagree.
     """
+    if (recur is None) == (gates is None):
+        raise ValueError("split_cell needs exactly one of recur and gates")
+    if gates is not None:
+
+        def recur(params, carry, xp):
+            hu = gates.fed_back(carry) @ gates.kernel(params)
+            return gates.combine(params, carry, xp, hu)
 
     def step(params, carry, x):
         return recur(params, carry, project(params, x))
@@ -93,6 +138,7 @@ def split_cell(
         input_size=input_size,
         project=project,
         recur=recur,
+        gates=gates,
         name=name,
         config=dict(config),
         **fast_paths,

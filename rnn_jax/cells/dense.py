@@ -43,3 +43,13 @@ def input_projection(params, x: jax.Array) -> jax.Array:
 def kernel_input_size(params) -> int:
     """The feature size a cell's ``kernel`` expects."""
     return params.kernel.shape[0]
+
+
+def recurrent_kernel(params) -> jax.Array:
+    """``params.recurrent_kernel``: the ``Gates.kernel`` of the dense cells."""
+    return params.recurrent_kernel
+
+
+def identity(carry):
+    """``Gates.fed_back`` of cells whose carry is the state ``h`` itself."""
+    return carry

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from rnn_jax.cells.base import (
     Cell,
+    Gates,
     Initializer,
     check_positive_int,
     glorot_uniform,
@@ -19,7 +20,13 @@ from rnn_jax.cells.base import (
     zeros,
     zeros_state,
 )
-from rnn_jax.cells.dense import init_gate_weights, input_projection, kernel_input_size
+from rnn_jax.cells.dense import (
+    identity,
+    init_gate_weights,
+    input_projection,
+    kernel_input_size,
+    recurrent_kernel,
+)
 
 
 class GRUParams(NamedTuple):
@@ -74,8 +81,8 @@ def gru(
         recurrent_bias = bias_init(k_rbias, (3 * H,), dtype) if reset_after else None
         return GRUParams(kernel, recurrent, bias, recurrent_bias)
 
-    def recur_reset_after(params, h, xp):
-        hu = h @ params.recurrent_kernel + params.recurrent_bias
+    def combine_reset_after(params, h, xp, hu):
+        hu = hu + params.recurrent_bias
         xr, xz, xn = jnp.split(xp, 3, axis=-1)
         hr, hz, hn = jnp.split(hu, 3, axis=-1)
         r = gate(xr + hr)
@@ -92,11 +99,17 @@ def gru(
         h = (1.0 - z) * n + z * h
         return h, h
 
+    # reset_before needs a second matmul after the reset gate, so it has no Gates split.
+    split = (
+        {"gates": Gates(kernel=recurrent_kernel, fed_back=identity, combine=combine_reset_after)}
+        if reset_after
+        else {"recur": recur_reset_before}
+    )
     return split_cell(
         init=init,
         initial_state=zeros_state(H),
         project=input_projection,
-        recur=recur_reset_after if reset_after else recur_reset_before,
+        **split,
         input_size=kernel_input_size,
         name="gru",
         config={

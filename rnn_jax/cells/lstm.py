@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from rnn_jax.cells.base import (
     Cell,
+    Gates,
     Initializer,
     check_positive_int,
     dtype_of,
@@ -19,7 +20,7 @@ from rnn_jax.cells.base import (
     stacked_orthogonal,
     zeros,
 )
-from rnn_jax.cells.dense import init_gate_weights, kernel_input_size
+from rnn_jax.cells.dense import init_gate_weights, kernel_input_size, recurrent_kernel
 
 
 class LSTMState(NamedTuple):
@@ -134,9 +135,8 @@ def lstm(
             xw = apply_layer_norm(xw, params.input_norm)
         return xw + params.bias
 
-    def recur(params, carry, xp):
-        h, c = carry
-        hu = h @ params.recurrent_kernel
+    def combine(params, carry, xp, hu):
+        c = carry.c
         if params.recurrent_norm is not None:
             hu = apply_layer_norm(hu, params.recurrent_norm)
         i, f, g, o = jnp.split(xp + hu, 4, axis=-1)
@@ -156,7 +156,7 @@ def lstm(
         init=init,
         initial_state=initial_state,
         project=project,
-        recur=recur,
+        gates=Gates(kernel=recurrent_kernel, fed_back=lambda carry: carry.h, combine=combine),
         input_size=kernel_input_size,
         name="lstm",
         config={

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from rnn_jax.cells.base import (
     Cell,
+    Gates,
     Initializer,
     check_positive_int,
     glorot_uniform,
@@ -19,7 +20,13 @@ from rnn_jax.cells.base import (
     zeros,
     zeros_state,
 )
-from rnn_jax.cells.dense import init_gate_weights, input_projection, kernel_input_size
+from rnn_jax.cells.dense import (
+    identity,
+    init_gate_weights,
+    input_projection,
+    kernel_input_size,
+    recurrent_kernel,
+)
 
 
 class SimpleParams(NamedTuple):
@@ -65,15 +72,16 @@ def simple(
             )
         )
 
-    def recur(params, h, xp):
-        h = act(xp + h @ params.recurrent_kernel)
+    def combine(params, h, xp, hu):
+        del params, h
+        h = act(xp + hu)
         return h, h
 
     return split_cell(
         init=init,
         initial_state=zeros_state(hidden_size),
         project=input_projection,
-        recur=recur,
+        gates=Gates(kernel=recurrent_kernel, fed_back=identity, combine=combine),
         input_size=kernel_input_size,
         name="simple",
         config={"hidden_size": hidden_size, "activation": activation},
