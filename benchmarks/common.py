@@ -1,0 +1,355 @@
+"""Shared helpers for the benchmark suites: timing, machine description, results JSON.
+
+Every suite writes one JSON file per run into ``benchmarks/results/`` with one
+schema, which ``benchmarks/dispatch_table.py`` reads to build the table behind
+``backend="auto"``::
+
+    {
+      "schema": 1,
+      "suite": "cpu_suite",                  # which script wrote it
+      "command": "python benchmarks/cpu_suite.py",
+      "created": "2025-01-01T12:00:00Z",
+      "quick": false,                        # --quick runs are never used for dispatch
+      "machine": {"platform": "cpu" | "gpu" | "tpu", "device_kind": ..., "cpu": ...,
+                  "cores": 2, "memory_gib": ..., "os": ..., "python": ...,
+                  "gemm_gflops": ...},       # float32 GEMM rate measured in the same run
+      "versions": {"jax": ..., "jaxlib": ..., ...},
+      "records": [
+        {"cell": "lstm", "backend": "sequential",   # or "library": "flax" for peers
+         "B": 32, "T": 128, "I": 64, "H": 256, "dtype": "float32",
+         "mode": "forward" | "forward_backward",
+         "median_s": 0.0123, "q25_s": ..., "q75_s": ..., "repeats": 30,
+         "gflops": ...,                              # achieved rate (matmul FLOPs / median)
+         ...}                                        # suites may add fields
+      ]
+    }
+
+A record names either ``backend`` (an ``rnn_jax`` scan backend, the ones the
+dispatch table uses) or ``library`` (a peer: ``torch``, ``flax``, ...), never
+both.
+
+Timing: ``interleaved`` runs every case in turn, round after round in a
+shuffled order, so slow drifts of a shared 2-core machine hit all cases alike;
+medians over many repetitions, after compilation and warm-up.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, NamedTuple
+
+SCHEMA_VERSION = 1
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MODES = ("forward", "forward_backward")
+PLATFORMS = ("cpu", "gpu", "tpu")
+RECORD_KEYS = ("cell", "B", "T", "I", "H", "dtype", "mode", "median_s")
+VERSION_PACKAGES = (
+    "rnn_jax",
+    "jax",
+    "jaxlib",
+    "jax-cuda12-plugin",
+    "libtpu",
+    "numpy",
+    "flax",
+    "equinox",
+    "keras",
+    "torch",
+    "optax",
+)
+# Matmuls per step of the gated cells: the gate count G (input and recurrent kernels are
+# [I, G*H] and [H, G*H]).
+GATE_COUNT = {"simple": 1, "gru": 3, "mgu": 2, "lstm": 4, "indrnn": 0}
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+class Stats(NamedTuple):
+    """Robust summary of repeated timings, in seconds."""
+
+    median_s: float
+    q25_s: float
+    q75_s: float
+    repeats: int
+
+    @classmethod
+    def of(cls, times: Iterable[float]) -> Stats:
+        times = sorted(times)
+        if not times:
+            raise ValueError("Stats.of needs at least one timing")
+        if len(times) == 1:
+            return cls(times[0], times[0], times[0], 1)
+        q = statistics.quantiles(times, n=4, method="inclusive")
+        return cls(statistics.median(times), q[0], q[2], len(times))
+
+    def as_dict(self) -> dict[str, float | int]:
+        return self._asdict()
+
+
+def blocking(fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+    """A zero-argument callable that runs ``fn(*args)`` and waits for its JAX results."""
+    import jax
+
+    def run():
+        return jax.block_until_ready(fn(*args))
+
+    return run
+
+
+def time_once(run: Callable[[], Any]) -> float:
+    """Wall time of one call of ``run`` (which must block until its work is done)."""
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def interleaved(
+    cases: Mapping[str, Callable[[], Any]],
+    *,
+    rounds: int = 10,
+    per_round: int = 3,
+    warmup: int = 2,
+    seed: int = 0,
+    budget_s: float | None = None,
+) -> dict[str, Stats]:
+    """Times every case ``rounds * per_round`` times, interleaved; returns medians per case.
+
+    Each callable must block until its work is done (see `blocking`). All cases
+    are first called ``warmup`` times (compilation, caches). Each round then
+    visits the cases in a fresh random order and times ``per_round`` calls of
+    each. ``budget_s`` stops after the round in which it is exceeded (at least
+    three rounds run), for cases that turn out slow.
+    """
+    for run in cases.values():
+        for _ in range(warmup):
+            run()
+    rng = random.Random(seed)
+    names = list(cases)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    start = time.perf_counter()
+    for r in range(rounds):
+        rng.shuffle(names)
+        for name in names:
+            for _ in range(per_round):
+                times[name].append(time_once(cases[name]))
+        if budget_s is not None and r >= 2 and time.perf_counter() - start > budget_s:
+            break
+    return {name: Stats.of(ts) for name, ts in times.items()}
+
+
+# ----------------------------------------------------------------------------- FLOPs
+
+
+class Shape(NamedTuple):
+    """A benchmark shape: batch ``B``, steps ``T``, input features ``I``, hidden units ``H``."""
+
+    B: int
+    T: int
+    I: int  # noqa: E741  (the schema's name)
+    H: int
+
+    @property
+    def label(self) -> str:
+        return f"B{self.B} T{self.T} I{self.I} H{self.H}"
+
+
+def rnn_matmul_flops(cell: str, shape: Shape, mode: str) -> float:
+    """Matmul FLOPs of a dense gated RNN layer (input and recurrent kernels; 2 per MAC).
+
+    Forward: ``2 * T * B * (I + H) * G * H``. Forward and backward: three times
+    that (the forward, the gradient with respect to the activations and the
+    gradient with respect to the weights), a lower bound that ignores the
+    gradient with respect to the inputs of the first layer (``2 T B I G H``,
+    which peers compute too) so ratios stay comparable.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    B, T, I, H = shape  # noqa: E741
+    forward = 2.0 * T * B * (I + H) * GATE_COUNT[cell] * H
+    return forward if mode == "forward" else 3.0 * forward
+
+
+def gemm_gflops(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
+    """This machine's GEMM rate: the median GFLOP/s of one jitted ``[n, n] @ [n, n]`` matmul."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+    b = jax.random.normal(jax.random.key(1), (size, size), dtype)
+    matmul = jax.jit(jnp.matmul)
+    stats = interleaved({"gemm": blocking(matmul, a, b)}, rounds=repeats, per_round=1, warmup=2)
+    return 2.0 * size**3 / stats["gemm"].median_s / 1e9
+
+
+# ----------------------------------------------------------------------------- machine
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                return round(int(line.split()[1]) / 2**20, 1)
+    except OSError:
+        pass
+    return None
+
+
+def machine_info(**extra: Any) -> dict[str, Any]:
+    """Platform (``cpu``/``gpu``/``tpu`` as JAX sees it), device, CPU, cores, memory, OS, flags."""
+    import jax
+
+    devices = jax.devices()
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    info = {
+        "platform": jax.default_backend(),
+        "device_kind": devices[0].device_kind,
+        "device_count": len(devices),
+        "cpu": _cpu_model(),
+        "cores": cores,
+        "memory_gib": _memory_gib(),
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+    info.update(extra)
+    return info
+
+
+def versions(packages: Iterable[str] = VERSION_PACKAGES) -> dict[str, str]:
+    """Installed versions of the packages that matter to a benchmark (absent ones skipped)."""
+    found = {}
+    for name in packages:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+# ----------------------------------------------------------------------------- results JSON
+
+
+def record(
+    *,
+    cell: str,
+    shape: Shape,
+    dtype: str,
+    mode: str,
+    stats: Stats,
+    backend: str | None = None,
+    library: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One measurement in the results schema (exactly one of ``backend`` and ``library``)."""
+    if (backend is None) == (library is None):
+        raise ValueError("a record names exactly one of backend (rnn_jax) and library (a peer)")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    who = {"backend": backend} if backend is not None else {"library": library}
+    out = {"cell": cell, **who, **Shape(*shape)._asdict(), "dtype": dtype, "mode": mode}
+    out.update(stats.as_dict())
+    if cell in GATE_COUNT and GATE_COUNT[cell]:
+        out["gflops"] = rnn_matmul_flops(cell, Shape(*shape), mode) / stats.median_s / 1e9
+    out.update(extra)
+    return out
+
+
+def check_results(doc: Mapping[str, Any]) -> None:
+    """Raises ValueError naming the first field of ``doc`` that breaks the schema."""
+    for key in ("suite", "machine", "versions", "records"):
+        if key not in doc:
+            raise ValueError(f"results file lacks the field {key!r}")
+    platform_ = doc["machine"].get("platform")
+    if platform_ not in PLATFORMS:
+        raise ValueError(f"machine.platform must be one of {PLATFORMS}; got {platform_!r}")
+    for i, rec in enumerate(doc["records"]):
+        missing = [k for k in RECORD_KEYS if k not in rec]
+        if missing:
+            raise ValueError(f"records[{i}] lacks {missing}")
+        if ("backend" in rec) == ("library" in rec):
+            raise ValueError(f"records[{i}] must name exactly one of backend and library")
+        if rec["mode"] not in MODES:
+            raise ValueError(f"records[{i}].mode must be one of {MODES}; got {rec['mode']!r}")
+
+
+def write_results(
+    suite: str,
+    records: list[dict[str, Any]],
+    *,
+    machine: Mapping[str, Any],
+    quick: bool = False,
+    command: str | None = None,
+    directory: Path = RESULTS_DIR,
+    **extra: Any,
+) -> Path:
+    """Writes one results file ``{suite}-{platform}-{UTC time}.json``; returns its path."""
+    now = _dt.datetime.now(_dt.UTC)
+    doc = {
+        "schema": SCHEMA_VERSION,
+        "suite": suite,
+        "command": command or " ".join(["python", *sys.argv]),
+        "created": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "quick": quick,
+        "machine": dict(machine),
+        "versions": versions(),
+        "records": records,
+        **extra,
+    }
+    check_results(doc)
+    directory.mkdir(parents=True, exist_ok=True)
+    tag = "-quick" if quick else ""
+    path = directory / f"{suite}-{machine['platform']}-{now.strftime('%Y%m%dT%H%M%SZ')}{tag}.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def load_results(directory: Path = RESULTS_DIR, *, include_quick: bool = False) -> list[dict]:
+    """All results documents in ``directory`` (checked against the schema), oldest first."""
+    docs = []
+    for path in sorted(directory.glob("*.json")):
+        doc = json.loads(path.read_text())
+        check_results(doc)
+        if doc.get("quick") and not include_quick:
+            continue
+        doc["_path"] = str(path)
+        docs.append(doc)
+    return sorted(docs, key=lambda d: d.get("created", ""))
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured markdown table (floats to 3 significant digits)."""
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.3g}"
+        return "" if v is None else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
