@@ -3,8 +3,12 @@
 from rnn_jax.cells.base import Cell, Gates, LinearRecurrence, split_cell
 from rnn_jax.cells.gru import GRUParams, gru
 from rnn_jax.cells.indrnn import IndRNNParams, indrnn
+from rnn_jax.cells.lru import LRUParams, lru
 from rnn_jax.cells.lstm import LayerNormParams, LSTMParams, LSTMState, lstm
 from rnn_jax.cells.mgu import MGUParams, mgu
+from rnn_jax.cells.min_gru import MinGRUParams, min_gru
+from rnn_jax.cells.min_lstm import MinLSTMParams, min_lstm
+from rnn_jax.cells.rg_lru import RGLRUParams, rg_lru
 from rnn_jax.cells.simple import SimpleParams, simple
 
 __all__ = [
@@ -13,15 +17,23 @@ __all__ = [
     "LinearRecurrence",
     "GRUParams",
     "IndRNNParams",
+    "LRUParams",
     "LSTMParams",
     "LSTMState",
     "LayerNormParams",
     "MGUParams",
+    "MinGRUParams",
+    "MinLSTMParams",
+    "RGLRUParams",
     "SimpleParams",
     "gru",
     "indrnn",
+    "lru",
     "lstm",
     "mgu",
+    "min_gru",
+    "min_lstm",
+    "rg_lru",
     "simple",
     "split_cell",
 ]
