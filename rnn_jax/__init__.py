@@ -35,6 +35,7 @@ from rnn_jax.cells import (
     simple,
     split_cell,
 )
+from rnn_jax.cells.multihead import MultiHeadParams, multihead_gru, multihead_lstm, multihead_simple
 from rnn_jax.layers import (
     BidirectionalParams,
     Layer,
@@ -65,6 +66,7 @@ __all__ = [
     "MGUParams",
     "MinGRUParams",
     "MinLSTMParams",
+    "MultiHeadParams",
     "RGLRUParams",
     "SimpleParams",
     "as_layer",
@@ -80,6 +82,9 @@ __all__ = [
     "mgu",
     "min_gru",
     "min_lstm",
+    "multihead_gru",
+    "multihead_lstm",
+    "multihead_simple",
     "register_backend",
     "reversed_layer",
     "rg_lru",

@@ -8,6 +8,7 @@ from rnn_jax.cells.lstm import LayerNormParams, LSTMParams, LSTMState, lstm
 from rnn_jax.cells.mgu import MGUParams, mgu
 from rnn_jax.cells.min_gru import MinGRUParams, min_gru
 from rnn_jax.cells.min_lstm import MinLSTMParams, min_lstm
+from rnn_jax.cells.multihead import MultiHeadParams, multihead_gru, multihead_lstm, multihead_simple
 from rnn_jax.cells.rg_lru import RGLRUParams, rg_lru
 from rnn_jax.cells.simple import SimpleParams, simple
 
@@ -24,6 +25,7 @@ __all__ = [
     "MGUParams",
     "MinGRUParams",
     "MinLSTMParams",
+    "MultiHeadParams",
     "RGLRUParams",
     "SimpleParams",
     "gru",
@@ -33,6 +35,9 @@ __all__ = [
     "mgu",
     "min_gru",
     "min_lstm",
+    "multihead_gru",
+    "multihead_lstm",
+    "multihead_simple",
     "rg_lru",
     "simple",
     "split_cell",
