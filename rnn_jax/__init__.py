@@ -7,8 +7,12 @@ Example:
     >>> carry, ys = rj.scan(cell, params, jnp.ones((100, 8, 16)))
     >>> ys.shape
     (100, 8, 64)
+
+Training, models, tasks and diagnostics are subpackages: ``rj.train``,
+``rj.models``, ``rj.data``, ``rj.diagnostics`` (and the ``rnn-jax`` command line).
 """
 
+from rnn_jax import data, diagnostics, models, train
 from rnn_jax.cells import (
     Cell,
     Gates,
@@ -73,6 +77,8 @@ __all__ = [
     "backend_names",
     "bidirectional",
     "count_params",
+    "data",
+    "diagnostics",
     "flip_valid",
     "get_backend",
     "gru",
@@ -80,6 +86,7 @@ __all__ = [
     "lru",
     "lstm",
     "mgu",
+    "models",
     "min_gru",
     "min_lstm",
     "multihead_gru",
@@ -94,4 +101,5 @@ __all__ = [
     "split_cell",
     "stack",
     "summary",
+    "train",
 ]

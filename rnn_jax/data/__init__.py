@@ -1,0 +1,85 @@
+"""Tasks, generated or shipped with installed packages (nothing is downloaded).
+
+``rj.data.get_task("adding", length=100)`` builds a `Task` by name; each task
+is also a function here (``rj.data.adding(length=100)``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from rnn_jax.data.base import (
+    ArraySplit,
+    Batch,
+    DataError,
+    GeneratedSplit,
+    StreamSplit,
+    Task,
+    is_solved,
+)
+from rnn_jax.data.bundled import digits, sunspots
+from rnn_jax.data.synthetic import adding, copy_memory, mackey_glass, translation
+from rnn_jax.data.text import char_text, decode, encode, read_text
+
+TASKS: dict[str, Callable[..., Task]] = {
+    "adding": adding,
+    "copy_memory": copy_memory,
+    "digits": digits,
+    "mackey_glass": mackey_glass,
+    "sunspots": sunspots,
+    "text": char_text,
+    "translate": translation,
+}
+
+
+def task_names() -> list[str]:
+    """Names ``get_task`` accepts."""
+    return sorted(TASKS)
+
+
+def task_options(name: str) -> list[str]:
+    """The options task ``name`` accepts."""
+    return list(inspect.signature(TASKS[name]).parameters)
+
+
+def get_task(name: str, **options: Any) -> Task:
+    """The task called ``name`` built with ``options``; a DataError in words otherwise.
+
+    Example:
+        >>> rj.data.get_task("digits").output_size
+        10
+    """
+    if name not in TASKS:
+        raise DataError(f"task must be one of {task_names()}; got {name!r}")
+    accepted = task_options(name)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise DataError(f"task {name} takes options {accepted}; got unknown {unknown}")
+    return TASKS[name](**options)
+
+
+__all__ = [
+    "ArraySplit",
+    "Batch",
+    "DataError",
+    "GeneratedSplit",
+    "StreamSplit",
+    "TASKS",
+    "Task",
+    "adding",
+    "char_text",
+    "copy_memory",
+    "decode",
+    "digits",
+    "encode",
+    "get_task",
+    "is_solved",
+    "mackey_glass",
+    "read_text",
+    "sunspots",
+    "task_names",
+    "task_options",
+    "translation",
+]

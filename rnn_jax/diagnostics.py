@@ -1,0 +1,182 @@
+"""Gradient flow: how ``||dL/dh_t||`` changes with ``t``, the vanishing and exploding picture.
+
+`probe` wraps any cell so that an extra input ``e_t`` is added to the state it
+feeds back, ``h_t -> h_t + e_t``; at ``e = 0`` the model is unchanged and the
+gradient of the loss with respect to ``e_t`` is exactly ``dL/dh_t``, the
+total derivative through every later step. `gradient_norms` measures it on a
+task's test batch, per sequence, averaged over the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax.cells.base import Cell
+from rnn_jax.data import Batch, Task
+from rnn_jax.layers import rnn
+from rnn_jax.layers.dropout import fed_back_state
+from rnn_jax.models import classifier, tagger
+from rnn_jax.train.history import plot_curves, table, write_json
+from rnn_jax.train.losses import LOSSES
+
+
+def state_width(cell: Cell, params: Any) -> int:
+    """The width of the state ``h`` a cell feeds back (its carry, or the carry's ``h``)."""
+    carry = jax.eval_shape(lambda p: cell.initial_state(p, ()), params)
+    return fed_back_state(carry).shape[-1]
+
+
+def probe(cell: Cell, width: int) -> Cell:
+    """``cell`` reading ``width`` extra input features ``e_t`` that are added to its state ``h_t``.
+
+    Inputs are ``[..., F + width]``; the step runs ``cell`` on the first ``F``
+    features, then adds ``e_t`` to the fed-back state and to the output (the
+    same ``h_t`` for the built-in cells). ``init(key, F + width)`` initialises
+    the cell for ``F`` inputs.
+    """
+
+    def init(key, input_size):
+        return cell.init(key, input_size - width)
+
+    def step(params, carry, x):
+        carry, y = cell.step(params, carry, x[..., :-width])
+        e = x[..., -width:]
+        if hasattr(carry, "shape"):
+            return carry + e, y + e
+        return carry._replace(h=carry.h + e), y + e
+
+    def input_size(params):
+        return cell.input_size(params) + width
+
+    return Cell(
+        init=init,
+        initial_state=cell.initial_state,
+        step=step,
+        input_size=input_size if cell.input_size is not None else None,
+        name=f"probed {cell.name}",
+        config=cell.config,
+    )
+
+
+def gradient_norms(
+    cell: Cell,
+    task: Task,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    params: Any = None,
+) -> np.ndarray:
+    """``||dL_i/dh_t||`` for ``t = 1..T``, averaged over the sequences ``i`` of a test batch.
+
+    The model is the task's (a many-to-one classifier or a tagger over
+    ``rj.rnn(cell)``, a dense head on top), at initialisation from ``seed`` or
+    with ``params`` (of the probed model, e.g. after training). ``L_i`` is the
+    loss of sequence ``i`` (summed, not averaged, over the batch). Tasks with
+    float inputs only. Returns ``[T]``.
+
+    Example:
+        >>> norms = rj.diagnostics.gradient_norms(rj.simple(32), rj.data.adding(length=50))
+        >>> bool(norms[0] < norms[-1])
+        True
+    """
+    model, batch, eps, loss = _setup(cell, task, batch_size, seed)
+    params = model.init(jax.random.key(seed)) if params is None else params
+
+    @jax.jit
+    def norms(params, batch, eps):
+        grads = jax.grad(loss)(eps, params, batch)  # [T, B, H]
+        return jnp.mean(jnp.linalg.norm(grads, axis=-1), axis=1)
+
+    return np.asarray(norms(params, batch, eps))
+
+
+def probed_model(cell: Cell, task: Task):
+    """The task's model over ``rj.rnn(probe(cell))``, and the probe width."""
+    info = task.info()
+    if info["input_size"] is None or info["kind"] not in (
+        "regression", "classification", "tagging", "forecasting"
+    ):
+        raise ValueError(
+            f"gradient flow needs a task with float inputs and a target per sequence or per "
+            f"step (adding, copy_memory, digits, mackey_glass, sunspots); got {task.name}"
+        )
+    width = state_width(cell, jax.eval_shape(lambda: cell.init(jax.random.key(0), 1)))
+    body = rnn(probe(cell, width))
+    size = info["input_size"] + width
+    if info["kind"] in ("regression", "classification"):
+        return classifier(body, info["output_size"], input_size=size), width
+    return tagger(body, info["output_size"], input_size=size), width
+
+
+def _setup(cell: Cell, task: Task, batch_size: int, seed: int):
+    model, width = probed_model(cell, task)
+    batch: Batch = jax.tree.map(jnp.asarray, next(iter(task.test.batches(batch_size))))
+    inputs = batch.inputs
+    eps = jnp.zeros((*inputs.shape[:-1], width), inputs.dtype)
+    loss_fn = LOSSES[task.loss]
+
+    def loss(eps, params, batch):
+        xs = jnp.concatenate([batch.inputs, eps], axis=-1)
+        _, outputs = model.apply(params, xs, length=batch.length)
+        return loss_fn(outputs, batch.targets, batch.mask)[0]
+
+    return model, batch, eps, loss
+
+
+def report(
+    cells: dict[str, Cell],
+    task: Task,
+    *,
+    batch_size: int = 64,
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Gradient norms for several cells on one task: a table, and with ``out_dir`` a plot and JSON.
+
+    The table shows ``||dL/dh_t||`` at a few ``t`` and ``log10`` of the ratio
+    between the first and the last step: strongly negative is vanishing,
+    positive exploding.
+    """
+    norms = {name: gradient_norms(cell, task, batch_size=batch_size, seed=seed)
+             for name, cell in cells.items()}
+    steps = len(next(iter(norms.values())))
+    marks = sorted({1, max(1, steps // 4), max(1, steps // 2), max(1, 3 * steps // 4), steps})
+    rows = []
+    for name, values in norms.items():
+        ratio = float(np.log10(max(values[0], 1e-300) / max(values[-1], 1e-300)))
+        rows.append([name, *[float(values[t - 1]) for t in marks], ratio])
+    header = ["cell", *[f"t={t}" for t in marks], "log10(first/last)"]
+    text = table(rows, header)
+    summary = {
+        "task": task.name,
+        "description": task.description,
+        "batch_size": batch_size,
+        "seed": seed,
+        "table": text,
+        "norms": {name: values.tolist() for name, values in norms.items()},
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        write_json(out / "gradflow.json", summary)
+        curves = {name: (list(range(1, steps + 1)), values.tolist())
+                  for name, values in norms.items()}
+        plot_curves(curves, out / "gradflow.png", title=f"||dL/dh_t|| at initialisation, "
+                    f"{task.description}", xlabel="t", ylabel="||dL/dh_t||")
+    return summary
+
+
+def cells_by_name(names: Sequence[str], hidden: int) -> dict[str, Cell]:
+    """Cells from factory names (``rj.train.available_cells``) at size ``hidden``."""
+    from rnn_jax.train.experiment import available_cells
+
+    factories = available_cells()
+    unknown = [n for n in names if n not in factories]
+    if unknown:
+        raise ValueError(f"cells must be among {sorted(factories)}; got {unknown}")
+    return {name: factories[name](hidden) for name in names}

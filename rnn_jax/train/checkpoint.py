@@ -1,0 +1,176 @@
+"""Checkpoints through orbax-checkpoint: atomic, self-describing, never silently ignored.
+
+A checkpoint is one step directory holding three items: ``params``, ``state``
+(optimizer state, step, RNG, the carried TBPTT state, the best params so far)
+and ``meta`` (JSON: the run's config, the task's sizes and alphabet, the
+history, the early-stopping record). ``params`` stand alone so that
+``rnn-jax generate`` restores a model without its optimizer. Orbax writes each step into a temporary
+directory and renames it when complete, so a run killed mid-write leaves the
+previous checkpoint intact.
+
+Restoring checks what it reads: an unreadable checkpoint, or one whose
+arrays differ in shape or structure from the model being resumed, raises a
+`CheckpointError` that says so — never a silent restart.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+ITEMS = ("params", "state", "meta")
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, unreadable, or written for another run."""
+
+
+def _orbax():
+    import orbax.checkpoint as ocp
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    return ocp
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200] if text else ''}"
+
+
+class Checkpointer:
+    """Saves and restores training state under ``directory`` (one subdirectory per step).
+
+    The directory is created at the first save, not before, so a run that
+    fails its checks leaves nothing behind. ``max_to_keep`` latest steps are kept.
+
+    Example:
+        >>> ckpt = rj.train.Checkpointer("runs/demo/checkpoints")
+        >>> ckpt.save(10, {"w": jnp.ones(3)}, {"step": 10}, {"config": {}})
+        >>> ckpt.latest_step()
+        10
+    """
+
+    def __init__(self, directory: str | Path, *, max_to_keep: int = 2):
+        self.directory = Path(directory).absolute()
+        self.max_to_keep = max_to_keep
+        self._manager = None
+
+    def _get_manager(self, create: bool):
+        if self._manager is None:
+            if not create and not self.directory.is_dir():
+                return None
+            ocp = _orbax()
+            options = ocp.CheckpointManagerOptions(
+                max_to_keep=self.max_to_keep,
+                enable_async_checkpointing=False,
+                create=create,
+                cleanup_tmp_directories=True,
+            )
+            self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
+        return self._manager
+
+    def steps(self) -> list[int]:
+        """Steps with a complete checkpoint, ascending."""
+        manager = self._get_manager(create=False)
+        return [] if manager is None else sorted(manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        steps = self.steps()
+        return steps[-1] if steps else None
+
+    def save(self, step: int, params: Any, state: Any, meta: dict[str, Any]) -> None:
+        """Writes ``params`` and ``state`` (pytrees of arrays) and ``meta`` (JSON) as ``step``."""
+        ocp = _orbax()
+        manager = self._get_manager(create=True)
+        to_numpy = lambda tree: jax.tree.map(np.asarray, tree)
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(to_numpy(params)),
+                state=ocp.args.StandardSave(to_numpy(state)),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            force=True,
+        )
+        manager.wait_until_finished()
+
+    def _step(self, step: int | None) -> int:
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        if step is None:
+            return steps[-1]
+        if step not in steps:
+            raise CheckpointError(
+                f"no checkpoint of step {step} in {self.directory}; it has {steps}"
+            )
+        return step
+
+    def read_meta(self, step: int | None = None) -> dict[str, Any]:
+        """The JSON ``meta`` of step ``step`` (default: the latest)."""
+        ocp = _orbax()
+        step = self._step(step)
+        try:
+            restored = self._get_manager(create=False).restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+            meta = restored.meta
+        except Exception as error:  # noqa: BLE001 - any failure to read is reported as such
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} is unreadable (corrupt?): "
+                f"{_describe(error)}"
+            ) from None
+        if not isinstance(meta, dict) or "config" not in meta:
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} has no run config; it was not written by "
+                "rnn_jax training"
+            )
+        return meta
+
+    def restore(self, item: str, template: Any, step: int | None = None) -> Any:
+        """Item ``"params"`` or ``"state"`` of step ``step`` (default: latest), like ``template``.
+
+        Raises `CheckpointError` when it cannot be read or when its arrays do
+        not match ``template`` leaf for leaf in shape and dtype.
+        """
+        if item not in ("params", "state"):
+            raise ValueError(f"item must be 'params' or 'state'; got {item!r}")
+        ocp = _orbax()
+        step = self._step(step)
+        where = self.directory / str(step)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        try:
+            restored = self._get_manager(create=False).restore(
+                step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})
+            )[item]
+        except Exception as error:  # noqa: BLE001
+            raise CheckpointError(
+                f"checkpoint {where} could not be restored (corrupt, or written for another "
+                f"model): {_describe(error)}"
+            ) from None
+        check_matches(restored, template, where, item)
+        return restored
+
+
+def check_matches(restored: Any, template: Any, where: Path | str, item: str = "state") -> None:
+    """A `CheckpointError` unless ``restored`` has ``template``'s structure, shapes and dtypes."""
+    if jax.tree.structure(restored) != jax.tree.structure(template):
+        raise CheckpointError(
+            f"checkpoint {where} holds {item} structured unlike this model's; was it written "
+            "for another model?"
+        )
+    for (path, want), got in zip(
+        jax.tree_util.tree_flatten_with_path(template)[0], jax.tree.leaves(restored), strict=True
+    ):
+        if tuple(np.shape(got)) != tuple(np.shape(want)) or np.result_type(got) != np.result_type(
+            want
+        ):
+            raise CheckpointError(
+                f"checkpoint {where} holds {item}{jax.tree_util.keystr(path)} of shape "
+                f"{np.shape(got)} {np.result_type(got)}; this model has {np.shape(want)} "
+                f"{np.result_type(want)}"
+            )
