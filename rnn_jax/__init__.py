@@ -49,7 +49,18 @@ from rnn_jax.layers import (
     rnn,
     stack,
 )
-from rnn_jax.scan import Backend, backend_names, flip_valid, get_backend, register_backend, scan
+from rnn_jax.scan import (
+    Backend,
+    NewtonInfo,
+    backend_names,
+    flip_valid,
+    get_backend,
+    newton_backend,
+    newton_scan,
+    parallel_backend,
+    register_backend,
+    scan,
+)
 from rnn_jax.summary import count_params, summary
 
 __version__ = "0.1.0"
@@ -68,6 +79,7 @@ __all__ = [
     "LayerNormParams",
     "LinearRecurrence",
     "MGUParams",
+    "NewtonInfo",
     "MinGRUParams",
     "MinLSTMParams",
     "MultiHeadParams",
@@ -87,11 +99,14 @@ __all__ = [
     "lstm",
     "mgu",
     "models",
+    "newton_backend",
+    "newton_scan",
     "min_gru",
     "min_lstm",
     "multihead_gru",
     "multihead_lstm",
     "multihead_simple",
+    "parallel_backend",
     "register_backend",
     "reversed_layer",
     "rg_lru",

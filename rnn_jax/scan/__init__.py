@@ -3,11 +3,24 @@
 Importing this package registers every backend module listed here.
 """
 
+from rnn_jax.scan import checkpointed, reference, sequential  # noqa: F401  (registering)
 from rnn_jax.scan import cudnn as _cudnn  # noqa: F401  (registers "cudnn")
-from rnn_jax.scan import reference, sequential  # noqa: F401  (registers the backends)
 from rnn_jax.scan.driver import scan
 from rnn_jax.scan.masking import flip_valid
+from rnn_jax.scan.newton import NewtonInfo, newton_backend, newton_scan  # registers "newton"
 from rnn_jax.scan.pallas import backend as _pallas  # noqa: F401  (registers "pallas")
+from rnn_jax.scan.parallel import parallel_backend  # registers "parallel"
 from rnn_jax.scan.registry import Backend, backend_names, get_backend, register_backend
 
-__all__ = ["Backend", "backend_names", "flip_valid", "get_backend", "register_backend", "scan"]
+__all__ = [
+    "Backend",
+    "NewtonInfo",
+    "backend_names",
+    "flip_valid",
+    "get_backend",
+    "newton_backend",
+    "newton_scan",
+    "parallel_backend",
+    "register_backend",
+    "scan",
+]
