@@ -95,10 +95,20 @@ class ArraySplit:
         )
 
     def batches(self, batch_size: int) -> Iterator[Batch]:
-        """The whole split in order, in batches (the last may be smaller)."""
-        for start in range(0, self.size, batch_size):
-            index = np.arange(start, min(start + batch_size, self.size))
-            yield time_major(take(self.data, index), self.per_step)
+        """The whole split in order, in batches of one shape (one compilation).
+
+        The last batch is filled up with repeats of the first rows whose mask
+        is zero, so masked sums over all batches count every row once.
+        """
+        size = min(batch_size, self.size)
+        for start in range(0, self.size, size):
+            index = np.arange(start, start + size) % self.size
+            batch = take(self.data, index)
+            if start + size > self.size:
+                keep = np.arange(start, start + size) < self.size
+                mask = np.asarray(batch.mask)
+                batch = batch._replace(mask=mask * keep.reshape((-1,) + (1,) * (mask.ndim - 1)))
+            yield time_major(batch, self.per_step)
 
 
 class GeneratedSplit:

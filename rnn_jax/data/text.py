@@ -80,7 +80,7 @@ def char_text(path: str | None = None, length: int = 100, max_chars: int = 1_000
     if len(text) < need:
         raise DataError(
             f"text {path or '(standard library)'} has {len(text)} characters; sequences of "
-            f"--length {length} need at least {need} (each split must hold length + 1)"
+            f"length {length} need at least {need} (each split must hold length + 1)"
         )
     vocab = tuple(sorted(set(text)))
     lookup = {ch: i for i, ch in enumerate(vocab)}

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 ITEMS = ("params", "state", "meta")
@@ -166,11 +167,9 @@ def check_matches(restored: Any, template: Any, where: Path | str, item: str = "
     for (path, want), got in zip(
         jax.tree_util.tree_flatten_with_path(template)[0], jax.tree.leaves(restored), strict=True
     ):
-        if tuple(np.shape(got)) != tuple(np.shape(want)) or np.result_type(got) != np.result_type(
-            want
-        ):
+        got_type, want_type = jnp.result_type(got), jnp.result_type(want)
+        if tuple(np.shape(got)) != tuple(np.shape(want)) or got_type != want_type:
             raise CheckpointError(
                 f"checkpoint {where} holds {item}{jax.tree_util.keystr(path)} of shape "
-                f"{np.shape(got)} {np.result_type(got)}; this model has {np.shape(want)} "
-                f"{np.result_type(want)}"
+                f"{np.shape(got)} {got_type}; this model has {np.shape(want)} {want_type}"
             )

@@ -9,6 +9,8 @@ the targets.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -65,7 +67,7 @@ METRICS = {
     "sequence_accuracy": sequence_accuracy,
 }
 # Metrics computed from others once the sums are divided.
-DERIVED = {"bits_per_char": ("cross_entropy", 1.0 / float(jnp.log(2.0)))}
+DERIVED = {"bits_per_char": ("cross_entropy", 1.0 / math.log(2.0))}
 
 
 def finish(sums: dict[str, Sums]) -> dict[str, float]:
