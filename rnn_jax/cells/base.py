@@ -200,11 +200,15 @@ def stacked_orthogonal(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32
     the single-gate case.
     """
     rows, cols = shape
-    if cols % rows:
-        return jax.nn.initializers.orthogonal()(key, shape, dtype)
     orthogonal = jax.nn.initializers.orthogonal()
+    # QR in float32 at least: LAPACK has no bf16/fp16 kernels, so a low-precision cell
+    # (``rj.gru(64, dtype=jnp.bfloat16)``) could not even be initialised on a CPU.
+    wide = jnp.promote_types(dtype, jnp.float32)
+    if cols % rows:
+        return orthogonal(key, shape, wide).astype(dtype)
     keys = jax.random.split(key, cols // rows)
-    return jnp.concatenate([orthogonal(k, (rows, rows), dtype) for k in keys], axis=1)
+    blocks = [orthogonal(k, (rows, rows), wide) for k in keys]
+    return jnp.concatenate(blocks, axis=1).astype(dtype)
 
 
 glorot_uniform = jax.nn.initializers.glorot_uniform()
