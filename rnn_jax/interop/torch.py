@@ -236,8 +236,9 @@ def _rnn_cell(layer: Layer, *, reverse: bool) -> Cell:
         raise _refuse(f"a layer of kind {spec.get('kind')!r} inside a direction")
     if bool(spec["reverse"]) != reverse:
         raise _refuse(
-            "a reversed rnn layer outside bidirectional" if spec["reverse"] else "a bidirectional "
-            "layer whose backward direction runs forwards"
+            "a reversed rnn layer outside bidirectional"
+            if spec["reverse"]
+            else "a bidirectional layer whose backward direction runs forwards"
         )
     for rate in ("input_dropout", "recurrent_dropout", "output_dropout", "zoneout"):
         if spec.get(rate):
@@ -252,7 +253,9 @@ def _directions(layer: Layer, params: Any) -> list[tuple[Cell, Any]]:
         return [(_rnn_cell(layer, reverse=False), params)]
     if spec.get("kind") == "bidirectional":
         if spec["merge"] != "concat":
-            raise _refuse(f"a bidirectional layer with merge={spec['merge']!r} (torch concatenates)")
+            raise _refuse(
+                f"a bidirectional layer with merge={spec['merge']!r} (torch concatenates)"
+            )
         return [
             (_rnn_cell(spec["forward"], reverse=False), params[0]),
             (_rnn_cell(spec["backward"], reverse=True), params[1]),
@@ -279,7 +282,10 @@ def _to_torch_tensor(value: Any) -> torch.Tensor:
 
 
 def _torch_tensors(mode: str, params: Any, names: str) -> dict[str, Any]:
-    tensors = {f"weight_ih_{names}": params.kernel.T, f"weight_hh_{names}": params.recurrent_kernel.T}
+    tensors = {
+        f"weight_ih_{names}": params.kernel.T,
+        f"weight_hh_{names}": params.recurrent_kernel.T,
+    }
     if mode == "GRU":
         tensors[f"bias_ih_{names}"] = params.bias
         tensors[f"bias_hh_{names}"] = params.recurrent_bias
@@ -322,16 +328,14 @@ def to_torch(layer: Layer, params: Any, *, batch_first: bool = False) -> Any:
     per_layer = [_directions(part, p) for part, p in zip(parts, part_params, strict=True)]
 
     described = {
-        (len(directions), *_torch_cell(cell))
-        for directions in per_layer
-        for cell, _ in directions
+        (len(directions), *_torch_cell(cell)) for directions in per_layer for cell, _ in directions
     }
     if len(described) != 1:
         raise _refuse(
             "layers that differ in cell, size or direction count (torch repeats one layer); got "
             + ", ".join(sorted(str(d) for d in described))
         )
-    (num_directions, mode, hidden, proj), = described
+    ((num_directions, mode, hidden, proj),) = described
     first = per_layer[0][0][1]
     dtype = first.kernel.dtype
     module_type = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}.get(mode, torch.nn.RNN)
@@ -379,7 +383,9 @@ def _carries(state: Any) -> list[Any]:
         return [state]
     if isinstance(state, tuple) and len(state) == 2:
         return [*_carries(state[0]), *_carries(state[1])]
-    raise TypeError(f"state must be a final state of a from_torch layer; got {type(state).__name__}")
+    raise TypeError(
+        f"state must be a final state of a from_torch layer; got {type(state).__name__}"
+    )
 
 
 def torch_final_state(state: Any) -> Any:
