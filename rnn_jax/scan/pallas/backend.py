@@ -53,7 +53,8 @@ def pallas(
         interpret: run the kernels with ``interpret=True``; None: only when the
             default platform is neither GPU nor TPU.
 
-    The ``unroll`` argument of `rj.scan` does not apply to these kernels.
+    The ``unroll`` argument of `rj.scan` unrolls the fused kernel's in-kernel
+    time loop (within a time block); the linear-scan kernel ignores it.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
@@ -66,7 +67,6 @@ def pallas(
     linear_options = LinearScanOptions(block_batch, block_time, block_features, interpret)
 
     def run(cell, params, xs, *, initial_state, length, reverse, unroll):
-        del unroll
         use_linear = kernel == "linear" or (kernel == "auto" and cell.linear is not None)
         if use_linear:
             return linear_cell_scan(
@@ -93,6 +93,7 @@ def pallas(
             block_batch=block_batch,
             block_time=block_time,
             interpret=interpret,
+            unroll=unroll,
         )
 
     return Backend("pallas", run)

@@ -96,8 +96,15 @@ def _time_block(descending: bool, blocks: int):
 
 
 def _mask(valid: jax.Array, leaf: jax.Array) -> jax.Array:
-    """``valid [bb]`` shaped to broadcast against ``leaf [bb, ...]``."""
-    return valid.reshape(valid.shape + (1,) * (leaf.ndim - 1))
+    """``valid [bb, 1]`` shaped to broadcast against ``leaf [bb, ...]``.
+
+    Kept two-dimensional for the common ``[bb, H]`` leaves (TPU tiles are 2-D).
+    """
+    if leaf.ndim == 2:
+        return valid
+    if leaf.ndim == 1:
+        return valid[:, 0]
+    return valid.reshape(valid.shape + (1,) * (leaf.ndim - 2))
 
 
 class _Static(NamedTuple):
@@ -117,6 +124,7 @@ class _Static(NamedTuple):
     reverse: bool
     has_length: bool
     interpret: bool
+    unroll: int
 
 
 def _build_params(s: _Static, used_values):
@@ -183,7 +191,7 @@ def _forward_call(s: _Static, W, hp_used, xp, c0, lengths, *, save_states: bool)
 
         W = w_ref[...]
         hp = _build_params(s, [r[...] for r in hp_refs])
-        length = len_ref[...][:, 0] if s.has_length else None
+        length = len_ref[...] if s.has_length else None  # [bb, 1]
         block = (s.time_blocks - 1 - j) if descending else j
         t0 = block * s.block_time
 
@@ -211,7 +219,7 @@ def _forward_call(s: _Static, W, hp_used, xp, c0, lengths, *, save_states: bool)
                 ref[local] = v.astype(ref.dtype)
             return new_leaves
 
-        final = jax.lax.fori_loop(0, s.block_time, body, [r[...] for r in cT_refs])
+        final = jax.lax.fori_loop(0, s.block_time, body, [r[...] for r in cT_refs], unroll=s.unroll)
         for ref, c in zip(cT_refs, final, strict=True):
             ref[...] = c
 
@@ -291,7 +299,7 @@ def _backward_call(s: _Static, W, hp_used, xp, states, lengths, dys, dcT):
         W = w_ref[...]
         W32 = W.astype(f32)
         hp_values = [r[...].reshape(t) for r, t in zip(hp_refs, hp_used_tails, strict=True)]
-        length = len_ref[...][:, 0] if s.has_length else None
+        length = len_ref[...] if s.has_length else None  # [bb, 1]
         block = (s.time_blocks - 1 - j) if descending else j
         t0 = block * s.block_time
 
@@ -343,7 +351,7 @@ def _backward_call(s: _Static, W, hp_used, xp, states, lengths, dys, dcT):
             return d_prev_leaves, dhp_acc
 
         init = ([r[...] for r in dc_refs], [r[...] for r in dhp_refs])
-        final_dc, final_dhp = jax.lax.fori_loop(0, s.block_time, body, init)
+        final_dc, final_dhp = jax.lax.fori_loop(0, s.block_time, body, init, unroll=s.unroll)
         for ref, d in zip(dc_refs, final_dc, strict=True):
             ref[...] = d
         for ref, d in zip(dhp_refs, final_dhp, strict=True):
@@ -429,6 +437,14 @@ def _core(s: _Static):
     return core
 
 
+def _unroll(unroll: int | bool, block_time: int) -> int:
+    if unroll is True:
+        return block_time
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+        return 1
+    return min(unroll, block_time)
+
+
 def fused_recurrence(
     gates: Gates,
     W: jax.Array,
@@ -441,6 +457,7 @@ def fused_recurrence(
     block_batch: int | None = None,
     block_time: int | None = None,
     interpret: bool | None = None,
+    unroll: int | bool = 1,
 ) -> tuple[Any, Any]:
     """Runs per-head `Gates` over a sequence in the fused kernel; returns ``(final_carry, ys)``.
 
@@ -454,6 +471,8 @@ def fused_recurrence(
         lengths: ``[B]`` ints in ``[0, T]``, or None.
         reverse: run from the last valid step back to the first.
         block_batch, block_time, interpret: see `rnn_jax.scan.pallas.pallas`.
+        unroll: steps unrolled per iteration of the in-kernel time loop
+            (``True``: the whole time block).
 
     Returns:
         ``(final_carry, ys)``: leaves ``[NH, B, ...]`` and ``[NH, T, B, ...]``.
@@ -504,6 +523,7 @@ def fused_recurrence(
         reverse=bool(reverse),
         has_length=lengths is not None,
         interpret=interpret,
+        unroll=_unroll(unroll, tiles.block_time),
     )
 
     def pad(x, axis_sizes):
@@ -539,6 +559,7 @@ def fused_scan(
     block_batch: int | None = None,
     block_time: int | None = None,
     interpret: bool | None = None,
+    unroll: int | bool = 1,
     backend: str = "pallas",
 ) -> tuple[Any, jax.Array]:
     """`rj.scan` of a cell with `Gates` through the fused kernel (inputs already validated)."""
@@ -568,6 +589,7 @@ def fused_scan(
         block_batch=block_batch,
         block_time=block_time,
         interpret=interpret,
+        unroll=unroll,
     )
     cT = heads.from_heads(cT)
     ys = heads.from_heads(ys)
