@@ -15,6 +15,11 @@ to the projected inputs, the initial carry and ``combine``'s own parameters
 weights' gradient is then one large matmul outside the kernel,
 ``dW = sum_t fed_back(carry_t)^T @ d hu_t``.
 
+Precision: the carry is float32 (the cell's own carry dtype). With
+low-precision (bf16/fp16) weights the recurrent matmuls take their inputs in
+that precision and accumulate in float32, as the ``sequential`` backend does
+(and FlashRNN and cuDNN); float32 weights multiply in float32.
+
 Lengths follow `rnn_jax.scan.masking`: step ``t`` of a sequence counts iff
 ``t < length``; otherwise the carry passes through and the output is zero.
 """
@@ -93,6 +98,18 @@ def _time_block(descending: bool, blocks: int):
     if descending:
         return lambda n, b, j: blocks - 1 - j
     return lambda n, b, j: j
+
+
+def _low_precision(dtype) -> bool:
+    return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
+
+
+def _recurrent_matmul(fed: jax.Array, W: jax.Array) -> jax.Array:
+    """``fed @ W``; low-precision (bf16/fp16) weights multiply in their precision with
+    float32 accumulation (as the ``sequential`` backend does), others promote."""
+    if _low_precision(W.dtype):
+        return jax.lax.dot(fed.astype(W.dtype), W, preferred_element_type=jnp.float32)
+    return fed @ W
 
 
 def _mask(valid: jax.Array, leaf: jax.Array) -> jax.Array:
@@ -202,7 +219,7 @@ def _forward_call(s: _Static, W, hp_used, xp, c0, lengths, *, save_states: bool)
                     ref[local] = c
             carry = jax.tree.unflatten(s.carry.treedef, carry_leaves)
             xp_t = jax.tree.unflatten(s.xp.treedef, [r[local] for r in xp_refs])
-            hu = s.gates.fed_back(carry) @ W
+            hu = _recurrent_matmul(s.gates.fed_back(carry), W)
             new, y = s.gates.combine(hp, carry, xp_t, hu)
             new_leaves = [
                 n.astype(c.dtype) for n, c in zip(jax.tree.leaves(new), carry_leaves, strict=True)
@@ -297,7 +314,7 @@ def _backward_call(s: _Static, W, hp_used, xp, states, lengths, dys, dcT):
                 ref[...] = jnp.zeros(ref.shape, ref.dtype)
 
         W = w_ref[...]
-        W32 = W.astype(f32)
+        W_t = W if _low_precision(W.dtype) else W.astype(f32)
         hp_values = [r[...].reshape(t) for r, t in zip(hp_refs, hp_used_tails, strict=True)]
         length = len_ref[...] if s.has_length else None  # [bb, 1]
         block = (s.time_blocks - 1 - j) if descending else j
@@ -318,7 +335,7 @@ def _backward_call(s: _Static, W, hp_used, xp, states, lengths, dys, dcT):
                 dc_in = [jnp.where(_mask(valid, d), d, jnp.zeros_like(d)) for d in dc_in]
                 dy_leaves = [jnp.where(_mask(valid, d), d, jnp.zeros_like(d)) for d in dy_leaves]
             fb, fb_vjp = jax.vjp(s.gates.fed_back, prev)
-            hu = fb @ W
+            hu = _recurrent_matmul(fb, W)
             (new, y), combine_vjp = jax.vjp(combine, hp_values, prev, xp_t, hu)
             d_new = jax.tree.unflatten(
                 s.carry.treedef,
@@ -330,7 +347,7 @@ def _backward_call(s: _Static, W, hp_used, xp, states, lengths, dys, dcT):
             )
             d_hp, d_prev, d_xp, d_hu = combine_vjp((d_new, d_y))
             d_fb = jax.lax.dot_general(
-                d_hu.astype(f32), W32, (((1,), (1,)), ((), ())), preferred_element_type=f32
+                d_hu.astype(W_t.dtype), W_t, (((1,), (1,)), ((), ())), preferred_element_type=f32
             )
             (d_prev_fb,) = fb_vjp(d_fb.astype(fb.dtype))
             d_prev_leaves = [
@@ -420,10 +437,11 @@ def _core(s: _Static):
         dcT, dys = cts
         dxp, dhu, dc0, dhp = _backward_call(s, W, hp_used, xp, states, lengths, dys, dcT)
         fed = s.gates.fed_back(jax.tree.unflatten(s.carry.treedef, states))
+        mm_dtype = W.dtype if _low_precision(W.dtype) else jnp.float32
         dW = jnp.einsum(
             "ntbr,ntbg->nrg",
-            fed.astype(jnp.float32),
-            dhu,
+            fed.astype(mm_dtype),
+            dhu.astype(mm_dtype),
             preferred_element_type=jnp.float32,
         ).astype(W.dtype)
         dhp_used = [
