@@ -139,12 +139,26 @@ def test_fused_kernel_tiles_and_pads_time_and_batch(reverse):
         assert_matches(cell, params, xs, c0, None, reverse, tiled, unroll=3)
 
 
-def test_fused_kernel_any_batch_shape():
+def test_fused_kernel_any_batch_shape_and_vmap():
     cell = rj.multihead_gru(4, 2)
-    params, xs, c0 = setup(cell, batch=())
-    assert_matches(cell, params, xs, c0, None, False, "pallas")
     params, xs, c0 = setup(cell, batch=(2, 2))
     assert_matches(cell, params, xs, c0, jnp.array([[7, 3], [0, 5]]), True, "pallas")
+
+    # Batch-major data through jax.vmap over single sequences (batch shape ()).
+    xs_btf = jnp.swapaxes(xs[:, 0], 0, 1)
+    lengths = jnp.array([7, 3])
+
+    def run(backend):
+        def loss(params, xs_btf):
+            scan = lambda x, n: rj.scan(cell, params, x, length=n, backend=backend)  # noqa: E731
+            carry, ys = jax.vmap(scan)(xs_btf, lengths)
+            return jnp.sum(jnp.sin(ys)) + jnp.sum(carry**2), (carry, ys)
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(params, xs_btf)
+
+    got, want = jax.tree.leaves(run("pallas")), jax.tree.leaves(run("reference"))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5)
 
 
 def test_fused_kernel_bfloat16_inputs_keep_a_float32_state():
