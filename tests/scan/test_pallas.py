@@ -318,3 +318,23 @@ def test_tiling_defaults_and_padding():
         pallas(block_time=0)
     with pytest.raises(ValueError, match="kernel"):
         pallas(kernel="magic")
+
+
+def test_gpu_tiling_and_triton_size_guard(monkeypatch):
+    # What a GPU run would choose, and refuse, decided before any lowering.
+    from rnn_jax.scan.pallas import fused
+    from rnn_jax.scan.pallas import platform as pallas_platform
+
+    monkeypatch.setattr(pallas_platform, "platform", lambda: "gpu")
+    t = tiling(3, 1000, block_batch=None, block_time=None, interpret=False)
+    assert (t.block_batch, t.block_time, t.time_blocks) == (16, 1024, 1)
+    t = tiling(3, 1000, block_batch=None, block_time=None, interpret=False, gpu_min_batch=1)
+    assert t.block_batch == 1
+    with pytest.raises(ValueError, match="block_time.*GPU"):
+        tiling(3, 1000, block_batch=None, block_time=64, interpret=False)
+
+    monkeypatch.setattr(fused, "platform", lambda: "gpu")
+    cell = rj.gru(8)  # 3 gates: a [8, 24] recurrent block
+    params, xs, c0 = setup(cell)
+    with pytest.raises(ValueError, match=r"power-of-two.*\(8, 24\)"):
+        rj.scan(cell, params, xs, initial_state=c0, backend=pallas(interpret=False))

@@ -36,7 +36,7 @@ from jax.extend.core import Literal
 
 from rnn_jax.cells.base import Cell, Gates
 from rnn_jax.scan.pallas.heads import head_view
-from rnn_jax.scan.pallas.platform import compiler_params, resolve_interpret, tiling
+from rnn_jax.scan.pallas.platform import compiler_params, platform, resolve_interpret, tiling
 
 
 class _Leaves(NamedTuple):
@@ -455,6 +455,24 @@ def _core(s: _Static):
     return core
 
 
+def _check_triton_sizes(s: _Static) -> None:
+    """Pallas' Triton lowering loads and stores only power-of-two sized arrays: say so early."""
+    arrays = {"the recurrent block [R, G*H]": (s.rows, s.width)}
+    used_tails = [t for u, t in zip(s.used, s.hp.tails, strict=True) if u]
+    arrays.update({f"combine's parameter #{i}": t for i, t in enumerate(used_tails)})
+    arrays.update({f"projected input leaf #{i}": t for i, t in enumerate(s.xp.tails)})
+    arrays.update({f"carry leaf #{i}": t for i, t in enumerate(s.carry.tails)})
+    arrays.update({f"output leaf #{i}": t for i, t in enumerate(s.y.tails)})
+    for what, shape in arrays.items():
+        size = int(np.prod(shape, dtype=int))
+        if size & (size - 1):
+            raise ValueError(
+                "the pallas backend's fused kernel on GPU (Pallas' Triton lowering) needs "
+                f"power-of-two sizes per head; {what} has shape {tuple(shape)}. Use a head "
+                "size and gate count whose products are powers of two, or another backend"
+            )
+
+
 def _unroll(unroll: int | bool, block_time: int) -> int:
     if unroll is True:
         return block_time
@@ -543,6 +561,8 @@ def fused_recurrence(
         interpret=interpret,
         unroll=_unroll(unroll, tiles.block_time),
     )
+    if not interpret and platform() == "gpu":
+        _check_triton_sizes(s)
 
     def pad(x, axis_sizes):
         widths = [(0, 0)] * x.ndim

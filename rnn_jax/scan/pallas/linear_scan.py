@@ -57,7 +57,7 @@ def _feature_block(features: int, block: int | None, interpret: bool) -> int:
         return block
     where = "interpret" if interpret else platform()
     if where == "gpu":
-        return min(next_power_of_2(features), 128)
+        return min(next_power_of_2(features), 64)
     if where == "tpu":
         return 128 if features % 128 == 0 or features > 128 else features
     return features
@@ -204,7 +204,9 @@ def linear_scan(
     interpret = resolve_interpret(interpret)
     T, B, H = a.shape
     complex_ = any(jnp.iscomplexobj(x) for x in (a, b, h0))
-    tiles = tiling(B, T, block_batch=block_batch, block_time=block_time, interpret=interpret)
+    tiles = tiling(
+        B, T, block_batch=block_batch, block_time=block_time, interpret=interpret, gpu_min_batch=1
+    )
     bh = _feature_block(H, block_features, interpret)
     H_pad = round_up(H, bh)
     s = _Static(

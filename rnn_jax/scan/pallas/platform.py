@@ -66,13 +66,16 @@ def tiling(
     block_batch: int | None,
     block_time: int | None,
     interpret: bool,
+    gpu_min_batch: int = 16,
 ) -> Tiling:
     """Chooses block sizes for ``batch`` rows and ``steps`` time steps on this platform.
 
     Given sizes are used as they are (the extents are padded up to multiples
     of them); ``None`` picks the platform default: the whole batch and
-    sequence in interpret mode; batch tiles of 16 and one power-of-two time
-    block on GPU; tiles of up to 128 rows and time blocks of 32 on TPU.
+    sequence in interpret mode; one power-of-two time block and power-of-two
+    batch tiles of at least ``gpu_min_batch`` rows on GPU (16, the smallest
+    Triton matmul, for the fused kernel; the linear scan has no matmul); tiles
+    of up to 128 rows and time blocks of 32 on TPU.
     """
     check_block("block_batch", block_batch)
     check_block("block_time", block_time)
@@ -83,7 +86,7 @@ def tiling(
                 "block_time must be None on GPU, where a kernel's programs run concurrently "
                 f"and one program covers the whole sequence; got {block_time} < T={steps}"
             )
-        bb = next_power_of_2(max(block_batch or 16, 16))
+        bb = next_power_of_2(max(block_batch or gpu_min_batch, gpu_min_batch))
         bt = next_power_of_2(steps)
     elif where == "tpu":
         bb = block_batch or min(round_up(batch, 8), 128)
