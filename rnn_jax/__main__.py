@@ -1,4 +1,4 @@
-"""``python -m rnn_jax``: the ``rnn-jax`` command line (train, compare, generate, bench, gradflow)."""
+"""``python -m rnn_jax``: the ``rnn-jax`` command line."""
 
 import sys
 

@@ -65,23 +65,43 @@ def _float(text: str) -> float:
 
 
 # Flags that become task options, and the option each one sets.
-TASK_FLAGS = {"length": "length", "text": "path", "horizon": "horizon", "op": "op",
-              "max_chars": "max_chars"}
+TASK_FLAGS = {
+    "length": "length",
+    "text": "path",
+    "horizon": "horizon",
+    "op": "op",
+    "max_chars": "max_chars",
+}
 
 
 def _task_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("task")
-    group.add_argument("--task", default="adding",
-                       help="adding, copy_memory, digits, mackey_glass, sunspots, text, translate")
-    group.add_argument("--length", type=_positive_int,
-                       help="sequence length T (adding, copy_memory, forecasting, text, translate)")
-    group.add_argument("--text", metavar="FILE",
-                       help="UTF-8 text for --task text (default: the Python standard library)")
+    group.add_argument(
+        "--task",
+        default="adding",
+        help="adding, copy_memory, digits, mackey_glass, sunspots, text, translate",
+    )
+    group.add_argument(
+        "--length",
+        type=_positive_int,
+        help="sequence length T (adding, copy_memory, forecasting, text, translate)",
+    )
+    group.add_argument(
+        "--text",
+        metavar="FILE",
+        help="UTF-8 text for --task text (default: the Python standard library)",
+    )
     group.add_argument("--max-chars", type=_positive_int, help="characters of text to read")
     group.add_argument("--horizon", type=_positive_int, help="forecast horizon (steps ahead)")
     group.add_argument("--op", choices=["reverse", "sort"], help="translate: reverse or sort")
-    group.add_argument("--task-option", type=_key_value, action="append", default=[],
-                       metavar="KEY=VALUE", help="any other task option (repeatable)")
+    group.add_argument(
+        "--task-option",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other task option (repeatable)",
+    )
 
 
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -92,38 +112,58 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bidirectional", action="store_true", help="bidirectional layers")
     group.add_argument("--dropout", type=_float, default=0.0, help="dropout between layers")
     group.add_argument("--backend", default="auto", help="scan backend (rj.backend_names())")
-    group.add_argument("--attention", default="additive",
-                       choices=["additive", "multiplicative", "none"], help="seq2seq attention")
-    group.add_argument("--cell-option", type=_key_value, action="append", default=[],
-                       metavar="KEY=VALUE", help="cell factory option (repeatable)")
+    group.add_argument(
+        "--attention",
+        default="additive",
+        choices=["additive", "multiplicative", "none"],
+        help="seq2seq attention",
+    )
+    group.add_argument(
+        "--cell-option",
+        type=_key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="cell factory option (repeatable)",
+    )
 
 
 def _training_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("training")
     group.add_argument("--optimizer", default="adam", help="adam, adamw, rmsprop, sgd")
     group.add_argument("--lr", type=_float, default=1e-3, help="peak learning rate")
-    group.add_argument("--schedule", default="constant",
-                       help="constant, cosine, linear, exponential")
+    group.add_argument(
+        "--schedule", default="constant", help="constant, cosine, linear, exponential"
+    )
     group.add_argument("--warmup", type=int, default=0, help="linear warmup steps")
-    group.add_argument("--clip", type=_float, default=1.0,
-                       help="clip gradients to this global norm (0: off)")
+    group.add_argument(
+        "--clip", type=_float, default=1.0, help="clip gradients to this global norm (0: off)"
+    )
     group.add_argument("--weight-decay", type=_float, default=0.0)
     group.add_argument("--batch", type=_positive_int, default=64, help="sequences per step")
     group.add_argument("--steps", type=_positive_int, help="updates (default 1000)")
     group.add_argument("--epochs", type=_float, help="epochs instead of --steps")
     group.add_argument("--eval-every", type=_positive_int, help="steps between validations")
-    group.add_argument("--patience", type=_positive_int,
-                       help="early stopping: validations without improvement")
+    group.add_argument(
+        "--patience", type=_positive_int, help="early stopping: validations without improvement"
+    )
     group.add_argument("--seed", type=int, default=0)
     bar = group.add_mutually_exclusive_group()
-    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
-                     help="show a progress bar (default: when stderr is a terminal)")
+    bar.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        default=None,
+        help="show a progress bar (default: when stderr is a terminal)",
+    )
     bar.add_argument("--no-progress", dest="progress", action="store_false")
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog=PROG, description="Recurrent networks in JAX: train, compare, "
-                    "generate, bench, gradflow.")
+    parser = Parser(
+        prog=PROG,
+        description="Recurrent networks in JAX: train, compare, generate, bench, gradflow.",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
 
     train = commands.add_parser("train", help="train one model on a task")
@@ -132,21 +172,31 @@ def build_parser() -> Parser:
     _model_arguments(train)
     _training_arguments(train)
     train.add_argument("--checkpoint-dir", help="write checkpoints here")
-    train.add_argument("--checkpoint-every", type=_positive_int,
-                       help="steps between checkpoints (default: only at the end)")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run in --checkpoint-dir exactly")
-    train.add_argument("--out", help="directory for results.json and history.png "
-                       "(default runs/train-TASK-CELL)")
+    train.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        help="steps between checkpoints (default: only at the end)",
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run in --checkpoint-dir exactly"
+    )
+    train.add_argument(
+        "--out", help="directory for results.json and history.png (default runs/train-TASK-CELL)"
+    )
 
     compare = commands.add_parser("compare", help="train several cells on one task: table, plot")
     _task_arguments(compare)
-    compare.add_argument("--cells", type=_csv, default=["simple", "lstm", "gru"],
-                         help="comma-separated cells (default simple,lstm,gru)")
+    compare.add_argument(
+        "--cells",
+        type=_csv,
+        default=["simple", "lstm", "gru"],
+        help="comma-separated cells (default simple,lstm,gru)",
+    )
     _model_arguments(compare)
     _training_arguments(compare)
-    compare.add_argument("--out", help="directory for compare.json and compare.png "
-                         "(default runs/compare-TASK)")
+    compare.add_argument(
+        "--out", help="directory for compare.json and compare.png (default runs/compare-TASK)"
+    )
 
     generate = commands.add_parser("generate", help="write text with a trained language model")
     generate.add_argument("--checkpoint-dir", required=True)
@@ -156,8 +206,9 @@ def build_parser() -> Parser:
     generate.add_argument("--top-k", type=_positive_int, help="sample among the k likeliest")
     generate.add_argument("--seed", type=int, default=0)
 
-    bench = commands.add_parser("bench", help="run the benchmark suite (benchmarks/cpu_suite.py)",
-                                add_help=False)
+    bench = commands.add_parser(
+        "bench", help="run the benchmark suite (benchmarks/cpu_suite.py)", add_help=False
+    )
     bench.add_argument("args", nargs=argparse.REMAINDER, help="passed to the suite")
 
     gradflow = commands.add_parser("gradflow", help="||dL/dh_t|| over t for each cell")
@@ -166,8 +217,9 @@ def build_parser() -> Parser:
     gradflow.add_argument("--hidden", type=_positive_int, default=64)
     gradflow.add_argument("--batch", type=_positive_int, default=64)
     gradflow.add_argument("--seed", type=int, default=0)
-    gradflow.add_argument("--out", help="directory for gradflow.json and gradflow.png "
-                          "(default runs/gradflow-TASK)")
+    gradflow.add_argument(
+        "--out", help="directory for gradflow.json and gradflow.png (default runs/gradflow-TASK)"
+    )
     return parser
 
 
@@ -221,8 +273,10 @@ def _print_results(results: dict[str, Any]) -> None:
     from rnn_jax.train import table
 
     rows = [[name, value] for name, value in results["test"].items() if name != "loss"]
-    print(f"{results['cell']} on {results['description']}: {results['params']:,} parameters, "
-          f"{results['steps']} steps in {results['train_seconds']:.1f} s")
+    print(
+        f"{results['cell']} on {results['description']}: {results['params']:,} parameters, "
+        f"{results['steps']} steps in {results['train_seconds']:.1f} s"
+    )
     print(table(rows, ["test metric", "value"]))
     for name, values in results["baselines"].items():
         shown = ", ".join(f"{k} {v:.4g}" for k, v in values.items())
@@ -241,9 +295,15 @@ def command_train(args: argparse.Namespace) -> int:
     config = _run_config(args, args.cell)
     out = _check_out(args.out or f"runs/train-{config.task}-{config.cell}")
     task = make_task(config)
-    results = run(config, task=task, checkpoint_dir=args.checkpoint_dir,
-                  checkpoint_every=args.checkpoint_every, resume=args.resume, out_dir=out,
-                  progress=args.progress)
+    results = run(
+        config,
+        task=task,
+        checkpoint_dir=args.checkpoint_dir,
+        checkpoint_every=args.checkpoint_every,
+        resume=args.resume,
+        out_dir=out,
+        progress=args.progress,
+    )
     _print_results(results)
     print(f"wrote {out / 'results.json'} and {out / 'history.png'}")
     return 0
@@ -254,8 +314,13 @@ def command_compare(args: argparse.Namespace) -> int:
 
     configs = [_run_config(args, cell) for cell in args.cells]
     out = _check_out(args.out or f"runs/compare-{args.task}")
-    summary = compare(configs[0], args.cells, out_dir=out, progress=args.progress,
-                      echo=lambda line: print(line, flush=True))
+    summary = compare(
+        configs[0],
+        args.cells,
+        out_dir=out,
+        progress=args.progress,
+        echo=lambda line: print(line, flush=True),
+    )
     print()
     print(f"{summary['description']}: {len(args.cells)} cells in {summary['seconds']:.0f} s")
     print(summary["table"])
@@ -289,8 +354,11 @@ def command_generate(args: argparse.Namespace) -> int:
     model = make_model(config, info)
     params = checkpointer.restore("params", model.init(jax.random.key(0)))
     prompt = jnp.asarray(encode(args.prompt, info["vocab"]))
-    write = jax.jit(lambda p, k, x: sample(model, p, k, x, args.chars,
-                                           temperature=args.temperature, top_k=args.top_k))
+    write = jax.jit(
+        lambda p, k, x: sample(
+            model, p, k, x, args.chars, temperature=args.temperature, top_k=args.top_k
+        )
+    )
     tokens = write(params, jax.random.key(args.seed), prompt)
     print(args.prompt + decode(tokens, info["vocab"]))
     return 0
@@ -313,10 +381,12 @@ def command_bench(args: argparse.Namespace) -> int:
         )
     passthrough = [a for a in args.args if a != "--"] if args.args[:1] == ["--"] else args.args
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(suite.parents[1]),
-                                                      env.get("PYTHONPATH")]))
-    return subprocess.call([sys.executable, str(suite), *passthrough], cwd=suite.parents[1],
-                           env=env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(suite.parents[1]), env.get("PYTHONPATH")])
+    )
+    return subprocess.call(
+        [sys.executable, str(suite), *passthrough], cwd=suite.parents[1], env=env
+    )
 
 
 def command_gradflow(args: argparse.Namespace) -> int:
@@ -330,8 +400,9 @@ def command_gradflow(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     task = get_task(args.task, **_task_options(args))
     try:
-        summary = diagnostics.report(cells, task, batch_size=args.batch, seed=args.seed,
-                                     out_dir=out)
+        summary = diagnostics.report(
+            cells, task, batch_size=args.batch, seed=args.seed, out_dir=out
+        )
     except ValueError as error:
         raise UsageError(str(error)) from None
     print(f"||dL/dh_t|| at initialisation, {task.description} (mean over {args.batch} sequences)")

@@ -100,7 +100,10 @@ def probed_model(cell: Cell, task: Task):
     """The task's model over ``rj.rnn(probe(cell))``, and the probe width."""
     info = task.info()
     if info["input_size"] is None or info["kind"] not in (
-        "regression", "classification", "tagging", "forecasting"
+        "regression",
+        "classification",
+        "tagging",
+        "forecasting",
     ):
         raise ValueError(
             f"gradient flow needs a task with float inputs and a target per sequence or per "
@@ -143,8 +146,10 @@ def report(
     between the first and the last step: strongly negative is vanishing,
     positive exploding.
     """
-    norms = {name: gradient_norms(cell, task, batch_size=batch_size, seed=seed)
-             for name, cell in cells.items()}
+    norms = {
+        name: gradient_norms(cell, task, batch_size=batch_size, seed=seed)
+        for name, cell in cells.items()
+    }
     steps = len(next(iter(norms.values())))
     marks = sorted({1, max(1, steps // 4), max(1, steps // 2), max(1, 3 * steps // 4), steps})
     rows = []
@@ -164,10 +169,16 @@ def report(
     if out_dir is not None:
         out = Path(out_dir)
         write_json(out / "gradflow.json", summary)
-        curves = {name: (list(range(1, steps + 1)), values.tolist())
-                  for name, values in norms.items()}
-        plot_curves(curves, out / "gradflow.png", title=f"||dL/dh_t|| at initialisation, "
-                    f"{task.description}", xlabel="t", ylabel="||dL/dh_t||")
+        curves = {
+            name: (list(range(1, steps + 1)), values.tolist()) for name, values in norms.items()
+        }
+        plot_curves(
+            curves,
+            out / "gradflow.png",
+            title=f"||dL/dh_t|| at initialisation, {task.description}",
+            xlabel="t",
+            ylabel="||dL/dh_t||",
+        )
     return summary
 
 

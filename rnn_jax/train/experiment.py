@@ -27,7 +27,7 @@ from rnn_jax.models import Model, classifier, forecaster, generator, seq2seq, ta
 from rnn_jax.summary import count_params
 from rnn_jax.train.checkpoint import Checkpointer
 from rnn_jax.train.history import plot_curves, plot_history, table, write_json
-from rnn_jax.train.loop import EarlyStopping, FitResult, evaluate, fit
+from rnn_jax.train.loop import EarlyStopping, FitResult, TrainingError, evaluate, fit
 from rnn_jax.train.objective import Objective, supervised
 from rnn_jax.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer
 
@@ -310,6 +310,24 @@ def run(
     return results
 
 
+def diverged(config: RunConfig, info: dict[str, Any], error: TrainingError) -> dict[str, Any]:
+    """The record of a run whose loss stopped being finite: its history, no test metrics."""
+    shapes = jax.eval_shape(make_model(config, info).init, jax.random.key(config.seed))
+    seconds = error.history["train"][-1]["seconds"] if error.history["train"] else 0.0
+    return {
+        "task": info["name"],
+        "config": config.to_dict(),
+        "cell": config.cell,
+        "params": count_params(shapes),
+        "steps": error.step,
+        "train_seconds": seconds,
+        "diverged": str(error),
+        "test": {},
+        "solved": False,
+        "history": error.history,
+    }
+
+
 def baseline_text(task: Task, metric: str) -> str:
     parts = [
         f"{name} {values[metric]:.4g}"
@@ -343,23 +361,27 @@ def compare(
     runs, rows = [], []
     started = time.perf_counter()
     for run_config in checked:
-        results = run(run_config, task=task, progress=progress)
+        try:
+            results = run(run_config, task=task, progress=progress)
+            outcome = results["solved"]
+            note = f"test {metric} {results['test'][metric]:.4g}"
+        except TrainingError as error:  # one diverging cell does not end the comparison
+            results = diverged(run_config, info, error)
+            outcome, note = "diverged", str(error)
         runs.append(results)
-        row = [
-            run_config.cell,
-            results["params"],
-            results["steps"],
-            results["train_seconds"],
-            results["test"][metric],
-            *[results["test"][m] for m in shown],
-            results["solved"],
-        ]
-        rows.append(row)
+        rows.append(
+            [
+                run_config.cell,
+                results["params"],
+                results["steps"],
+                results["train_seconds"],
+                results["test"].get(metric),
+                *[results["test"].get(m) for m in shown],
+                outcome,
+            ]
+        )
         if echo is not None:
-            echo(
-                f"{run_config.cell}: test {metric} {results['test'][metric]:.4g} "
-                f"({results['train_seconds']:.0f} s)"
-            )
+            echo(f"{run_config.cell}: {note} ({results['train_seconds']:.0f} s)")
     header = [
         "cell",
         "params",

@@ -27,7 +27,12 @@ from rnn_jax.train.progress import Progress
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (the loss is no longer finite)."""
+    """Training cannot go on (the loss is no longer finite); ``history`` holds the run so far."""
+
+    def __init__(self, message: str, *, step: int = 0, history: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.step = step
+        self.history = history or {"train": [], "val": []}
 
 
 @dataclass(frozen=True)
@@ -280,7 +285,9 @@ def fit(
                 if not math.isfinite(mean_loss):
                     raise TrainingError(
                         f"the training loss became {mean_loss} by step {step}; lower the learning "
-                        "rate or clip gradients"
+                        "rate or clip gradients",
+                        step=step,
+                        history=history,
                     )
                 entry = {
                     "step": step,

@@ -65,7 +65,7 @@ def test_digits_fed_pixel_by_pixel_or_row_by_row():
     b = next(iter(rows.test.batches(5)))
     assert a.inputs.shape == (64, 5, 1) and b.inputs.shape == (8, 5, 8)
     np.testing.assert_array_equal(a.inputs[:, :, 0], b.inputs.transpose(0, 2, 1).reshape(64, 5))
-    assert 0 <= a.inputs.min() and a.inputs.max() <= 1
+    assert a.inputs.min() >= 0 and a.inputs.max() <= 1
 
 
 def test_forecasting_tasks_target_the_series_ahead():

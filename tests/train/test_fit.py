@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.train import CheckpointError, Checkpointer, EarlyStopping, fit, supervised
+from rnn_jax.train import Checkpointer, CheckpointError, EarlyStopping, fit, supervised
 
 TASK = rj.data.adding(length=12)
 MODEL = rj.models.classifier(rj.gru(8), 1, input_size=2)

@@ -1,4 +1,4 @@
-"""A training process killed mid-run and resumed ends with the parameters of an uninterrupted run."""
+"""A training process killed mid-run, then resumed, ends with the uninterrupted run's parameters."""
 
 import os
 import signal

@@ -1,0 +1,234 @@
+"""The rnn-jax command line: each command end to end, and bad input as one line with exit code 2."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rnn_jax import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--hidden", "8", "--batch", "16", "--steps", "20", "--no-progress"]
+
+
+def fails_cleanly(capsys, argv, message, tmp_path=None):
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("rnn-jax: error: "), err
+    assert message in lines[0], lines[0]
+    if tmp_path is not None:
+        assert not (tmp_path / "out").exists() and not (tmp_path / "ckpt").exists()
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("def add(a, b):\n    return a + b\n\n" * 120, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "choose a command"),
+        (["fly"], "invalid choice"),
+        (["train", "--cell", "nope"], "cell must be one of"),
+        (["train", "--hidden", "0"], "positive integer"),
+        (["train", "--lr", "fast"], "expected a number"),
+        (["train", "--task", "nope"], "task must be one of"),
+        (["train", "--task", "digits", "--length", "9"], "unknown ['length']"),
+        (["train", "--optimizer", "adagrad"], "optimizer must be one of"),
+        (["train", "--resume"], "--resume needs --checkpoint-dir"),
+        (["train", "--backend", "warp"], "backend must be"),
+        (["compare", "--cells", "lstm,nope"], "cell must be one of"),
+        (["gradflow", "--task", "text"], "float inputs"),
+        (["generate", "--checkpoint-dir", "/does/not/exist"], "is not a directory"),
+    ],
+)
+def test_bad_arguments_end_in_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    fails_cleanly(
+        capsys,
+        [*argv, "--out", str(tmp_path / "out")] if argv[:1] in (["train"], ["compare"]) else argv,
+        message,
+        tmp_path,
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        (b"", "is empty"),
+        (b"caf\xe9\xff", "not UTF-8"),
+        (b"too short", "need at least"),
+    ],
+)
+def test_bad_text_ends_in_one_line_and_writes_nothing(capsys, tmp_path, content, message):
+    path = tmp_path / "in.txt"
+    if content is not None:
+        path.write_bytes(content)
+    argv = [
+        "train",
+        "--task",
+        "text",
+        "--text",
+        str(path),
+        "--length",
+        "50",
+        "--checkpoint-dir",
+        str(tmp_path / "ckpt"),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    fails_cleanly(capsys, argv, message, tmp_path)
+
+
+def test_train_then_generate_from_the_checkpoint(capsys, tmp_path, text_file):
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    argv = [
+        "train",
+        "--task",
+        "text",
+        "--text",
+        str(text_file),
+        "--length",
+        "16",
+        "--cell",
+        "gru",
+        *TINY,
+        "--lr",
+        "0.01",
+        "--checkpoint-dir",
+        str(ckpt),
+        "--out",
+        str(out),
+    ]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "bits_per_char" in printed and "baseline unigram" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 20 and results["test"]["bits_per_char"] > 0
+    assert (out / "history.png").read_bytes()[:4] == b"\x89PNG"
+
+    assert (
+        cli.main(
+            [
+                "generate",
+                "--checkpoint-dir",
+                str(ckpt),
+                "--prompt",
+                "def ",
+                "--chars",
+                "30",
+                "--top-k",
+                "3",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert text.startswith("def ") and len(text.rstrip("\n")) >= 34
+
+    fails_cleanly(capsys, ["generate", "--checkpoint-dir", str(ckpt), "--prompt", "é"], "never saw")
+    fails_cleanly(capsys, argv + ["--resume", "--hidden", "12"], "hidden: 8 there, 12 here")
+    fails_cleanly(capsys, argv, "already holds a checkpoint")
+
+
+def test_generate_needs_a_language_model(capsys, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    argv = [
+        "train",
+        "--task",
+        "adding",
+        "--length",
+        "10",
+        *TINY,
+        "--checkpoint-dir",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    fails_cleanly(capsys, ["generate", "--checkpoint-dir", str(ckpt)], "needs a language model")
+
+
+def test_compare_prints_the_table_and_saves_plot_and_json(capsys, tmp_path):
+    out = tmp_path / "cmp"
+    # A learning rate of 100 without clipping blows the relu IndRNN up; the tanh RNN stays finite.
+    argv = [
+        "compare",
+        "--task",
+        "adding",
+        "--length",
+        "10",
+        "--cells",
+        "indrnn,simple",
+        *TINY,
+        "--lr",
+        "100",
+        "--clip",
+        "0",
+        "--out",
+        str(out),
+    ]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "test mse" in printed and "predict 1" in printed and "solved?" in printed
+    assert "diverged" in printed
+    summary = json.loads((out / "compare.json").read_text())
+    assert [r["cell"] for r in summary["runs"]] == ["indrnn", "simple"]
+    assert "nan" in summary["runs"][0]["diverged"] and summary["runs"][1]["test"]["mse"] > 0
+    assert (out / "compare.png").stat().st_size > 1000
+
+
+def test_gradflow_table_and_plot(capsys, tmp_path):
+    out = tmp_path / "gf"
+    assert (
+        cli.main(
+            [
+                "gradflow",
+                "--task",
+                "adding",
+                "--length",
+                "20",
+                "--cells",
+                "simple,lstm",
+                "--hidden",
+                "8",
+                "--batch",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "log10(first/last)" in printed and "lstm" in printed
+    assert len(json.loads((out / "gradflow.json").read_text())["norms"]["simple"]) == 20
+    assert (out / "gradflow.png").exists()
+
+
+def test_bench_explains_a_missing_suite(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(cli, "find_suite", lambda: tmp_path / "benchmarks" / "cpu_suite.py")
+    fails_cleanly(capsys, ["bench", "--quick"], "benchmark suite")
+
+
+def test_bench_passes_its_arguments_to_the_suite(monkeypatch, tmp_path):
+    suite = tmp_path / "benchmarks" / "cpu_suite.py"
+    suite.parent.mkdir()
+    suite.write_text("import sys\nsys.exit(len(sys.argv[1:]))\n")
+    monkeypatch.setattr(cli, "find_suite", lambda: suite)
+    assert cli.main(["bench", "--quick", "--json", "x.json"]) == 3
+
+
+def test_python_dash_m_runs_the_command_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "rnn_jax", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0 and "train" in result.stdout and "gradflow" in result.stdout
