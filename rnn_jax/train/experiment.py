@@ -420,6 +420,8 @@ def compare(
         baselines = {
             name: v[info["loss"]] for name, v in task.baselines.items() if info["loss"] in v
         }
+        if task.solved is not None and task.solved[0] == info["loss"]:
+            baselines[f"solved ({task.solved[1]} {task.solved[2]})"] = task.solved[2]
         positive = all(y > 0 for _, ys in curves.values() for y in ys)
         plot_curves(
             curves,

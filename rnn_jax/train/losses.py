@@ -59,23 +59,24 @@ def sequence_accuracy(predictions: jax.Array, labels: jax.Array, mask: jax.Array
     return _masked(whole, jnp.any(jnp.asarray(mask) > 0, axis=0))
 
 
+def bits_per_char(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> Sums:
+    """Cross-entropy in bits (per character, for a character model)."""
+    total, weight = cross_entropy(logits, labels, mask)
+    return total / math.log(2.0), weight
+
+
 LOSSES = {"mse": mse, "cross_entropy": cross_entropy}
 METRICS = {
     "mse": mse,
     "cross_entropy": cross_entropy,
+    "bits_per_char": bits_per_char,
     "accuracy": accuracy,
     "sequence_accuracy": sequence_accuracy,
 }
-# Metrics computed from others once the sums are divided.
-DERIVED = {"bits_per_char": ("cross_entropy", 1.0 / math.log(2.0))}
 
 
 def finish(sums: dict[str, Sums]) -> dict[str, float]:
-    """Means from summed ``(total, weight)`` pairs, plus the derived metrics."""
-    means = {
+    """Means from summed ``(total, weight)`` pairs."""
+    return {
         name: float(total) / max(float(weight), 1e-12) for name, (total, weight) in sums.items()
     }
-    for name, (source, scale) in DERIVED.items():
-        if source in means:
-            means[name] = means[source] * scale
-    return means

@@ -53,7 +53,7 @@ def supervised(
     """
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {sorted(LOSSES)}; got {loss!r}")
-    unknown = sorted(set(metrics) - set(METRICS) - {"bits_per_char"})
+    unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"metrics must be among {sorted(METRICS)}; got {unknown}")
     loss_fn = LOSSES[loss]
@@ -79,9 +79,8 @@ def supervised(
             source, _ = batch.inputs
             predictions = decode(params, source, batch.length, batch.targets.shape[0])
         for name in metrics:
-            if name in METRICS:
-                scored = outputs if name in LOSSES else predictions
-                sums[name] = METRICS[name](scored, batch.targets, batch.mask)
+            scored = outputs if name in LOSSES or name == "bits_per_char" else predictions
+            sums[name] = METRICS[name](scored, batch.targets, batch.mask)
         return sums, carry
 
     init_carry = None
