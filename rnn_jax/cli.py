@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -303,6 +304,7 @@ def command_train(args: argparse.Namespace) -> int:
         resume=args.resume,
         out_dir=out,
         progress=args.progress,
+        command=args.command_line,
     )
     _print_results(results)
     print(f"wrote {out / 'results.json'} and {out / 'history.png'}")
@@ -320,6 +322,7 @@ def command_compare(args: argparse.Namespace) -> int:
         out_dir=out,
         progress=args.progress,
         echo=lambda line: print(line, flush=True),
+        command=args.command_line,
     )
     print()
     print(f"{summary['description']}: {len(args.cells)} cells in {summary['seconds']:.0f} s")
@@ -428,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["bench"]:  # everything after "bench" belongs to the suite
             return command_bench(argparse.Namespace(args=argv[1:]))
         args = parser.parse_args(argv)
+        args.command_line = shlex.join([PROG, *argv])
         if args.command is None:
             raise UsageError(f"choose a command: {', '.join(COMMANDS)} (see {PROG} --help)")
         return COMMANDS[args.command](args)

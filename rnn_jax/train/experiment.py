@@ -26,7 +26,13 @@ from rnn_jax.layers import bidirectional, rnn, stack
 from rnn_jax.models import Model, classifier, forecaster, generator, seq2seq, tagger
 from rnn_jax.summary import count_params
 from rnn_jax.train.checkpoint import Checkpointer
-from rnn_jax.train.history import plot_curves, plot_history, table, write_json
+from rnn_jax.train.history import (
+    plot_curves,
+    plot_history,
+    results_document,
+    table,
+    write_json,
+)
 from rnn_jax.train.loop import EarlyStopping, FitResult, TrainingError, evaluate, fit
 from rnn_jax.train.objective import Objective, supervised
 from rnn_jax.train.optim import OPTIMIZERS, SCHEDULES, make_optimizer
@@ -225,6 +231,7 @@ def run(
     resume: bool = False,
     out_dir: str | Path | None = None,
     progress: bool | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Trains one run and returns its results (JSON): test metrics, baselines, history, timing.
 
@@ -297,7 +304,9 @@ def run(
     }
     if out_dir is not None:
         out = Path(out_dir)
-        write_json(out / "results.json", results)
+        write_json(
+            out / "results.json", results_document(f"training-run-{task.name}", command, **results)
+        )
         loss_baselines = {
             name: v[info["loss"]] for name, v in task.baselines.items() if info["loss"] in v
         }
@@ -344,6 +353,7 @@ def compare(
     out_dir: str | Path | None = None,
     progress: bool | None = None,
     echo: Callable[[str], None] | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Trains each of ``cells`` on the same task and data; returns the table, rows and runs.
 
@@ -409,7 +419,10 @@ def compare(
     }
     if out_dir is not None:
         out = Path(out_dir)
-        write_json(out / "compare.json", summary)
+        write_json(
+            out / "compare.json",
+            results_document(f"training-compare-{task.name}", command, **summary),
+        )
         curves = {
             r["cell"]: (
                 [v["step"] for v in r["history"]["val"]],

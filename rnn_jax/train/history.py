@@ -22,11 +22,77 @@ def _atomic(path: str | Path, write) -> Path:
     try:
         with os.fdopen(handle, "wb") as file:
             write(file)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # as a plain open() would have made it
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return path
+
+
+def environment() -> dict[str, Any]:
+    """Where a run ran: ``machine`` (platform, device, CPU, cores, load) and package ``versions``.
+
+    The same fields as the benchmark suites' results (``benchmarks/results/``),
+    whose schema training results follow with an empty ``records`` list.
+    """
+    import platform
+    import sys
+    from importlib import metadata
+
+    import jax
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    versions = {}
+    for name in ("rnn_jax", "jax", "jaxlib", "optax", "orbax-checkpoint", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return {
+        "machine": {
+            "platform": jax.default_backend(),
+            "device_kind": jax.devices()[0].device_kind,
+            "cpu": cpu,
+            "cores": cores,
+            "load_average_1min": round(os.getloadavg()[0], 2)
+            if hasattr(os, "getloadavg")
+            else None,
+            "os": platform.platform(),
+            "python": sys.version.split()[0],
+        },
+        "versions": versions,
+    }
+
+
+def results_document(suite: str, command: str | None, **content: Any) -> dict[str, Any]:
+    """A results JSON in the benchmark suites' schema (no timing ``records``) around ``content``."""
+    import datetime
+    import sys
+
+    return {
+        "schema": 1,
+        "suite": suite,
+        "command": command or " ".join(["python", *sys.argv]),
+        "created": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "quick": False,
+        **environment(),
+        "records": [],
+        **content,
+    }
 
 
 def _clean(value: Any) -> Any:
