@@ -219,6 +219,13 @@ def build_parser() -> Parser:
     gradflow.add_argument("--batch", type=_positive_int, default=64)
     gradflow.add_argument("--seed", type=int, default=0)
     gradflow.add_argument(
+        "--train-steps",
+        type=int,
+        default=0,
+        help="train each cell this many steps first (default: at initialisation)",
+    )
+    gradflow.add_argument("--lr", type=_float, default=1e-2, help="learning rate for --train-steps")
+    gradflow.add_argument(
         "--out", help="directory for gradflow.json and gradflow.png (default runs/gradflow-TASK)"
     )
     return parser
@@ -404,11 +411,17 @@ def command_gradflow(args: argparse.Namespace) -> int:
     task = get_task(args.task, **_task_options(args))
     try:
         summary = diagnostics.report(
-            cells, task, batch_size=args.batch, seed=args.seed, out_dir=out
+            cells,
+            task,
+            batch_size=args.batch,
+            seed=args.seed,
+            train_steps=args.train_steps,
+            lr=args.lr,
+            out_dir=out,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None
-    print(f"||dL/dh_t|| at initialisation, {task.description} (mean over {args.batch} sequences)")
+    print(f"||dL/dh_t|| {summary['when']}, {task.description} (mean over {args.batch} sequences)")
     print(summary["table"])
     print(f"wrote {out / 'gradflow.json'} and {out / 'gradflow.png'}")
     return 0

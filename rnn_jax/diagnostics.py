@@ -132,24 +132,59 @@ def _setup(cell: Cell, task: Task, batch_size: int, seed: int):
     return model, batch, eps, loss
 
 
+def train_probed(
+    cell: Cell, task: Task, steps: int, *, batch_size: int = 64, seed: int = 0, lr: float = 1e-2
+) -> Any:
+    """Params of the probed model (`probed_model`) after ``steps`` of Adam on the task.
+
+    The probe's extra inputs are zero during training, so this trains the
+    plain model; `gradient_norms` then shows the gradient flow it learned.
+    """
+    from rnn_jax.train import fit, make_optimizer, supervised
+
+    model, width = probed_model(cell, task)
+
+    def apply(params, inputs, **kwargs):
+        zeros = jnp.zeros((*inputs.shape[:-1], width), inputs.dtype)
+        return model.apply(params, jnp.concatenate([inputs, zeros], axis=-1), **kwargs)
+
+    optimizer, _ = make_optimizer("adam", lr)
+    result = fit(
+        supervised(apply, task.loss),
+        model.init(jax.random.key(seed)),
+        optimizer,
+        lambda step: task.train.batch(step, batch_size, seed),
+        steps=steps,
+        seed=seed,
+        progress=False,
+    )
+    return result.params
+
+
 def report(
     cells: dict[str, Cell],
     task: Task,
     *,
     batch_size: int = 64,
     seed: int = 0,
+    train_steps: int = 0,
+    lr: float = 1e-2,
     out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """Gradient norms for several cells on one task: a table, and with ``out_dir`` a plot and JSON.
 
     The table shows ``||dL/dh_t||`` at a few ``t`` and ``log10`` of the ratio
     between the first and the last step: strongly negative is vanishing,
-    positive exploding.
+    positive exploding. At initialisation, or after ``train_steps`` of Adam
+    at learning rate ``lr`` (`train_probed`).
     """
-    norms = {
-        name: gradient_norms(cell, task, batch_size=batch_size, seed=seed)
-        for name, cell in cells.items()
-    }
+    norms = {}
+    for name, cell in cells.items():
+        params = None
+        if train_steps:
+            params = train_probed(cell, task, train_steps, batch_size=batch_size, seed=seed, lr=lr)
+        norms[name] = gradient_norms(cell, task, batch_size=batch_size, seed=seed, params=params)
+    when = f"after {train_steps} training steps" if train_steps else "at initialisation"
     steps = len(next(iter(norms.values())))
     marks = sorted({1, max(1, steps // 4), max(1, steps // 2), max(1, 3 * steps // 4), steps})
     rows = []
@@ -163,6 +198,8 @@ def report(
         "description": task.description,
         "batch_size": batch_size,
         "seed": seed,
+        "train_steps": train_steps,
+        "when": when,
         "table": text,
         "norms": {name: values.tolist() for name, values in norms.items()},
     }
@@ -175,7 +212,7 @@ def report(
         plot_curves(
             curves,
             out / "gradflow.png",
-            title=f"||dL/dh_t|| at initialisation, {task.description}",
+            title=f"||dL/dh_t|| {when}, {task.description}",
             xlabel="t",
             ylabel="||dL/dh_t||",
         )
