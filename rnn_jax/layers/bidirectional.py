@@ -50,7 +50,10 @@ def bidirectional(
     """Runs ``fwd`` forwards and ``bwd`` backwards over ``xs: [T, *batch, F]``.
 
     ``fwd``/``bwd`` are cells or layers; ``bwd`` defaults to a fresh copy of
-    ``fwd`` run in reverse. With lengths, the backward direction starts at each
+    ``fwd`` run in reverse. A ``bwd`` cell is run in reverse; a ``bwd`` layer
+    runs as given, so it should run backwards itself (``rj.rnn(cell,
+    reverse=True)`` or ``rj.reversed_layer(layer)``), as Keras's
+    ``backward_layer`` does. With lengths, the backward direction starts at each
     sequence's last valid step, so padded batches are exact. ``merge`` joins
     the two outputs: ``"concat"`` (``[..., 2H]``), ``"sum"``, ``"mul"``,
     ``"ave"``, or None for the pair ``(ys_fwd, ys_bwd)``. The final state is
