@@ -1,0 +1,340 @@
+"""Layers: rnn, bidirectional, stack, dropout and zoneout, and the specs exports read."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnn_jax as rj
+from rnn_jax.layers import Layer
+
+T, B, F, H = 5, 3, 3, 4
+LENGTH = jnp.array([5, 2, 3])
+
+
+def normal(shape, seed):
+    return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
+
+
+XS = normal((T, B, F), 0)
+
+
+def close(a, b, tol=1e-5):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=tol, atol=tol), a, b)
+
+
+def noisy_init(layer, seed, input_size=F):
+    """``layer.init``'s structure with N(0, 0.5²) everywhere (biases included)."""
+    shapes = jax.eval_shape(lambda key: layer.init(key, input_size), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes)
+
+
+def identity_layer(**rates):
+    """An rnn over ``h_t = x_t + h_{t-1}`` (identity activation and weights, F = H = 4)."""
+    cell = rj.simple(H, activation="identity")
+    params = rj.SimpleParams(jnp.eye(H), jnp.eye(H), jnp.zeros(H))
+    return rj.rnn(cell, **rates), params
+
+
+def passthrough(**rates):
+    """An rnn whose outputs are its inputs (no recurrence), F = H = 4."""
+    cell = rj.simple(H, activation="identity")
+    params = rj.SimpleParams(jnp.eye(H), jnp.zeros((H, H)), jnp.zeros(H))
+    return rj.rnn(cell, **rates), params
+
+
+IDENTITY = Layer(init=lambda key, size: (), apply=lambda p, xs, **kw: (None, xs))
+
+
+# --- rnn ---------------------------------------------------------------------------------------
+
+
+def test_rnn_layer_is_the_scan():
+    cell = rj.lstm(H, proj_size=2)
+    layer = rj.rnn(cell, reverse=True, backend="reference")
+    params = noisy_init(layer, 0)
+    got = layer.apply(params, XS, length=LENGTH)
+    close(got, rj.scan(cell, params, XS, length=LENGTH, reverse=True))
+    h0 = rj.LSTMState(normal((B, 2), 1), normal((B, H), 2))
+    close(
+        layer.apply(params, XS, initial_state=h0),
+        rj.scan(cell, params, XS, initial_state=h0, reverse=True),
+    )
+    assert jax.tree.structure(layer.init(jax.random.key(0), F)) == jax.tree.structure(params)
+
+
+# --- bidirectional -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave", None])
+def test_bidirectional_merges(merge):
+    cell = rj.gru(H)
+    layer = rj.bidirectional(cell, merge=merge)
+    params = noisy_init(layer, 0)
+    assert isinstance(params, rj.BidirectionalParams)
+    (fwd_state, bwd_state), ys = jax.jit(layer.apply)(params, XS, length=LENGTH)
+    want_fwd = rj.scan(cell, params.forward, XS, length=LENGTH)
+    want_bwd = rj.scan(cell, params.backward, XS, length=LENGTH, reverse=True)
+    close((fwd_state, bwd_state), (want_fwd[0], want_bwd[0]))
+    f, b = want_fwd[1], want_bwd[1]
+    expected = {
+        "concat": jnp.concatenate([f, b], axis=-1),
+        "sum": f + b,
+        "mul": f * b,
+        "ave": (f + b) / 2,
+        None: (f, b),
+    }[merge]
+    close(ys, expected)
+
+
+def one_by_one(layer, params, xs, length):
+    """Each sequence of the batch run alone, unpadded: ``[(final_state, ys [L, ...])]``."""
+    return [layer.apply(params, xs[: int(n), b]) for b, n in enumerate(length)]
+
+
+@pytest.mark.parametrize("kind", ["bidirectional", "stack_of_bidirectional"])
+def test_padded_batch_is_exact_against_each_sequence_alone(kind):
+    if kind == "bidirectional":
+        layer = rj.bidirectional(rj.lstm(H))
+    else:
+        layer = rj.stack([rj.bidirectional(rj.gru(H)), rj.bidirectional(rj.lstm(H), merge="sum")])
+    params = noisy_init(layer, 0)
+    state, ys = jax.jit(layer.apply)(params, XS, length=LENGTH)
+    for b, (alone_state, alone_ys) in enumerate(one_by_one(layer, params, XS, LENGTH)):
+        n = int(LENGTH[b])
+        close(ys[:n, b], alone_ys)
+        assert not np.asarray(ys[n:, b]).any()
+        close(jax.tree.map(lambda leaf, b=b: leaf[b], state), alone_state)
+
+
+def test_bidirectional_with_its_own_backward_cell_and_layers():
+    layer = rj.bidirectional(rj.lstm(H), rj.gru(2))
+    params = noisy_init(layer, 0)
+    (_, bwd_state), ys = layer.apply(params, XS, length=LENGTH)
+    assert ys.shape == (T, B, H + 2) and bwd_state.shape == (B, 2)
+    close(ys[..., H:], rj.scan(rj.gru(2), params.backward, XS, length=LENGTH, reverse=True)[1])
+    # a backward *layer* runs as given: rnn(cell, reverse=True) is the same as the cell
+    as_layers = rj.bidirectional(rj.rnn(rj.lstm(H)), rj.rnn(rj.gru(2), reverse=True))
+    close(as_layers.apply(params, XS, length=LENGTH), layer.apply(params, XS, length=LENGTH))
+
+
+def test_bidirectional_of_a_layer_reverses_the_whole_layer():
+    inner = rj.stack([rj.gru(H), rj.lstm(H)])
+    layer = rj.bidirectional(inner, merge=None)
+    params = noisy_init(layer, 0)
+    (_, bwd_state), (ys_fwd, ys_bwd) = layer.apply(params, XS, length=LENGTH)
+    close(ys_fwd, inner.apply(params.forward, XS, length=LENGTH)[1])
+    flipped_state, flipped_ys = inner.apply(
+        params.backward, rj.flip_valid(XS, LENGTH), length=LENGTH
+    )
+    close(ys_bwd, rj.flip_valid(flipped_ys, LENGTH))
+    close(bwd_state, flipped_state)
+
+
+def test_reversed_layer_of_an_rnn_is_the_reverse_scan():
+    cell = rj.lstm(H)
+    params = noisy_init(rj.rnn(cell), 0)
+    close(
+        rj.reversed_layer(rj.rnn(cell)).apply(params, XS, length=LENGTH),
+        rj.rnn(cell, reverse=True).apply(params, XS, length=LENGTH),
+    )
+
+
+def test_bidirectional_initial_state_is_a_pair():
+    layer = rj.bidirectional(rj.gru(H))
+    params = noisy_init(layer, 0)
+    h0 = (normal((B, H), 1), normal((B, H), 2))
+    (fwd, bwd), _ = layer.apply(params, XS, initial_state=h0, length=LENGTH)
+    close(fwd, rj.scan(rj.gru(H), params.forward, XS, initial_state=h0[0], length=LENGTH)[0])
+    empty = (normal((B, H), 1), normal((B, H), 2))
+    (fwd, bwd), _ = layer.apply(params, XS, initial_state=empty, length=jnp.zeros(B, int))
+    close((fwd, bwd), empty, 0)
+    with pytest.raises(ValueError, match=r"initial_state of a bidirectional layer must be a pair"):
+        layer.apply(params, XS, initial_state=h0[0])
+    with pytest.raises(ValueError, match=r"merge must be one of .*; got 'max'"):
+        rj.bidirectional(rj.gru(H), merge="max")
+
+
+# --- stack -------------------------------------------------------------------------------------
+
+
+def test_stack_feeds_each_layer_the_previous_outputs_and_returns_every_state():
+    layers = [rj.gru(H), rj.bidirectional(rj.lstm(H)), rj.simple(2)]
+    layer = rj.stack(layers)
+    params = noisy_init(layer, 0)
+    assert isinstance(params, list) and len(params) == 3
+    h0 = [normal((B, H), 1), None, normal((B, 2), 2)]
+    states, ys = layer.apply(params, XS, length=LENGTH, initial_state=h0)
+    s1, y1 = rj.scan(rj.gru(H), params[0], XS, length=LENGTH, initial_state=h0[0])
+    s2, y2 = rj.bidirectional(rj.lstm(H)).apply(params[1], y1, length=LENGTH)
+    s3, y3 = rj.scan(rj.simple(2), params[2], y2, length=LENGTH, initial_state=h0[2])
+    close(states, [s1, s2, s3])
+    close(ys, y3)
+    with pytest.raises(ValueError, match=r"initial_state must hold 3 entries \(one per layer\)"):
+        layer.apply(params, XS, initial_state=[None])
+    with pytest.raises(ValueError, match=r"params must hold 3 entries \(one per layer\); got 2"):
+        layer.apply(params[:2], XS)
+    with pytest.raises(ValueError, match=r"layers must hold at least one"):
+        rj.stack([])
+
+
+def test_stack_residual_adds_inputs_from_the_second_layer_on():
+    layer = rj.stack([rj.gru(H), rj.lstm(H), rj.gru(H)], residual=True)
+    params = noisy_init(layer, 0)
+    _, ys = layer.apply(params, XS, length=LENGTH)
+    _, y1 = rj.scan(rj.gru(H), params[0], XS, length=LENGTH)
+    _, y2 = rj.scan(rj.lstm(H), params[1], y1, length=LENGTH)
+    _, y3 = rj.scan(rj.gru(H), params[2], y1 + y2, length=LENGTH)
+    close(ys, y1 + y2 + y3)
+    with pytest.raises(ValueError, match=r"residual needs layer 1 to output its input size 4; it"):
+        rj.stack([rj.gru(H), rj.gru(H + 1)], residual=True).init(jax.random.key(0), F)
+
+
+def test_stack_dropout_only_with_a_key_and_one_mask_per_sequence():
+    xs = jnp.ones((T, 64, 8))
+    layer = rj.stack([IDENTITY, IDENTITY], dropout=0.5)
+    _, same = layer.apply([(), ()], xs)
+    np.testing.assert_array_equal(same, xs)  # no key: nothing dropped
+    _, ys = layer.apply([(), ()], xs, key=jax.random.key(0))
+    ys = np.asarray(ys)
+    assert set(np.unique(ys)) == {0.0, 2.0}  # inverted dropout: kept units scaled by 1/(1-p)
+    np.testing.assert_array_equal(ys, np.broadcast_to(ys[0], ys.shape))  # same mask every step
+    assert 0.3 < (ys[0] == 0).mean() < 0.7
+    _, again = layer.apply([(), ()], xs, key=jax.random.key(0))
+    np.testing.assert_array_equal(again, ys)
+    _, other = layer.apply([(), ()], xs, key=jax.random.key(1))
+    assert (np.asarray(other) != ys).any()
+    # the first layer's inputs are never dropped
+    _, first = rj.stack([IDENTITY], dropout=0.5).apply([()], xs, key=jax.random.key(0))
+    np.testing.assert_array_equal(first, xs)
+
+
+# --- dropout and zoneout in rnn ----------------------------------------------------------------
+
+
+def test_without_a_key_dropout_is_off():
+    cell = rj.lstm(H)
+    params = noisy_init(rj.rnn(cell), 0)
+    noisy = rj.rnn(cell, input_dropout=0.5, recurrent_dropout=0.5, output_dropout=0.5)
+    close(noisy.apply(params, XS, length=LENGTH), rj.rnn(cell).apply(params, XS, length=LENGTH), 0)
+    # with a key it is on, and reproducible
+    keyed = noisy.apply(params, XS, length=LENGTH, key=jax.random.key(0))
+    assert (np.asarray(keyed[1]) != np.asarray(rj.rnn(cell).apply(params, XS)[1])).any()
+    close(noisy.apply(params, XS, length=LENGTH, key=jax.random.key(0)), keyed, 0)
+
+
+@pytest.mark.parametrize("where", ["input_dropout", "output_dropout"])
+def test_input_and_output_dropout_masks_are_constant_over_time(where):
+    layer, params = passthrough(**{where: 0.5})
+    xs = jnp.ones((T, 64, H))
+    _, ys = layer.apply(params, xs, key=jax.random.key(0))
+    ys = np.asarray(ys)
+    assert set(np.unique(ys)) == {0.0, 2.0}
+    # a dropped feature stays dropped at every step of its sequence
+    np.testing.assert_array_equal(ys, np.broadcast_to(ys[0], ys.shape))
+    assert 0.3 < (ys[0] == 0).mean() < 0.7
+    assert (ys[0, 0] != ys[0, 1:]).any()  # masks differ between sequences
+
+
+def test_recurrent_dropout_masks_the_fed_back_state_the_same_way_every_step():
+    layer, params = identity_layer(recurrent_dropout=0.5)
+    xs = jnp.ones((T, 64, H))
+    _, ys = layer.apply(params, xs, key=jax.random.key(0))
+    ys = np.asarray(ys)
+    # h_t = 1 + m * h_{t-1}: a dropped unit (m = 0) is 1 at every step; a kept one (m = 2)
+    # is 1, 3, 7, 15, 31: never a mix, so the mask is the same at every step
+    dropped, kept = np.ones(T), 2.0 ** np.arange(1, T + 1) - 1
+    per_unit = ys.reshape(T, -1).T
+    is_dropped = (per_unit == dropped).all(axis=1)
+    is_kept = (per_unit == kept).all(axis=1)
+    assert (is_dropped | is_kept).all()
+    assert 0.3 < is_dropped.mean() < 0.7
+    # the LSTM's cell state is not masked, only h
+    lstm = rj.rnn(rj.lstm(H), recurrent_dropout=0.5)
+    lstm_params = noisy_init(lstm, 0)
+    state, _ = lstm.apply(lstm_params, XS, key=jax.random.key(0))
+    assert isinstance(state, rj.LSTMState)
+
+
+def test_zoneout_is_the_expected_blend_without_a_key():
+    layer, params = identity_layer(zoneout=0.25)
+    state, ys = layer.apply(params, jnp.ones((T, 2, H)), length=jnp.array([T, 3]))
+    # the carry moves to 0.25 * h + 0.75 * (h + 1) each step, so h_t = 0.75 t; the output of
+    # step t is the cell's own, h_{t-1} + 1
+    t = np.arange(1, T + 1)[:, None]
+    np.testing.assert_allclose(ys[:, 0], np.broadcast_to(0.75 * (t - 1) + 1, (T, H)), rtol=1e-6)
+    np.testing.assert_allclose(state, np.full((2, H), 0.75) * np.array([[T], [3]]), rtol=1e-6)
+    assert not np.asarray(ys[3:, 1]).any()
+
+
+def test_zoneout_with_a_key_keeps_units_step_by_step():
+    layer, params = identity_layer(zoneout=0.5)
+    steps = 12
+    state, ys = layer.apply(
+        params, jnp.ones((steps, 8, H)), key=jax.random.key(0), length=jnp.full(8, 10)
+    )
+    # the output of step t is h_{t-1} + 1, so its increments are the carry's: each unit either
+    # keeps its value (0) or takes the step (+1), decided anew at every step
+    carries = np.asarray(ys[:10]) - 1.0
+    increments = np.diff(carries, axis=0)
+    assert set(np.unique(increments)) == {0.0, 1.0}
+    assert ((increments[1:] != increments[:-1]).any(axis=0)).mean() > 0.9
+    assert set(np.unique(np.asarray(state) - carries[-1])) <= {0.0, 1.0}
+    assert not np.asarray(ys[10:]).any()
+    # an LSTM with a projection: two carry leaves of different widths
+    lstm = rj.rnn(rj.lstm(H, proj_size=2), zoneout=0.3)
+    params = noisy_init(lstm, 0)
+    final, ys = lstm.apply(params, XS, length=LENGTH, key=jax.random.key(1))
+    assert ys.shape == (T, B, 2) and final.c.shape == (B, H)
+    close(
+        lstm.apply(params, XS, length=LENGTH)[1],
+        rj.rnn(rj.lstm(H, proj_size=2), zoneout=0.3).apply(params, XS, length=LENGTH)[1],
+        0,
+    )
+
+
+def test_dropout_rates_are_checked():
+    with pytest.raises(ValueError, match=r"^recurrent_dropout must lie in \[0, 1\); got 1.0$"):
+        rj.rnn(rj.gru(H), recurrent_dropout=1.0)
+    with pytest.raises(ValueError, match=r"^zoneout must lie in \[0, 1\); got -0.1$"):
+        rj.rnn(rj.gru(H), zoneout=-0.1)
+    with pytest.raises(ValueError, match=r"^dropout must lie in \[0, 1\)"):
+        rj.stack([rj.gru(H)], dropout=2)
+    with pytest.raises(TypeError, match=r"^cell must be an rnn_jax Cell; got int$"):
+        rj.rnn(3)
+    with pytest.raises(TypeError, match=r"^expected an rnn_jax Cell or Layer; got str$"):
+        rj.stack(["lstm"])
+
+
+# --- composition and specs ---------------------------------------------------------------------
+
+
+def test_layers_vmap_over_batch_major_sequences():
+    layer = rj.stack([rj.bidirectional(rj.gru(H)), rj.lstm(H)])
+    params = noisy_init(layer, 0)
+    _, want = layer.apply(params, XS, length=LENGTH)
+    one = lambda x_tf, n: layer.apply(params, x_tf, length=n)[1]
+    got = jax.jit(jax.vmap(one))(XS.swapaxes(0, 1), LENGTH)
+    close(got.swapaxes(0, 1), want)
+
+
+def test_specs_describe_how_a_layer_was_built():
+    cell = rj.lstm(H, proj_size=2)
+    rnn = rj.rnn(cell, reverse=True, recurrent_dropout=0.1)
+    assert rnn.spec["kind"] == "rnn" and rnn.spec["cell"] is cell and rnn.spec["reverse"] is True
+    assert rnn.spec["recurrent_dropout"] == 0.1 and rnn.spec["zoneout"] == 0.0
+    bi = rj.bidirectional(cell, merge="sum")
+    assert bi.spec["kind"] == "bidirectional" and bi.spec["merge"] == "sum"
+    assert bi.spec["forward"].spec["cell"] is cell and bi.spec["forward"].spec["reverse"] is False
+    assert bi.spec["backward"].spec["reverse"] is True
+    stacked = rj.stack([bi, cell], dropout=0.25, residual=False)
+    assert stacked.spec["kind"] == "stack" and stacked.spec["dropout"] == 0.25
+    assert [part.spec["kind"] for part in stacked.spec["layers"]] == ["bidirectional", "rnn"]
+    assert stacked.spec["residual"] is False
+    flipped = rj.reversed_layer(stacked)
+    assert flipped.spec["kind"] == "reversed" and flipped.spec["layer"] is stacked
+    assert rj.as_layer(rnn) is rnn and rj.as_layer(cell).spec["cell"] is cell
