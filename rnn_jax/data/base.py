@@ -188,8 +188,6 @@ class StreamSplit:
             yield self._chunk(index, batch_size)
 
 
-Split = ArraySplit | GeneratedSplit | StreamSplit
-
 KINDS = ("regression", "classification", "tagging", "forecasting", "language_model", "seq2seq")
 
 
