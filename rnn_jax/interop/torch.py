@@ -209,7 +209,7 @@ def _torch_cell(cell: Cell) -> tuple[str, int, int]:
     if cell.name == "simple":
         activation = config.get("activation")
         if activation not in ("tanh", "relu"):
-            raise _refuse(f"a simple cell with activation={activation!r} (torch has tanh, relu)")
+            raise _refuse(f"the simple cell with activation={activation!r} (torch has tanh, relu)")
         return ("RNN_TANH" if activation == "tanh" else "RNN_RELU"), hidden, 0
     if cell.name in ("lstm", "gru"):
         unsupported = {
@@ -221,7 +221,7 @@ def _torch_cell(cell: Cell) -> tuple[str, int, int]:
         }
         for option, torch_value in unsupported.items():
             if option in config and config[option] != torch_value:
-                raise _refuse(f"an {cell.name} cell with {option}={config[option]!r}")
+                raise _refuse(f"the {cell.name} cell with {option}={config[option]!r}")
         proj = config.get("proj_size") or 0
         return cell.name.upper(), hidden, proj
     raise _refuse(f"the {cell.name} cell (torch has RNN tanh/relu, LSTM and GRU)")
@@ -278,7 +278,7 @@ def _torch_dtype(dtype) -> torch.dtype:
 def _to_torch_tensor(value: Any) -> torch.Tensor:
     array = np.asarray(jax.device_get(value))
     wide = np.float64 if array.dtype == np.float64 else np.float32
-    return torch.from_numpy(np.ascontiguousarray(array, dtype=wide))
+    return torch.from_numpy(np.array(array, dtype=wide))  # a writable copy
 
 
 def _torch_tensors(mode: str, params: Any, names: str) -> dict[str, Any]:
