@@ -23,9 +23,9 @@ def summary(params: Any) -> str:
 
     Example:
         >>> print(rj.summary(rj.lstm(128).init(jax.random.key(0), 64)))  # doctest: +ELLIPSIS
-        parameter          shape       dtype    count
+        parameter         shape       dtype     count
         ...
-        total                                   98,816
+        total                                  98,816
     """
     rows = [("parameter", "shape", "dtype", "count")]
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
