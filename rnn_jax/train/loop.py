@@ -243,6 +243,7 @@ def fit(
             state_tree(),
             {
                 "config": config,
+                "data_position": step,  # the step whose batch comes next (batches follow steps)
                 "history": history,
                 "early_stopping": record,
                 "finished": finished,

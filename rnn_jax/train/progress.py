@@ -25,8 +25,8 @@ class Progress:
             enabled = sys.stderr.isatty()
         self.batch_size = batch_size
         self.bar = None
-        self.started = time.perf_counter()
-        self.start_step = initial
+        self.last: tuple[int, float] | None = None  # (step, time) of the previous update
+        self.rate: float | None = None
         if enabled:
             from tqdm.auto import tqdm
 
@@ -44,14 +44,18 @@ class Progress:
         if self.bar is None:
             return
         self.bar.update(step - self.bar.n)
-        elapsed = max(time.perf_counter() - self.started, 1e-9)
-        rate = (step - self.start_step) * self.batch_size / elapsed
+        now = time.perf_counter()
+        # Throughput between updates: the first interval holds the compilation, so it is skipped.
+        if self.last is not None and step > self.last[0]:
+            self.rate = (step - self.last[0]) * self.batch_size / max(now - self.last[1], 1e-9)
+        self.last = (step, now)
         postfix = {}
         if loss is not None:
             postfix["loss"] = f"{loss:.4g}"
         if val is not None:
             postfix["val"] = f"{val:.4g}"
-        postfix["seq/s"] = f"{rate:,.0f}"
+        if self.rate is not None:
+            postfix["seq/s"] = f"{self.rate:,.0f}"
         self.bar.set_postfix(postfix, refresh=False)
 
     def close(self) -> None:
