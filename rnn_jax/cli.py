@@ -418,6 +418,7 @@ def command_gradflow(args: argparse.Namespace) -> int:
             train_steps=args.train_steps,
             lr=args.lr,
             out_dir=out,
+            command=args.command_line,
         )
     except ValueError as error:
         raise UsageError(str(error)) from None

@@ -22,7 +22,7 @@ from rnn_jax.data import Batch, Task
 from rnn_jax.layers import rnn
 from rnn_jax.layers.dropout import fed_back_state
 from rnn_jax.models import classifier, tagger
-from rnn_jax.train.history import plot_curves, table, write_json
+from rnn_jax.train.history import plot_curves, results_document, table, write_json
 from rnn_jax.train.losses import LOSSES
 
 
@@ -170,6 +170,7 @@ def report(
     train_steps: int = 0,
     lr: float = 1e-2,
     out_dir: str | Path | None = None,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Gradient norms for several cells on one task: a table, and with ``out_dir`` a plot and JSON.
 
@@ -205,7 +206,9 @@ def report(
     }
     if out_dir is not None:
         out = Path(out_dir)
-        write_json(out / "gradflow.json", summary)
+        write_json(
+            out / "gradflow.json", results_document(f"gradflow-{task.name}", command, **summary)
+        )
         curves = {
             name: (list(range(1, steps + 1)), values.tolist()) for name, values in norms.items()
         }
