@@ -386,8 +386,8 @@ def command_bench(args: argparse.Namespace) -> int:
     suite = find_suite()
     if not suite.is_file():
         raise UsageError(
-            f"bench runs the benchmark suite of a source checkout ({suite} is missing); "
-            "clone the repository and pip install -e it"
+            f"bench runs the benchmark suite {suite}, which is not there; it comes with a source "
+            "checkout (git clone, then pip install -e .)"
         )
     passthrough = [a for a in args.args if a != "--"] if args.args[:1] == ["--"] else args.args
     env = dict(os.environ)
