@@ -33,7 +33,7 @@ def test_lstm_table_as_keras_prints_it():
 
 def test_nested_layers_name_every_leaf_and_skip_absent_options():
     layer = rj.stack([rj.bidirectional(rj.gru(4)), rj.lstm(3, proj_size=2)])
-    params = layer.init(jax.random.key(0), 2)
+    params = shapes_of(layer, 2)
     lines = rj.summary(params).splitlines()
     names = [line.split()[0] for line in lines[2:-2]]
     assert names[:4] == [
@@ -66,11 +66,17 @@ def test_empty_and_huge_parameter_trees():
     assert rj.summary(huge).splitlines()[2].split()[-1] == "10,000,000,000"
 
 
-def test_docstring_examples():
-    globs = {"rj": rj, "jax": jax, "jnp": jnp}
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+def test_docstring_examples_show_what_the_functions_print():
+    """The docstrings' examples, checked against the same calls on parameter shapes."""
     module = importlib.import_module("rnn_jax.summary")  # rj.summary is the function
-    for test in finder.find(module, globs=globs):
-        runner.run(test)
-    assert runner.failures == 0 and runner.tries >= 2
+    examples = {
+        name: doctest.DocTestParser().get_examples(getattr(module, name).__doc__)
+        for name in ("summary", "count_params")
+    }
+    (table,) = examples["summary"]
+    (count,) = examples["count_params"]
+    checker = doctest.OutputChecker()
+    got = rj.summary(shapes_of(rj.lstm(128), 64)) + "\n"
+    assert checker.check_output(table.want, got, doctest.ELLIPSIS), (table.want, got)
+    assert "rj.lstm(128).init(jax.random.key(0), 64)" in table.source
+    assert count.want.strip() == str(rj.count_params(shapes_of(rj.simple(32), 32)))

@@ -221,23 +221,25 @@ def test_keras_and_torch_parameter_counts():
 
 
 def test_parameter_shapes():
-    key = jax.random.key(0)
-    p = rj.lstm(H, proj_size=P, peephole=True, layer_norm=True).init(key, F)
+    def shapes(cell):  # nothing computed
+        return jax.eval_shape(lambda key: cell.init(key, F), jax.random.key(0))
+
+    p = shapes(rj.lstm(H, proj_size=P, peephole=True, layer_norm=True))
     assert p.kernel.shape == (F, 4 * H) and p.recurrent_kernel.shape == (P, 4 * H)
     assert p.bias.shape == (4 * H,) and p.projection.shape == (H, P)
     assert p.peephole.shape == (3, H) and p.cell_norm.scale.shape == (H,)
     assert p.input_norm.scale.shape == p.recurrent_norm.offset.shape == (4 * H,)
-    plain = rj.lstm(H).init(key, F)
+    plain = shapes(rj.lstm(H))
     assert plain.peephole is None and plain.projection is None and plain.input_norm is None
-    g = rj.gru(H).init(key, F)
+    g = shapes(rj.gru(H))
     assert g.kernel.shape == (F, 3 * H) and g.recurrent_bias.shape == (3 * H,)
-    assert rj.gru(H, reset_after=False).init(key, F).recurrent_bias is None
-    assert rj.mgu(H).init(key, F).recurrent_kernel.shape == (H, 2 * H)
-    assert rj.indrnn(H).init(key, F).recurrent_weight.shape == (H,)
+    assert shapes(rj.gru(H, reset_after=False)).recurrent_bias is None
+    assert shapes(rj.mgu(H)).recurrent_kernel.shape == (H, 2 * H)
+    assert shapes(rj.indrnn(H)).recurrent_weight.shape == (H,)
 
 
 def test_lstm_forget_bias_and_orthogonal_gate_blocks():
-    p = rj.lstm(H, forget_bias=1.5).init(jax.random.key(0), F)
+    p = jax.jit(rj.lstm(H, forget_bias=1.5).init, static_argnums=1)(jax.random.key(0), F)
     np.testing.assert_array_equal(p.bias[H : 2 * H], 1.5)
     np.testing.assert_array_equal(p.bias[:H], 0.0)
     for block in jnp.split(p.recurrent_kernel, 4, axis=1):
@@ -245,13 +247,13 @@ def test_lstm_forget_bias_and_orthogonal_gate_blocks():
 
 
 def test_initial_state_structure_and_dtype():
-    params = rj.lstm(H, proj_size=P).init(jax.random.key(0), F)
+    params = jax.eval_shape(lambda key: rj.lstm(H, proj_size=P).init(key, F), jax.random.key(0))
     state = rj.lstm(H, proj_size=P).initial_state(params, (7,))
     assert isinstance(state, rj.LSTMState)
     assert state.h.shape == (7, P) and state.c.shape == (7, H)
     # low-precision parameters keep a float32 state
     cell = rj.gru(H, dtype=jnp.bfloat16)
-    params = cell.init(jax.random.key(0), F)
+    params = jax.jit(cell.init, static_argnums=1)(jax.random.key(0), F)
     assert params.kernel.dtype == jnp.bfloat16
     assert cell.initial_state(params, ()).dtype == jnp.float32
     assert cell.initial_state(params, ()).shape == (H,)

@@ -57,14 +57,24 @@ def test_rnn_layer_is_the_scan():
     cell = rj.lstm(H, proj_size=2)
     layer = rj.rnn(cell, reverse=True, backend="reference")
     params = noisy_init(layer, 0)
-    got = layer.apply(params, XS, length=LENGTH)
-    close(got, rj.scan(cell, params, XS, length=LENGTH, reverse=True))
     h0 = rj.LSTMState(normal((B, 2), 1), normal((B, H), 2))
-    close(
-        layer.apply(params, XS, initial_state=h0),
-        rj.scan(cell, params, XS, initial_state=h0, reverse=True),
-    )
-    assert jax.tree.structure(layer.init(jax.random.key(0), F)) == jax.tree.structure(params)
+
+    @jax.jit
+    def compare(params, h0):
+        return {
+            "lengths": (
+                layer.apply(params, XS, length=LENGTH),
+                rj.scan(cell, params, XS, length=LENGTH, reverse=True),
+            ),
+            "initial_state": (
+                layer.apply(params, XS, initial_state=h0),
+                rj.scan(cell, params, XS, initial_state=h0, reverse=True),
+            ),
+        }
+
+    for got, want in compare(params, h0).values():
+        close(got, want)
+    assert layer.init is cell.init
 
 
 # --- bidirectional -----------------------------------------------------------------------------
@@ -76,9 +86,14 @@ def test_bidirectional_merges(merge):
     layer = rj.bidirectional(cell, merge=merge)
     params = noisy_init(layer, 0)
     assert isinstance(params, rj.BidirectionalParams)
-    (fwd_state, bwd_state), ys = jax.jit(layer.apply)(params, XS, length=LENGTH)
-    want_fwd = rj.scan(cell, params.forward, XS, length=LENGTH)
-    want_bwd = rj.scan(cell, params.backward, XS, length=LENGTH, reverse=True)
+
+    @jax.jit
+    def compare(params):
+        want_fwd = rj.scan(cell, params.forward, XS, length=LENGTH)
+        want_bwd = rj.scan(cell, params.backward, XS, length=LENGTH, reverse=True)
+        return layer.apply(params, XS, length=LENGTH), want_fwd, want_bwd
+
+    ((fwd_state, bwd_state), ys), want_fwd, want_bwd = compare(params)
     close((fwd_state, bwd_state), (want_fwd[0], want_bwd[0]))
     f, b = want_fwd[1], want_bwd[1]
     expected = {
@@ -91,11 +106,6 @@ def test_bidirectional_merges(merge):
     close(ys, expected)
 
 
-def one_by_one(layer, params, xs, length):
-    """Each sequence of the batch run alone, unpadded: ``[(final_state, ys [L, ...])]``."""
-    return [layer.apply(params, xs[: int(n), b]) for b, n in enumerate(length)]
-
-
 @pytest.mark.parametrize("kind", ["bidirectional", "stack_of_bidirectional"])
 def test_padded_batch_is_exact_against_each_sequence_alone(kind):
     if kind == "bidirectional":
@@ -103,9 +113,17 @@ def test_padded_batch_is_exact_against_each_sequence_alone(kind):
     else:
         layer = rj.stack([rj.bidirectional(rj.gru(H)), rj.bidirectional(rj.lstm(H), merge="sum")])
     params = noisy_init(layer, 0)
-    state, ys = jax.jit(layer.apply)(params, XS, length=LENGTH)
-    for b, (alone_state, alone_ys) in enumerate(one_by_one(layer, params, XS, LENGTH)):
-        n = int(LENGTH[b])
+    lengths = [int(n) for n in LENGTH]
+
+    @jax.jit
+    def compare(params):
+        # each sequence of the batch also run alone, unpadded
+        alone = [layer.apply(params, XS[:n, b]) for b, n in enumerate(lengths)]
+        return layer.apply(params, XS, length=LENGTH), alone
+
+    (state, ys), alone = compare(params)
+    for b, (alone_state, alone_ys) in enumerate(alone):
+        n = lengths[b]
         close(ys[:n, b], alone_ys)
         assert not np.asarray(ys[n:, b]).any()
         close(jax.tree.map(lambda leaf, b=b: leaf[b], state), alone_state)
@@ -113,46 +131,68 @@ def test_padded_batch_is_exact_against_each_sequence_alone(kind):
 
 def test_bidirectional_with_its_own_backward_cell_and_layers():
     layer = rj.bidirectional(rj.lstm(H), rj.gru(2))
-    params = noisy_init(layer, 0)
-    (_, bwd_state), ys = layer.apply(params, XS, length=LENGTH)
-    assert ys.shape == (T, B, H + 2) and bwd_state.shape == (B, 2)
-    close(ys[..., H:], rj.scan(rj.gru(2), params.backward, XS, length=LENGTH, reverse=True)[1])
     # a backward *layer* runs as given: rnn(cell, reverse=True) is the same as the cell
     as_layers = rj.bidirectional(rj.rnn(rj.lstm(H)), rj.rnn(rj.gru(2), reverse=True))
-    close(as_layers.apply(params, XS, length=LENGTH), layer.apply(params, XS, length=LENGTH))
+    params = noisy_init(layer, 0)
+
+    @jax.jit
+    def compare(params):
+        return (
+            layer.apply(params, XS, length=LENGTH),
+            rj.scan(rj.gru(2), params.backward, XS, length=LENGTH, reverse=True),
+            as_layers.apply(params, XS, length=LENGTH),
+        )
+
+    ((_, bwd_state), ys), want_bwd, given = compare(params)
+    assert ys.shape == (T, B, H + 2) and bwd_state.shape == (B, 2)
+    close(ys[..., H:], want_bwd[1])
+    close(given[1], ys)
 
 
 def test_bidirectional_of_a_layer_reverses_the_whole_layer():
     inner = rj.stack([rj.gru(H), rj.lstm(H)])
     layer = rj.bidirectional(inner, merge=None)
     params = noisy_init(layer, 0)
-    (_, bwd_state), (ys_fwd, ys_bwd) = layer.apply(params, XS, length=LENGTH)
-    close(ys_fwd, inner.apply(params.forward, XS, length=LENGTH)[1])
-    flipped_state, flipped_ys = inner.apply(
-        params.backward, rj.flip_valid(XS, LENGTH), length=LENGTH
-    )
-    close(ys_bwd, rj.flip_valid(flipped_ys, LENGTH))
-    close(bwd_state, flipped_state)
+
+    @jax.jit
+    def compare(params):
+        flipped_state, flipped_ys = inner.apply(
+            params.backward, rj.flip_valid(XS, LENGTH), length=LENGTH
+        )
+        return (
+            layer.apply(params, XS, length=LENGTH),
+            inner.apply(params.forward, XS, length=LENGTH)[1],
+            (flipped_state, rj.flip_valid(flipped_ys, LENGTH)),
+        )
+
+    ((_, bwd_state), (ys_fwd, ys_bwd)), want_fwd, want_bwd = compare(params)
+    close(ys_fwd, want_fwd)
+    close((bwd_state, ys_bwd), want_bwd)
 
 
 def test_reversed_layer_of_an_rnn_is_the_reverse_scan():
     cell = rj.lstm(H)
     params = noisy_init(rj.rnn(cell), 0)
-    close(
-        rj.reversed_layer(rj.rnn(cell)).apply(params, XS, length=LENGTH),
-        rj.rnn(cell, reverse=True).apply(params, XS, length=LENGTH),
+    compare = jax.jit(
+        lambda params: (
+            rj.reversed_layer(rj.rnn(cell)).apply(params, XS, length=LENGTH),
+            rj.rnn(cell, reverse=True).apply(params, XS, length=LENGTH),
+        )
     )
+    close(*compare(params))
 
 
 def test_bidirectional_initial_state_is_a_pair():
     layer = rj.bidirectional(rj.gru(H))
     params = noisy_init(layer, 0)
     h0 = (normal((B, H), 1), normal((B, H), 2))
-    (fwd, bwd), _ = layer.apply(params, XS, initial_state=h0, length=LENGTH)
-    close(fwd, rj.scan(rj.gru(H), params.forward, XS, initial_state=h0[0], length=LENGTH)[0])
-    empty = (normal((B, H), 1), normal((B, H), 2))
-    (fwd, bwd), _ = layer.apply(params, XS, initial_state=empty, length=jnp.zeros(B, int))
-    close((fwd, bwd), empty, 0)
+    apply = jax.jit(layer.apply)
+    (fwd, _), _ = apply(params, XS, initial_state=h0, length=LENGTH)
+    scan = jax.jit(lambda p, h: rj.scan(rj.gru(H), p, XS, initial_state=h, length=LENGTH))
+    close(fwd, scan(params.forward, h0[0])[0])
+    # with nothing to read, both directions keep their initial states
+    state, _ = apply(params, XS, initial_state=h0, length=jnp.zeros(B, int))
+    close(state, h0, 0)
     with pytest.raises(ValueError, match=r"initial_state of a bidirectional layer must be a pair"):
         layer.apply(params, XS, initial_state=h0[0])
     with pytest.raises(ValueError, match=r"merge must be one of .*; got 'max'"):
@@ -168,12 +208,15 @@ def test_stack_feeds_each_layer_the_previous_outputs_and_returns_every_state():
     params = noisy_init(layer, 0)
     assert isinstance(params, list) and len(params) == 3
     h0 = [normal((B, H), 1), None, normal((B, 2), 2)]
-    states, ys = layer.apply(params, XS, length=LENGTH, initial_state=h0)
-    s1, y1 = rj.scan(rj.gru(H), params[0], XS, length=LENGTH, initial_state=h0[0])
-    s2, y2 = rj.bidirectional(rj.lstm(H)).apply(params[1], y1, length=LENGTH)
-    s3, y3 = rj.scan(rj.simple(2), params[2], y2, length=LENGTH, initial_state=h0[2])
-    close(states, [s1, s2, s3])
-    close(ys, y3)
+
+    @jax.jit
+    def compare(params, h0):
+        s1, y1 = rj.scan(rj.gru(H), params[0], XS, length=LENGTH, initial_state=h0[0])
+        s2, y2 = rj.bidirectional(rj.lstm(H)).apply(params[1], y1, length=LENGTH)
+        s3, y3 = rj.scan(rj.simple(2), params[2], y2, length=LENGTH, initial_state=h0[2])
+        return layer.apply(params, XS, length=LENGTH, initial_state=h0), ([s1, s2, s3], y3)
+
+    close(*compare(params, h0))
     with pytest.raises(ValueError, match=r"initial_state must hold 3 entries \(one per layer\)"):
         layer.apply(params, XS, initial_state=[None])
     with pytest.raises(ValueError, match=r"params must hold 3 entries \(one per layer\); got 2"):
@@ -185,13 +228,17 @@ def test_stack_feeds_each_layer_the_previous_outputs_and_returns_every_state():
 def test_stack_residual_adds_inputs_from_the_second_layer_on():
     layer = rj.stack([rj.gru(H), rj.lstm(H), rj.gru(H)], residual=True)
     params = noisy_init(layer, 0)
-    _, ys = layer.apply(params, XS, length=LENGTH)
-    _, y1 = rj.scan(rj.gru(H), params[0], XS, length=LENGTH)
-    _, y2 = rj.scan(rj.lstm(H), params[1], y1, length=LENGTH)
-    _, y3 = rj.scan(rj.gru(H), params[2], y1 + y2, length=LENGTH)
-    close(ys, y1 + y2 + y3)
+
+    @jax.jit
+    def compare(params):
+        _, y1 = rj.scan(rj.gru(H), params[0], XS, length=LENGTH)
+        _, y2 = rj.scan(rj.lstm(H), params[1], y1, length=LENGTH)
+        _, y3 = rj.scan(rj.gru(H), params[2], y1 + y2, length=LENGTH)
+        return layer.apply(params, XS, length=LENGTH)[1], y1 + y2 + y3
+
+    close(*compare(params))
     with pytest.raises(ValueError, match=r"residual needs layer 1 to output its input size 4; it"):
-        rj.stack([rj.gru(H), rj.gru(H + 1)], residual=True).init(jax.random.key(0), F)
+        noisy_init(rj.stack([rj.gru(H), rj.gru(H + 1)], residual=True), 0)
 
 
 def test_stack_dropout_only_with_a_key_and_one_mask_per_sequence():
@@ -220,11 +267,20 @@ def test_without_a_key_dropout_is_off():
     cell = rj.lstm(H)
     params = noisy_init(rj.rnn(cell), 0)
     noisy = rj.rnn(cell, input_dropout=0.5, recurrent_dropout=0.5, output_dropout=0.5)
-    close(noisy.apply(params, XS, length=LENGTH), rj.rnn(cell).apply(params, XS, length=LENGTH), 0)
+
+    @jax.jit
+    def runs(params, key):
+        return (
+            noisy.apply(params, XS, length=LENGTH),
+            rj.rnn(cell).apply(params, XS, length=LENGTH),
+            noisy.apply(params, XS, length=LENGTH, key=key),
+        )
+
+    off, plain, keyed = runs(params, jax.random.key(0))
+    close(off, plain, 0)
     # with a key it is on, and reproducible
-    keyed = noisy.apply(params, XS, length=LENGTH, key=jax.random.key(0))
-    assert (np.asarray(keyed[1]) != np.asarray(rj.rnn(cell).apply(params, XS)[1])).any()
-    close(noisy.apply(params, XS, length=LENGTH, key=jax.random.key(0)), keyed, 0)
+    assert (np.asarray(keyed[1]) != np.asarray(plain[1])).any()
+    close(runs(params, jax.random.key(0))[2], keyed, 0)
 
 
 @pytest.mark.parametrize("where", ["input_dropout", "output_dropout"])
@@ -253,11 +309,20 @@ def test_recurrent_dropout_masks_the_fed_back_state_the_same_way_every_step():
     is_kept = (per_unit == kept).all(axis=1)
     assert (is_dropped | is_kept).all()
     assert 0.3 < is_dropped.mean() < 0.7
-    # the LSTM's cell state is not masked, only h
+    # an LSTM's h is masked, its cell c is not: with no recurrent weights, h feeds nothing
+    # back, so the masked run equals the plain one exactly
     lstm = rj.rnn(rj.lstm(H), recurrent_dropout=0.5)
     lstm_params = noisy_init(lstm, 0)
-    state, _ = lstm.apply(lstm_params, XS, key=jax.random.key(0))
-    assert isinstance(state, rj.LSTMState)
+    lstm_params = lstm_params._replace(
+        recurrent_kernel=jnp.zeros_like(lstm_params.recurrent_kernel)
+    )
+    runs = jax.jit(lambda p, key: (lstm.apply(p, XS, key=key), lstm.apply(p, XS)))
+    masked, plain = runs(lstm_params, jax.random.key(0))
+    close(masked, plain, 0)
+    # ... and with them, the mask changes the run
+    with_weights = noisy_init(lstm, 0)
+    masked, plain = runs(with_weights, jax.random.key(0))
+    assert (np.asarray(masked[1]) != np.asarray(plain[1])).any()
 
 
 def test_zoneout_is_the_expected_blend_without_a_key():
@@ -273,10 +338,9 @@ def test_zoneout_is_the_expected_blend_without_a_key():
 
 def test_zoneout_with_a_key_keeps_units_step_by_step():
     layer, params = identity_layer(zoneout=0.5)
-    steps = 12
-    state, ys = layer.apply(
-        params, jnp.ones((steps, 8, H)), key=jax.random.key(0), length=jnp.full(8, 10)
-    )
+    xs = jnp.ones((12, 8, H))
+    apply = jax.jit(lambda p, key: layer.apply(p, xs, key=key, length=jnp.full(8, 10)))
+    state, ys = apply(params, jax.random.key(0))
     # the output of step t is h_{t-1} + 1, so its increments are the carry's: each unit either
     # keeps its value (0) or takes the step (+1), decided anew at every step
     carries = np.asarray(ys[:10]) - 1.0
@@ -285,16 +349,31 @@ def test_zoneout_with_a_key_keeps_units_step_by_step():
     assert ((increments[1:] != increments[:-1]).any(axis=0)).mean() > 0.9
     assert set(np.unique(np.asarray(state) - carries[-1])) <= {0.0, 1.0}
     assert not np.asarray(ys[10:]).any()
-    # an LSTM with a projection: two carry leaves of different widths
-    lstm = rj.rnn(rj.lstm(H, proj_size=2), zoneout=0.3)
-    params = noisy_init(lstm, 0)
-    final, ys = lstm.apply(params, XS, length=LENGTH, key=jax.random.key(1))
-    assert ys.shape == (T, B, 2) and final.c.shape == (B, H)
-    close(
-        lstm.apply(params, XS, length=LENGTH)[1],
-        rj.rnn(rj.lstm(H, proj_size=2), zoneout=0.3).apply(params, XS, length=LENGTH)[1],
-        0,
+
+
+def test_zoneout_on_an_lstm_with_a_projection():
+    """Two carry leaves of different widths (h: 2, c: 4), each zoned out."""
+    cell = rj.lstm(H, proj_size=2)
+    zoned = rj.rnn(cell, zoneout=0.3)
+    params = noisy_init(zoned, 0)
+
+    @jax.jit
+    def runs(params, key):
+        return (
+            zoned.apply(params, XS, length=LENGTH, key=key),
+            zoned.apply(params, XS, length=LENGTH),
+            rj.rnn(cell).apply(params, XS, length=LENGTH),
+        )
+
+    (keyed_state, keyed), (expected_state, expected), (plain_state, plain) = runs(
+        params, jax.random.key(1)
     )
+    assert keyed.shape == expected.shape == (T, B, 2) and keyed_state.c.shape == (B, H)
+    # the first step reads the initial state either way; later steps read zoned-out carries
+    close(expected[0], plain[0], 1e-6)
+    close(keyed[0], plain[0], 1e-6)
+    assert (np.abs(np.asarray(expected[1:3, 0] - plain[1:3, 0])) > 1e-4).all()
+    assert not np.asarray(keyed[2:, 1]).any()
 
 
 def test_dropout_rates_are_checked():

@@ -125,6 +125,8 @@ def test_lengths_and_reverse_mean_a_loop_over_the_valid_prefix(name):
 
 
 def check_against_the_reference(backend, name):
+    """Values and gradients on ``backend`` equal the reference's (other backends: their own
+    test modules, and the padding properties in test_properties.py)."""
     _, params, xs, h0 = problem(name)
     length = jnp.asarray(LENGTH)
     weights = normal((T, B, 2 if name == "lstm" else H), 7)
@@ -137,13 +139,11 @@ def check_against_the_reference(backend, name):
         assert not np.asarray(d_xs[n:, b]).any()
 
 
-@pytest.mark.parametrize("name", sorted(CELLS))
+# one cell per code path of the sequential backend: a Gates split with an array carry, with
+# an LSTMState carry (peepholes, projection), with a recurrent bias; a plain recur
+@pytest.mark.parametrize("name", ["simple", "lstm", "gru", "gru_reset_before"])
 def test_sequential_values_and_gradients_match_the_reference(name):
     check_against_the_reference("sequential", name)
-
-
-def test_every_backend_has_the_reference_values_and_gradients(other_backend):
-    check_against_the_reference(other_backend, "lstm")
 
 
 def test_jit_equals_eager(core_backend):
@@ -255,7 +255,7 @@ def raises_in_words(error_type, pattern, call):
 
 
 LSTM = rj.lstm(4)
-LSTM_PARAMS = LSTM.init(jax.random.key(0), 3)
+LSTM_PARAMS = rj.LSTMParams(jnp.zeros((3, 16)), jnp.zeros((4, 16)), jnp.zeros(16))
 XS = jnp.ones((5, 2, 3))
 
 
