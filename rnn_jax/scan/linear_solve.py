@@ -19,6 +19,8 @@ down to 0, ``h_t = a_t h_{t+1} + b_t``, and ``h0`` is the state after ``T - 1``.
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -153,3 +155,57 @@ def chunked(
         h = a[:, j] * h + b[:, j]
         states[j] = h
     return jnp.stack(states, axis=1).reshape((K * chunk,) + rest)[:T]
+
+
+def chunked_full(
+    a: jax.Array,
+    b: jax.Array,
+    h0: jax.Array,
+    *,
+    reverse: bool = False,
+    chunk: int | None = None,
+) -> jax.Array:
+    """All states of ``h_t = A_t h_{t-1} + b_t`` (``A: [T, ..., D, D]``), sequential inside chunks.
+
+    The three passes of `chunked`, each a ``lax.scan`` (over ``chunk`` positions,
+    then over the chunks, then over positions again): ``O(T / chunk + chunk)``
+    depth, ``chunk = ceil(sqrt(T))`` by default, and a program whose size does
+    not grow with ``T`` (an associative scan's grows with ``log T`` and compiles
+    slowly on CPU). The tail is padded with identity maps.
+    """
+    T = b.shape[0]
+    chunk = chunk or max(1, math.isqrt(T - 1) + 1)
+    chunk = max(1, min(int(chunk), T))
+    K = -(-T // chunk)
+    pad = K * chunk - T
+    D = b.shape[-1]
+    if pad:
+        eye = jnp.broadcast_to(jnp.eye(D, dtype=a.dtype), (pad,) + a.shape[1:])
+        a = jnp.concatenate([a, eye], axis=0)
+        b = jnp.pad(b, [(0, pad)] + [(0, 0)] * (b.ndim - 1))
+    a = jnp.swapaxes(a.reshape((K, chunk) + a.shape[1:]), 0, 1)
+    b = jnp.swapaxes(b.reshape((K, chunk) + b.shape[1:]), 0, 1)
+    apply = lambda m, v: jnp.einsum("...ij,...j->...i", m, v)
+
+    def summarise(carry, ab):
+        prod, end = carry
+        at, bt = ab
+        return (at @ prod, apply(at, end) + bt), None
+
+    start = (jnp.broadcast_to(jnp.eye(D, dtype=a.dtype), a.shape[1:]), jnp.zeros_like(b[0]))
+    (prods, ends), _ = jax.lax.scan(summarise, start, (a, b), reverse=reverse)
+
+    def enter(h, summary):
+        p, e = summary
+        return apply(p, h) + e, h
+
+    _, entering = jax.lax.scan(enter, h0.astype(b.dtype), (prods, ends), reverse=reverse)
+
+    def inside(h, ab):
+        at, bt = ab
+        h = apply(at, h) + bt
+        return h, h
+
+    _, hs = jax.lax.scan(inside, entering, (a, b), reverse=reverse)
+    hs = jnp.swapaxes(hs, 0, 1).reshape((K * chunk,) + b.shape[2:])
+    return hs[:T]

@@ -42,8 +42,8 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.scan import linear_solve
+from rnn_jax.scan.parallel import METHODS, resolve_method, valid_steps
 from rnn_jax.scan.parallel import solve as solve_diagonal
-from rnn_jax.scan.parallel import valid_steps
 from rnn_jax.scan.registry import Backend, register_backend
 from rnn_jax.scan.validation import check_initial_state, check_length, check_xs
 
@@ -113,7 +113,7 @@ class _Solver(NamedTuple):
     shift: Any  # (states, h0) -> prev
 
 
-def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked) -> _Solver:
+def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked, method) -> _Solver:
     """The Newton solver of one cell and configuration, with its implicit-gradient rule."""
     hoist = cell.project is not None and cell.recur is not None
     advance = cell.recur if hoist else cell.step
@@ -147,9 +147,11 @@ def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked) -> _Solv
         return jnp.concatenate([h0[None], states[:-1]], axis=0)
 
     def lin_solve(a, c, h0, backwards):
+        if full and method == "chunked":
+            return linear_solve.chunked_full(a, c, h0, reverse=backwards)
         if full:
             return linear_solve.full(a, c, h0, reverse=backwards)
-        return solve_diagonal(a, c, h0, reverse=backwards)
+        return solve_diagonal(a, c, h0, reverse=backwards, method=method)
 
     def sequential(params, xp, h0, valid):
         def body(h, inputs):
@@ -212,13 +214,13 @@ def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked) -> _Solv
         _, jac = values_and_jacobians(params, prev, xp, valid)
         if full:
             a = jnp.roll(jnp.swapaxes(jac, -1, -2), step_back, axis=0)
-            lam = linear_solve.full(a, g, jnp.zeros_like(g[0]), reverse=not reverse)
+            lam = lin_solve(a, g, jnp.zeros_like(g[0]), not reverse)
             ok = jnp.all(jnp.isfinite(lam))
             return jax.lax.cond(ok, lambda: lam, sequential_adjoint)
 
         a = jnp.roll(jac, step_back, axis=0)
         zero = jnp.zeros_like(g[0])
-        precondition = lambda r: solve_diagonal(a, r, zero, reverse=not reverse)
+        precondition = lambda r: lin_solve(a, r, zero, not reverse)
 
         def cond(state):
             k, _, err = state
@@ -261,7 +263,7 @@ def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked) -> _Solv
     return _Solver(states_of, outputs, shift)
 
 
-def _solve(cell, params, xs, initial_state, length, reverse, *, tol, max_iters, jacobian):
+def _solve(cell, params, xs, initial_state, length, reverse, *, tol, max_iters, jacobian, method):
     """``(carry, ys, info)`` for validated arguments."""
     T = xs.shape[0]
     batch = xs.shape[1:-1]
@@ -276,7 +278,8 @@ def _solve(cell, params, xs, initial_state, length, reverse, *, tol, max_iters, 
 
     h0 = flat.flatten(jax.tree.map(to_rows, initial_state))
     if T == 0:
-        y = jax.eval_shape(lambda p, c, x: cell.step(p, c, x), params, initial_state, xs[0])
+        x = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
+        y = jax.eval_shape(lambda p, c, x: cell.step(p, c, x)[1], params, initial_state, x)
         ys = jax.tree.map(lambda s: jnp.zeros((0,) + s.shape, s.dtype), y)
         info = NewtonInfo(jnp.int32(0), jnp.bool_(True))
         return initial_state, ys, info
@@ -288,6 +291,7 @@ def _solve(cell, params, xs, initial_state, length, reverse, *, tol, max_iters, 
         max_iters=int(max_iters),
         full=full,
         masked=length is not None,
+        method=resolve_method(method),
     )
     rows = xs.reshape((T, N, xs.shape[-1]))
     xp = cell.project(params, rows) if cell.project is not None and cell.recur else rows
@@ -305,13 +309,15 @@ def _solve(cell, params, xs, initial_state, length, reverse, *, tol, max_iters, 
     return final, ys, NewtonInfo(k, converged)
 
 
-def _check_options(tol, max_iters, jacobian):
+def _check_options(tol, max_iters, jacobian, method):
     if tol is not None and not (isinstance(tol, int | float) and tol > 0):
         raise ValueError(f"tol must be a positive number or None; got {tol!r}")
     if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
         raise ValueError(f"max_iters must be a non-negative int; got {max_iters!r}")
     if jacobian not in JACOBIANS:
         raise ValueError(f"jacobian must be one of {JACOBIANS}; got {jacobian!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
 
 
 def newton_scan(
@@ -325,6 +331,7 @@ def newton_scan(
     tol: float | None = None,
     max_iters: int = 64,
     jacobian: str = "auto",
+    method: str = "auto",
 ) -> tuple[Any, Any, NewtonInfo]:
     """``rj.scan`` by Newton iterations (DEER), also reporting how they went.
 
@@ -338,6 +345,10 @@ def newton_scan(
             scan. In exact arithmetic the iteration is exact after ``T``.
         jacobian: ``"full"`` (DEER), ``"diagonal"`` (quasi-DEER) or
             ``"auto"`` (full for states of at most 32 numbers).
+        method: how each linearised recurrence is solved: ``"associative"``
+            (``lax.associative_scan``, ``O(log T)`` depth), ``"chunked"``
+            (sequential inside chunks, a scan across them; compiles faster)
+            or ``"auto"`` (chunked on CPU, associative elsewhere).
 
     Returns:
         ``(final_carry, ys, NewtonInfo(iterations, converged))``; when not
@@ -350,7 +361,7 @@ def newton_scan(
         >>> bool(info.converged), int(info.iterations) < 64
         (True, True)
     """
-    _check_options(tol, max_iters, jacobian)
+    _check_options(tol, max_iters, jacobian, method)
     batch_shape = check_xs(cell, params, xs)
     length = check_length(length, batch_shape, xs.shape[0])
     initial_state = check_initial_state(cell, params, initial_state, batch_shape)
@@ -364,6 +375,7 @@ def newton_scan(
         tol=tol,
         max_iters=max_iters,
         jacobian=jacobian,
+        method=method,
     )
 
 
@@ -372,6 +384,7 @@ def newton_backend(
     tol: float | None = None,
     max_iters: int = 64,
     jacobian: str = "auto",
+    method: str = "auto",
     name: str = "newton",
 ) -> Backend:
     """A ``newton`` backend with the given options (see `newton_scan`).
@@ -382,7 +395,7 @@ def newton_backend(
         >>> params = cell.init(jax.random.key(0), 4)
         >>> carry, ys = rj.scan(cell, params, jnp.ones((64, 4)), backend=backend)
     """
-    _check_options(tol, max_iters, jacobian)
+    _check_options(tol, max_iters, jacobian, method)
 
     def run(cell, params, xs, *, initial_state, length, reverse, unroll):
         del unroll
@@ -396,6 +409,7 @@ def newton_backend(
             tol=tol,
             max_iters=max_iters,
             jacobian=jacobian,
+            method=method,
         )
         return carry, ys
 

@@ -67,6 +67,13 @@ def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
     return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
 
 
+def resolve_method(method: str) -> str:
+    """``"auto"`` is the chunked scan on CPU and the associative scan on GPU and TPU."""
+    if method == "auto":
+        return "chunked" if jax.default_backend() == "cpu" else "associative"
+    return method
+
+
 def solve(
     a: jax.Array,
     b: jax.Array,
@@ -77,8 +84,7 @@ def solve(
     chunk: int = 8,
 ) -> jax.Array:
     """All states ``[T, *batch, H]`` of ``h_t = a_t * h_{t-1} + b_t`` by the chosen method."""
-    if method == "auto":
-        method = "chunked" if jax.default_backend() == "cpu" else "associative"
+    method = resolve_method(method)
     if method == "chunked":
         return linear_solve.chunked(a, b, h0, reverse=reverse, chunk=chunk)
     return linear_solve.associative(a, b, h0, reverse=reverse)

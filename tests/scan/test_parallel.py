@@ -51,17 +51,30 @@ def problem(name, batch=(B,), steps=T, seed=0):
     return cell, params, xs, (0.5 * noise).astype(h0.dtype)
 
 
-@partial(jax.jit, static_argnames=("name", "method", "reverse"))
-def value_and_grads(params, xs, h0, length, *, name, method, reverse):
-    """Final carry, outputs and the gradients of a loss of both w.r.t. params, xs and h0."""
-    bk = BACKENDS.get(method, method)
+@partial(jax.jit, static_argnames=("name", "method"))
+def value_and_grads(params, xs, h0, length, *, name, method):
+    """Both directions' final carries and outputs, and the gradients of a loss of them with
+    respect to params, xs and h0."""
+    backend = BACKENDS.get(method, method)
 
     def loss(params, xs, h0):
-        final, ys = rj.scan(
-            CELLS[name], params, xs, initial_state=h0, length=length, reverse=reverse, backend=bk
-        )
-        weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
-        return jnp.sum(ys * weights) + jnp.sum(jnp.abs(jnp.sin(final))), (final, ys)
+        runs = {
+            reverse: rj.scan(
+                CELLS[name],
+                params,
+                xs,
+                initial_state=h0,
+                length=length,
+                reverse=reverse,
+                backend=backend,
+            )
+            for reverse in (False, True)
+        }
+        total = 0.0
+        for reverse, (final, ys) in runs.items():
+            weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype) + reverse).reshape(ys.shape)
+            total += jnp.sum(ys * weights) + jnp.sum(jnp.abs(jnp.sin(final)))
+        return total, runs
 
     return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(params, xs, h0)
 
@@ -72,17 +85,17 @@ def assert_trees_close(got, want, tol=2e-5):
         np.testing.assert_allclose(g, w, rtol=tol, atol=tol * scale)
 
 
-@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "reverse"])
 @pytest.mark.parametrize("name, method", CASES)
-def test_parallel_equals_the_reference_with_lengths_and_initial_state(name, method, reverse):
+def test_parallel_equals_the_reference_with_lengths_and_initial_state(name, method):
     cell, params, xs, h0 = problem(name)
     length = jnp.asarray(LENGTH)
-    want = value_and_grads(params, xs, h0, length, name=name, method="reference", reverse=reverse)
-    got = value_and_grads(params, xs, h0, length, name=name, method=method, reverse=reverse)
+    want = value_and_grads(params, xs, h0, length, name=name, method="reference")
+    got = value_and_grads(params, xs, h0, length, name=name, method=method)
     assert_trees_close(got, want)
-    (_, (final, ys)), _ = got
-    assert not bool(jnp.any(ys[LENGTH[2] :, 2])) and not bool(jnp.any(ys[:, 1]))
-    np.testing.assert_array_equal(final[1], h0[1])  # an empty sequence keeps its state
+    (_, runs), _ = got
+    for final, ys in runs.values():
+        assert not bool(jnp.any(ys[LENGTH[2] :, 2])) and not bool(jnp.any(ys[:, 1]))
+        np.testing.assert_array_equal(final[1], h0[1])  # an empty sequence keeps its state
 
 
 @pytest.mark.parametrize("name", CELLS)
@@ -141,10 +154,9 @@ def test_linear_solvers_match_a_loop():
     def solvers(a, b, h0, mats):
         return {
             reverse: [
-                *(linear_solve.chunked(a, b, h0, reverse=reverse, chunk=c) for c in (1, 4, 64)),
+                *(linear_solve.chunked(a, b, h0, reverse=reverse, chunk=c) for c in (1, 64)),
                 linear_solve.associative(a, b, h0, reverse=reverse),
                 linear_solve.full(mats, b, h0, reverse=reverse),
-                linear_solve.log_space(jnp.log(a), jnp.log(jnp.abs(b)), h0, reverse=reverse),
             ]
             for reverse in (False, True)
         }
@@ -152,13 +164,12 @@ def test_linear_solvers_match_a_loop():
     got = solvers(a, b, h0, mats)
     a, b, h0, mats = (np.asarray(v, np.float64) for v in (a, b, h0, mats))
     for reverse in (False, True):
-        h, hm, hl, want, want_m, want_log = h0, h0, h0, [None] * 29, [None] * 29, [None] * 29
+        h, hm, want, want_m = h0, h0, [None] * 29, [None] * 29
         for t in range(28, -1, -1) if reverse else range(29):
             h = a[t] * h + b[t]
             hm = np.einsum("...ij,...j->...i", mats[t], hm) + b[t]
-            hl = a[t] * hl + np.abs(b[t])
-            want[t], want_m[t], want_log[t] = h, hm, hl
-        for result, expected in zip(got[reverse], [want] * 4 + [want_m, want_log], strict=True):
+            want[t], want_m[t] = h, hm
+        for result, expected in zip(got[reverse], [want] * 3 + [want_m], strict=True):
             np.testing.assert_allclose(result, np.stack(expected), rtol=1e-5, atol=1e-5)
 
 
