@@ -1,19 +1,18 @@
-"""Shared test configuration: a hypothesis profile and the ``backend`` parameter.
+"""Shared test configuration: a hypothesis profile and backend parameters.
 
-A test that takes a ``backend`` argument runs once per registered scan
+A test that takes a ``cpu_backend`` argument runs once per registered scan
 backend that runs on a CPU (``HARDWARE_BACKENDS`` have their own tests on
 their hardware, or in interpret mode, which is too slow to repeat here); one
-that takes ``core_backend`` once per ``CORE_BACKENDS``, ``other_backend``
-once per CPU backend outside them. Use
-the ``scan_or_skip`` fixture to run ``rj.scan`` so that a backend refusing a
-cell (a ValueError naming the backend) skips the case instead of failing it.
+that takes ``core_backend`` once per ``CORE_BACKENDS``. A backend declining a
+cell raises a ValueError that names the backend; tests skip such cases.
+
+``HYPOTHESIS_PROFILE=thorough`` runs the property tests with many more examples.
 """
 
 from __future__ import annotations
 
 import os
 
-import pytest
 from hypothesis import HealthCheck, settings
 
 import rnn_jax as rj
@@ -45,30 +44,7 @@ def cpu_backends() -> list[str]:
 
 
 def pytest_generate_tests(metafunc):
-    if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", cpu_backends())
+    if "cpu_backend" in metafunc.fixturenames:
+        metafunc.parametrize("cpu_backend", cpu_backends())
     if "core_backend" in metafunc.fixturenames:
         metafunc.parametrize("core_backend", CORE_BACKENDS)
-    if "other_backend" in metafunc.fixturenames:
-        others = [name for name in cpu_backends() if name not in CORE_BACKENDS]
-        metafunc.parametrize("other_backend", others)
-
-
-def refused(error: ValueError, backend: str) -> bool:
-    """Whether ``error`` is ``backend`` declining a cell (the message names the backend)."""
-    return backend in str(error)
-
-
-@pytest.fixture(scope="session")
-def scan_or_skip():
-    """``rj.scan`` that skips the test when the backend declines the cell."""
-
-    def run(cell, params, xs, *, backend, **kwargs):
-        try:
-            return rj.scan(cell, params, xs, backend=backend, **kwargs)
-        except ValueError as error:
-            if refused(error, backend):
-                pytest.skip(f"backend {backend} declines the {cell.name} cell: {error}")
-            raise
-
-    return run

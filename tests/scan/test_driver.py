@@ -147,20 +147,20 @@ def test_sequential_values_and_gradients_match_the_reference(name):
 
 
 def test_jit_equals_eager(core_backend):
-    backend = core_backend
     name = "lstm"
     cell, params, xs, h0 = problem(name)
     length = jnp.asarray(LENGTH)
-    jitted = both_directions(params, xs, h0, length, name=name, backend=backend)
+    jitted = both_directions(params, xs, h0, length, name=name, backend=core_backend)
     for reverse in (False, True):
         kwargs = {"initial_state": h0, "length": length, "reverse": reverse}
-        eager = rj.scan(cell, params, xs, backend=backend, **kwargs)
+        eager = rj.scan(cell, params, xs, backend=core_backend, **kwargs)
         assert_trees_close(jitted[reverse], eager, 1e-6)
 
 
-def test_vmap_over_batch_major_sequences_equals_the_batched_call(backend):
+def test_vmap_over_batch_major_sequences_equals_the_batched_call(cpu_backend):
     """``jax.vmap`` of a call on one ``[T, F]`` sequence over ``xs [B, T, F]``, lengths per
     sequence, computes what the time-major batched call computes."""
+    backend = cpu_backend
     name = "gru"
     _, params, xs, h0 = problem(name)
     length = jnp.asarray(LENGTH)

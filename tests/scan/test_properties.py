@@ -94,8 +94,8 @@ cases = {
 
 
 @given(**cases)
-def test_padding_never_changes_valid_outputs_or_the_final_state(backend, seed, length):
-    for out, _ in outcomes(backend, seed, length):
+def test_padding_never_changes_valid_outputs_or_the_final_state(cpu_backend, seed, length):
+    for out, _ in outcomes(cpu_backend, seed, length):
         check_padding(out)
 
 
@@ -110,14 +110,14 @@ def check_padding(out):
 
 
 @given(**cases)
-def test_reverse_equals_flipping_each_valid_prefix(backend, seed, length):
-    for out, _ in outcomes(backend, seed, length):
+def test_reverse_equals_flipping_each_valid_prefix(cpu_backend, seed, length):
+    for out, _ in outcomes(cpu_backend, seed, length):
         close(out["flipped"], out["reverse"]["plain"])
 
 
 @given(**cases)
-def test_outputs_past_a_length_are_exactly_zero(backend, seed, length):
-    for out, lengths in outcomes(backend, seed, length):
+def test_outputs_past_a_length_are_exactly_zero(cpu_backend, seed, length):
+    for out, lengths in outcomes(cpu_backend, seed, length):
         check_zeros(out, lengths)
 
 
