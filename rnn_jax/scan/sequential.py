@@ -1,36 +1,40 @@
 """The ``sequential`` backend: a tuned ``lax.scan`` with a custom backward pass.
 
-For a cell with `Gates` (``simple``, ``lstm``, ``gru``):
+For a cell with `Gates` (``simple``, ``lstm``, ``gru``), time is cut into
+chunks of ``chunk`` steps (``chunk = T``: one chunk):
 
-- the carry-free input projection of every step is one ``[T * batch, F] @ [F, G*H]``
-  matmul before the loop (``cell.project``), and the loop keeps only the one
-  fused recurrent matmul ``fed_back(carry) @ kernel`` and ``combine``;
-- its ``custom_vjp`` runs the reverse sweep with one ``[batch, G*H] @ [G*H, R]``
-  matmul per step, and only then forms the recurrent kernel's gradient as ONE
-  ``[R, T * batch] @ [T * batch, G*H]`` matmul over all steps (autodiff of the
-  loop would add ``T`` small outer products instead). The input kernel's
-  gradient is autodiff of ``project``, one matmul over all steps as well;
+- the carry-free input projection is one ``[chunk * batch, F] @ [F, G*H]``
+  matmul per chunk (``cell.project``), outside the step loop, which keeps only
+  the one fused recurrent matmul ``fed_back(carry) @ kernel`` and ``combine``;
+- the ``custom_vjp`` runs the reverse sweep with one ``[batch, G*H] @ [G*H, R]``
+  matmul per step, and forms the weight gradients after the sweep over each
+  chunk as matmuls over all its ``chunk * batch`` rows: the recurrent kernel's
+  as ``fed_back(carries)^T @ d(pre-activations)``, the input kernel's (and
+  the inputs') through the VJP of ``project``. Autodiff of the loop would form
+  ``T`` small outer products instead;
 - ``combine``'s own parameters (biases after the matmul, peepholes, layer
-  norms, projections) accumulate in the reverse sweep; the parameters it does
-  not read are found from its jaxpr and skipped;
-- the forward pass stores, per step, the residuals of ``combine``'s VJP (gate
-  activations), so the reverse sweep evaluates no transcendental twice;
-  ``residuals="recompute"`` stores the carry and the recurrent pre-activation
-  instead and recomputes ``combine`` (less memory);
+  norms, projections) accumulate in the reverse sweep; parameters that
+  ``project`` or ``combine`` do not read (found from their jaxprs) are skipped;
+- ``residuals="store"`` keeps ``combine``'s VJP residuals (the gate
+  activations) from the forward pass, so the backward pass evaluates no
+  activation twice; ``"recompute"`` keeps the carry and the recurrent
+  pre-activation and re-evaluates ``combine``;
 - low-precision (bf16/fp16) parameters run both recurrent matmuls in that
   precision with float32 accumulation, while the carry stays float32.
 
+Why chunks: on a CPU, XLA allocates a program's temporaries as one block, and
+a block above glibc's largest heap allocation (32 MiB) is mapped afresh, and
+page-faulted, on every call. Full-length ``[T, batch, G*H]`` buffers for the
+projection and its gradient often cross that line; chunks keep them small and
+in cache, and the matmuls still see ``chunk * batch`` rows. The measured best
+``chunk``, ``unroll`` and ``residuals`` per platform and shape live in the
+packaged dispatch table (see `rnn_jax.scan.auto`).
+
 Lengths and ``reverse`` follow the reference exactly (see `masking.scan_steps`):
 a step past a sequence's length passes the carry (and its cotangent) through.
-
 Cells without `Gates` run the hoisted ``lax.scan`` (projection outside the
-loop, ``recur`` inside) and JAX's autodiff; cells without a projection split
+loop, ``recur`` inside) under JAX's autodiff; cells without a projection split
 run the reference loop.
-
-``unroll``: the driver's value, except that the default ``1`` means the tuned
-value for the platform, `TUNED_UNROLL`, measured with
-``python benchmarks/cpu_suite.py --unroll-sweep``. Configure explicitly with
-``rj.scan(..., backend=sequential(unroll=1))``.
 """
 
 from __future__ import annotations
@@ -42,21 +46,20 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import Literal
 
+from rnn_jax.scan import auto
 from rnn_jax.scan.masking import keep_where, scan_steps, zero_where_not
 from rnn_jax.scan.reference import run as run_reference
 from rnn_jax.scan.registry import Backend, register_backend
 
-RESIDUALS = ("store", "recompute")
-# Steps unrolled per loop iteration when the caller leaves ``unroll`` at 1, by platform.
-# Measured by ``python benchmarks/cpu_suite.py --unroll-sweep`` (see benchmarks/results/).
-TUNED_UNROLL = {"cpu": 1}
+RESIDUALS = ("store", "recompute", "carries")
 
 
 class Plan(NamedTuple):
-    """Static choices of one run: direction, unroll, what the forward pass stores."""
+    """Static choices of one run."""
 
     reverse: bool
     unroll: int | bool
+    chunk: int
     residuals: str
 
 
@@ -75,164 +78,289 @@ def matmul(a: jax.Array, b: jax.Array, out_dtype) -> jax.Array:
     return jnp.matmul(a, b)
 
 
-def used_leaves(fn, leaves: list, *args) -> list[bool]:
-    """Which of ``leaves`` the function ``fn(leaves, *args)`` reads (from its jaxpr)."""
-    closed = jax.make_jaxpr(fn)(leaves, *args)
-    jaxpr = closed.jaxpr
+def rows_product(a: jax.Array, b: jax.Array, dtype) -> jax.Array:
+    """``a^T @ b`` over all leading axes (``[..., R]``, ``[..., G]`` to ``[R, G]``) in ``dtype``.
+
+    One matmul over every row (step and batch element); low-precision
+    ``dtype`` multiplies in that precision with float32 accumulation.
+    """
+    a = a.reshape(-1, a.shape[-1])
+    b = b.reshape(-1, b.shape[-1])
+    if is_low_precision(dtype):
+        a, b = a.astype(dtype), b.astype(dtype)
+    product = jax.lax.dot_general(
+        a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32
+    )
+    return product.astype(dtype)
+
+
+def read_leaves(fn, params, *args) -> tuple[list, callable]:
+    """``(leaves, rebuild)``: the inexact leaves of ``params`` that ``fn(params, *args)`` reads.
+
+    Found from ``fn``'s jaxpr (``args`` may be arrays or shape structs);
+    ``rebuild(leaves)`` puts (possibly traced) replacements back into ``params``.
+    """
+    leaves, treedef = jax.tree.flatten(params)
+    jaxpr = jax.make_jaxpr(lambda ls, *a: fn(treedef.unflatten(ls), *a))(leaves, *args).jaxpr
     read = {id(v) for eqn in jaxpr.eqns for v in eqn.invars if not isinstance(v, Literal)}
     read |= {id(v) for v in jaxpr.outvars if not isinstance(v, Literal)}
-    return [id(v) in read for v in jaxpr.invars[: len(leaves)]]
-
-
-def _split_params(gates, params, kernel, carry, xp_t):
-    """``(used, rebuild)``: the float leaves of ``params`` that ``combine`` reads and the map
-    from them back to ``params``."""
-    leaves, treedef = jax.tree.flatten(params)
-    hu = jax.eval_shape(
-        lambda c, k: matmul(gates.fed_back(c), k, carry_dtype(carry)), carry, kernel
-    )
-
-    def call(ls, carry, xp_t, hu):
-        return gates.combine(treedef.unflatten(ls), carry, xp_t, hu)
-
-    reads = used_leaves(call, leaves, carry, xp_t, hu)
     picked = [
         i
-        for i, (leaf, r) in enumerate(zip(leaves, reads, strict=True))
-        if r and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
+        for i, (leaf, var) in enumerate(zip(leaves, jaxpr.invars, strict=False))
+        if id(var) in read and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
     ]
 
-    def rebuild(used):
+    def rebuild(replacements):
         full = list(leaves)
-        for i, leaf in zip(picked, used, strict=True):
+        for i, leaf in zip(picked, replacements, strict=True):
             full[i] = leaf
         return treedef.unflatten(full)
 
     return [leaves[i] for i in picked], rebuild
 
 
-def carry_dtype(carry):
-    return jax.tree.leaves(carry)[0].dtype
+def add_trees(a, b):
+    return jax.tree.map(jnp.add, a, b)
 
 
-def _step_shapes(xp):
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), xp)
+def shapes(tree, drop_leading: int = 0):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[drop_leading:], a.dtype), tree)
 
 
-def _mask_tree(valid, tree):
-    return tree if valid is None else zero_where_not(valid, tree)
+def pipelined_scan(f, init, xs, *, reverse: bool = False, unroll: int | bool = 1):
+    """``lax.scan(f, init, xs, reverse=reverse, unroll=unroll)``, reading ``xs`` a step ahead.
+
+    Each iteration takes its slice of ``xs`` from the loop carry and loads the
+    next one into it. Same values as ``lax.scan``; the difference is for XLA
+    on CPU, which otherwise fuses the slicing into the step's elementwise
+    kernels and then emits them several times slower (measured: 14 ms against
+    4 ms for an LSTM's gate arithmetic over 128 steps of ``[32, 1024]``).
+    """
+    steps = jax.tree.leaves(xs)[0].shape[0]
+    start, stop = (steps - 1, 0) if reverse else (0, steps - 1)
+
+    def at(t):
+        return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, t, keepdims=False), xs)
+
+    def body(carry, t):
+        inner, current = carry
+        upcoming = at(jnp.maximum(t - 1, 0) if reverse else jnp.minimum(t + 1, stop))
+        inner, y = f(inner, current)
+        return (inner, upcoming), y
+
+    (final, _), ys = jax.lax.scan(
+        body, (init, at(start)), jnp.arange(steps), reverse=reverse, unroll=unroll
+    )
+    return final, ys
+
+
+def is_primal(leaf) -> bool:
+    return isinstance(leaf, jax.custom_derivatives.CustomVJPPrimal)
+
+
+def instantiate(cotangent, like):
+    """A cotangent with symbolic zeros (``symbolic_zeros=True``) replaced by real ones."""
+    return jax.tree.map(
+        lambda ct, x: (
+            jnp.zeros(x.shape, x.dtype)
+            if isinstance(ct, jax.custom_derivatives.SymbolicZero)
+            else ct
+        ),
+        cotangent,
+        like,
+        is_leaf=lambda leaf: isinstance(leaf, jax.custom_derivatives.SymbolicZero),
+    )
+
+
+def valid_steps(length, steps: int, batch_shape) -> jax.Array | None:
+    """``[T, *batch]`` bools: step ``t`` of a sequence of length ``L`` counts when ``t < L``."""
+    if length is None:
+        return None
+    t = jnp.arange(steps).reshape((steps,) + (1,) * len(batch_shape))
+    return t < length
 
 
 # ----------------------------------------------------------------------------- the kernel
 
 
-def gated_scan(gates, plan: Plan, params, kernel, carry0, xp, valid):
-    """``(final_carry, ys)`` of the gated recurrence, with the custom backward pass.
+def previous_steps(ys, first, reverse: bool):
+    """Per chunk and step, the output of the step before in scan order.
 
-    ``kernel = gates.kernel(params)`` is passed in (autodiff carries its
-    gradient back to ``params``); ``xp = cell.project(params, xs)``;
-    ``valid: [T, *batch]`` bools or None.
+    ``ys: [n, K, ...]`` (``n`` chunks of ``K`` steps); the step before the very
+    first one gets ``first [...]``.
     """
-    used, rebuild = _split_params(gates, params, kernel, carry0, _step_shapes(xp))
-    out_dtype = carry_dtype(carry0)
+    if reverse:
+        after = jnp.concatenate([ys[1:, :1], first[None, None]], axis=0)
+        return jnp.concatenate([ys[:, 1:], after], axis=1)
+    before = jnp.concatenate([first[None, None], ys[:-1, -1:]], axis=0)
+    return jnp.concatenate([before, ys[:, :-1]], axis=1)
 
-    def combine(p_used, carry, xp_t, hu):
-        return gates.combine(rebuild(p_used), carry, xp_t, hu)
 
-    def run_forward(p_used, kernel, carry0, xp, valid, store):
+def gated_scan(cell, plan: Plan, params, carry0, xs, length):
+    """``(final_carry, ys)`` of a cell with `Gates`, with the chunked custom backward pass."""
+    gates = cell.gates
+    steps, batch_shape = xs.shape[0], xs.shape[1:-1]
+    size = max(1, min(plan.chunk, steps))
+    count = -(-steps // size)
+    padding = count * size - steps
+    if padding:
+        xs = jnp.concatenate([xs, jnp.zeros((padding, *xs.shape[1:]), xs.dtype)])
+        if length is None:
+            length = jnp.full(batch_shape, steps, jnp.int32)
+    valid = valid_steps(length, count * size, batch_shape)
+    xs = xs.reshape(count, size, *xs.shape[1:])
+    valid = None if valid is None else valid.reshape(count, size, *batch_shape)
+
+    kernel = gates.kernel(params)
+    out_dtype = jax.tree.leaves(carry0)[0].dtype
+    xp_shape = jax.eval_shape(cell.project, params, shapes(xs, 2))
+    hu_shape = jax.eval_shape(lambda c, k: matmul(gates.fed_back(c), k, out_dtype), carry0, kernel)
+    c_used, c_rebuild = read_leaves(gates.combine, params, carry0, xp_shape, hu_shape)
+    p_used, p_rebuild = read_leaves(cell.project, params, shapes(xs, 1))
+    carry_leaves, carry_def = jax.tree.flatten(carry0)
+    # Carry leaves that ARE the step's output (an LSTM's h, a GRU's h): the backward pass
+    # reads them from the outputs of the step before instead of storing them twice.
+    tied = [False] * len(carry_leaves)
+
+    def combine(c_used, carry, xp_t, hu):
+        return gates.combine(c_rebuild(c_used), carry, xp_t, hu)
+
+    def project(p_used, x_chunk):
+        return cell.project(p_rebuild(p_used), x_chunk)
+
+    def run_forward(p_used, c_used, kernel, carry0, xs, valid, store):
         def step(carry, inputs):
             xp_t, valid_t = inputs
             fb = gates.fed_back(carry)
             hu = matmul(fb, kernel, out_dtype)
-            if store is None:
-                new, y = combine(p_used, carry, xp_t, hu)
-                saved = None
-            elif store == "store":
-                (new, y), pullback = jax.vjp(combine, p_used, carry, xp_t, hu)
+            if store == "store":
+                (new, y), pullback = jax.vjp(combine, c_used, carry, xp_t, hu)
                 saved = (fb, pullback)
             else:
-                new, y = combine(p_used, carry, xp_t, hu)
-                saved = (fb, carry, hu)
+                new, y = combine(c_used, carry, xp_t, hu)
+                tied[:] = [leaf is y for leaf in jax.tree.leaves(new)]
+                untied = [c for c, t in zip(jax.tree.leaves(carry), tied, strict=True) if not t]
+                saved = {None: None, "recompute": (untied, hu), "carries": (untied, None)}[store]
             if valid_t is not None:
                 new = keep_where(valid_t, new, carry)
                 y = zero_where_not(valid_t, y)
             return new, (y, saved)
 
-        final, (ys, saved) = jax.lax.scan(
-            step, carry0, (xp, valid), reverse=plan.reverse, unroll=plan.unroll
-        )
+        def chunk(carry, inputs):
+            x_chunk, valid_chunk = inputs
+            xp = project(p_used, x_chunk)
+            return pipelined_scan(
+                step, carry, (xp, valid_chunk), reverse=plan.reverse, unroll=plan.unroll
+            )
+
+        final, (ys, saved) = jax.lax.scan(chunk, carry0, (xs, valid), reverse=plan.reverse)
         return final, ys, saved
 
+    def carries_in(saved_untied, ys_before, valid_before, carry0):
+        """The carries entering each step of the chunks, from stored and output leaves."""
+        untied = iter(saved_untied)
+        leaves = []
+        for is_tied, leaf0 in zip(tied, jax.tree.leaves(carry0), strict=True):
+            if not is_tied:
+                leaves.append(next(untied))
+                continue
+            # A step after an invalid one (only the first valid step of a reversed scan)
+            # starts from the initial carry.
+            leaves.append(
+                ys_before if valid_before is None else keep_where(valid_before, ys_before, leaf0)
+            )
+        return jax.tree.unflatten(carry_def, leaves)
+
     @jax.custom_vjp
-    def recurrence(p_used, kernel, carry0, xp, valid):
-        final, ys, _ = run_forward(p_used, kernel, carry0, xp, valid, None)
+    def recurrence(p_used, c_used, kernel, carry0, xs, valid):
+        final, ys, _ = run_forward(p_used, c_used, kernel, carry0, xs, valid, None)
         return final, ys
 
-    def fwd(p_used, kernel, carry0, xp, valid):
-        final, ys, saved = run_forward(p_used, kernel, carry0, xp, valid, plan.residuals)
-        return (final, ys), (p_used, kernel, carry0, xp, valid, saved)
+    def fwd(*primals):
+        # symbolic_zeros: each argument leaf says whether it is differentiated at all.
+        values = [jax.tree.map(lambda a: a.value, p, is_leaf=is_primal) for p in primals]
+        xs_perturbed = any(a.perturbed for a in jax.tree.leaves(primals[4], is_leaf=is_primal))
+        p_used, c_used, kernel, carry0, xs, valid = values
+        final, ys, saved = run_forward(p_used, c_used, kernel, carry0, xs, valid, plan.residuals)
+        return (final, ys), (p_used, c_used, kernel, carry0, xs, valid, saved, ys, xs_perturbed)
 
     def bwd(res, cts):
-        p_used, kernel, carry0, xp, valid, saved = res
-        d_final, d_ys = cts
+        p_used, c_used, kernel, carry0, xs, valid, saved, ys, xs_perturbed = res
+        d_final, d_ys = instantiate(cts[0], carry0), instantiate(cts[1], ys)
         _, fb_pullback = jax.vjp(gates.fed_back, carry0)  # fed_back is linear in the carry
         kernel_t = kernel.T
+        store = plan.residuals == "store"
+        if not store and any(tied):
+            first = jax.tree.leaves(carry0)[tied.index(True)]
+            ys_before = previous_steps(ys, first.astype(ys.dtype), plan.reverse)
+            valid_before = None
+            if valid is not None:
+                valid_before = previous_steps(valid, jnp.ones(batch_shape, bool), plan.reverse)
+        else:
+            ys_before, valid_before = None, None
 
         def step(acc, inputs):
-            d_carry, d_p = acc
+            d_carry, d_c = acc
             d_y, xp_t, valid_t, saved_t = inputs
-            d_out = (d_carry, d_y) if valid_t is None else _mask_tree(valid_t, (d_carry, d_y))
-            if plan.residuals == "store":
-                _, pullback = saved_t
+            d_out = (d_carry, d_y)
+            if valid_t is not None:
+                d_out = zero_where_not(valid_t, d_out)
+            if store:
+                pullback = saved_t[1]
             else:
-                _, carry, hu = saved_t
-                _, pullback = jax.vjp(combine, p_used, carry, xp_t, hu)
-            dp_t, d_prev, d_xp, d_hu = pullback(d_out)
+                carry, hu = saved_t
+                _, pullback = jax.vjp(combine, c_used, carry, xp_t, hu)
+            dc_t, d_prev, d_xp, d_hu = pullback(d_out)
             (d_fed,) = fb_pullback(matmul(d_hu, kernel_t, out_dtype))
-            d_prev = jax.tree.map(jnp.add, d_prev, d_fed)
+            d_prev = add_trees(d_prev, d_fed)
             if valid_t is not None:
                 d_prev = keep_where(valid_t, d_prev, d_carry)
-            d_p = jax.tree.map(jnp.add, d_p, dp_t)
-            return (d_prev, d_p), (d_xp, d_hu)
+            return (d_prev, add_trees(d_c, dc_t)), (d_xp, d_hu)
 
-        zeros_p = jax.tree.map(jnp.zeros_like, p_used)
-        (d_carry0, d_p), (d_xp, d_hu) = jax.lax.scan(
-            step,
-            (d_final, zeros_p),
-            (d_ys, xp, valid, saved),
+        def chunk(acc, inputs):
+            d_carry, d_c, d_kernel, d_p = acc
+            d_y, x_chunk, valid_chunk, saved_chunk, ys_chunk, valid_before_chunk = inputs
+            xp, project_pullback = jax.vjp(project, p_used, x_chunk)
+            if store:
+                fb = saved_chunk[0]
+                per_step = saved_chunk
+            else:
+                carry = carries_in(saved_chunk[0], ys_chunk, valid_before_chunk, carry0)
+                fb = gates.fed_back(carry)
+                hu = saved_chunk[1]
+                if hu is None:  # "carries": all steps' pre-activations in one matmul
+                    hu = matmul(fb, kernel, out_dtype)
+                per_step = (carry, hu)
+            (d_carry, d_c), (d_xp, d_hu) = pipelined_scan(
+                step,
+                (d_carry, d_c),
+                (d_y, xp, valid_chunk, per_step),
+                reverse=not plan.reverse,
+                unroll=plan.unroll,
+            )
+            d_kernel = d_kernel + rows_product(fb, d_hu, kernel.dtype)
+            d_xp = jax.tree.map(lambda d, x: d.astype(x.dtype), d_xp, xp)
+            dp_chunk, d_x = project_pullback(d_xp)
+            if not xs_perturbed:  # then the inputs' gradient (a matmul per chunk) is never formed
+                d_x = None
+            return (d_carry, d_c, d_kernel, add_trees(d_p, dp_chunk)), d_x
+
+        zeros = partial(jax.tree.map, jnp.zeros_like)
+        (d_carry0, d_c, d_kernel, d_p), d_xs = jax.lax.scan(
+            chunk,
+            (d_final, zeros(c_used), zeros(kernel), zeros(p_used)),
+            (d_ys, xs, valid, saved, ys_before, valid_before),
             reverse=not plan.reverse,
-            unroll=plan.unroll,
         )
-        fbs = saved[0]
-        rows = fbs.reshape(-1, fbs.shape[-1])
-        d_rows = d_hu.reshape(-1, d_hu.shape[-1])
-        if is_low_precision(kernel.dtype):
-            rows, d_rows = rows.astype(kernel.dtype), d_rows.astype(kernel.dtype)
-        d_kernel = jax.lax.dot_general(
-            rows, d_rows, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32
-        ).astype(kernel.dtype)
-        d_xp = jax.tree.map(lambda d, x: d.astype(x.dtype), d_xp, xp)
-        return d_p, d_kernel, d_carry0, d_xp, None
+        return d_p, d_c, d_kernel, d_carry0, d_xs, None
 
-    recurrence.defvjp(fwd, bwd)
-    return recurrence(used, kernel, carry0, xp, valid)
+    recurrence.defvjp(fwd, bwd, symbolic_zeros=True)
+    final, ys = recurrence(p_used, c_used, kernel, carry0, xs, valid)
+    ys = jax.tree.map(lambda y: y.reshape(count * size, *y.shape[2:])[:steps], ys)
+    return final, ys
 
 
-def valid_steps(length, steps: int):
-    """``[T, *batch]`` bools: step ``t`` of a sequence of length ``L`` counts when ``t < L``."""
-    if length is None:
-        return None
-    t = jnp.arange(steps).reshape((steps,) + (1,) * length.ndim)
-    return t < length
-
-
-def resolve_unroll(unroll: int | bool, configured: int | bool | None) -> int | bool:
-    """The unroll to use: the configured one, else the caller's, where 1 means tuned."""
-    if configured is not None:
-        return configured
-    if unroll is True or unroll is False or unroll != 1:
-        return unroll
-    return TUNED_UNROLL.get(jax.default_backend(), 1)
+# ----------------------------------------------------------------------------- the backend
 
 
 def run(
@@ -244,10 +372,8 @@ def run(
     length,
     reverse,
     unroll,
-    configured_unroll=None,
-    residuals="store",
+    configured=None,
 ):
-    unroll = resolve_unroll(unroll, configured_unroll)
     if cell.project is None or cell.recur is None:
         return run_reference(
             cell,
@@ -258,45 +384,53 @@ def run(
             reverse=reverse,
             unroll=unroll,
         )
-    xp = cell.project(params, xs)
+    tuned = auto.tuned_sequential(cell, xs)
+    settings = {**tuned, **{k: v for k, v in (configured or {}).items() if v is not None}}
+    if (configured or {}).get("unroll") is None and (unroll is True or unroll != 1):
+        settings["unroll"] = unroll  # the caller's explicit unroll; 1 (the default) means tuned
     if cell.gates is None:
         return scan_steps(
             partial(cell.recur, params),
             initial_state,
-            xp,
+            cell.project(params, xs),
             length=length,
             reverse=reverse,
-            unroll=unroll,
+            unroll=settings["unroll"],
         )
-    plan = Plan(reverse=reverse, unroll=unroll, residuals=residuals)
-    return gated_scan(
-        cell.gates,
-        plan,
-        params,
-        cell.gates.kernel(params),
-        initial_state,
-        xp,
-        valid_steps(length, xs.shape[0]),
+    plan = Plan(
+        reverse=reverse,
+        unroll=settings["unroll"],
+        chunk=settings["chunk"] or xs.shape[0],
+        residuals=settings["residuals"],
     )
+    return gated_scan(cell, plan, params, initial_state, xs, length)
 
 
-def sequential(*, unroll: int | bool | None = None, residuals: str = "store") -> Backend:
-    """The ``sequential`` backend, configured.
+def sequential(
+    *,
+    unroll: int | bool | None = None,
+    chunk: int | None = None,
+    residuals: str | None = None,
+) -> Backend:
+    """The ``sequential`` backend, configured; None takes the measured default.
 
     Args:
-        unroll: steps per loop iteration, overriding the driver's ``unroll``;
-            None (default) takes the driver's, where its default 1 means the
-            platform's measured `TUNED_UNROLL`.
-        residuals: ``"store"`` keeps ``combine``'s VJP residuals (gate
-            activations) from the forward pass; ``"recompute"`` keeps the carry
-            and recurrent pre-activation and recomputes ``combine`` backwards.
+        unroll: steps per loop iteration, overriding the driver's ``unroll``
+            (whose default 1 means the tuned value).
+        chunk: steps per chunk (the projection and the weight-gradient matmuls
+            run over ``chunk * batch`` rows); ``0`` means one chunk of all steps.
+        residuals: ``"store"`` (gate activations from the forward pass) or
+            ``"recompute"`` (carry and pre-activation; ``combine`` re-run).
 
     Example:
-        >>> carry, ys = rj.scan(cell, params, xs, backend=sequential(residuals="recompute"))
+        >>> carry, ys = rj.scan(cell, params, xs, backend=sequential(chunk=0))
     """
-    if residuals not in RESIDUALS:
+    if residuals is not None and residuals not in RESIDUALS:
         raise ValueError(f"residuals must be one of {RESIDUALS}; got {residuals!r}")
-    return Backend("sequential", partial(run, configured_unroll=unroll, residuals=residuals))
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0):
+        raise ValueError(f"chunk must be a non-negative int or None; got {chunk!r}")
+    configured = {"unroll": unroll, "chunk": chunk, "residuals": residuals}
+    return Backend("sequential", partial(run, configured=configured))
 
 
 register_backend(sequential())
