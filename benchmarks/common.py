@@ -147,6 +147,40 @@ def interleaved(
     return {name: Stats.of(ts) for name, ts in times.items()}
 
 
+def op_profile(run: Callable[[], Any], repeats: int = 5, top: int = 12) -> list[dict[str, Any]]:
+    """Wall time per XLA operation of ``run`` (which calls compiled JAX code), per call.
+
+    From a ``jax.profiler`` trace: the CPU runtime records one event per
+    executed operation (fusion, dot, loop), so this shows where a case spends
+    its time. Returns the ``top`` operations: ``{"op", "ms", "calls"}``.
+    """
+    import glob
+    import gzip
+    import tempfile
+    from collections import Counter
+
+    import jax
+
+    directory = tempfile.mkdtemp()
+    with jax.profiler.trace(directory, create_perfetto_trace=True):
+        for _ in range(repeats):
+            run()
+    path = glob.glob(f"{directory}/**/*.trace.json.gz", recursive=True)[0]
+    with gzip.open(path) as f:
+        events = json.load(f)
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    total, count = Counter(), Counter()
+    for e in events:
+        name = e.get("name", "")
+        if e.get("ph") == "X" and not name.startswith(("$", "end:", "Thunk", "Pjit", "Common")):
+            total[name] += e["dur"]
+            count[name] += 1
+    return [
+        {"op": name, "ms": total[name] / repeats / 1e3, "calls": count[name] // repeats}
+        for name, _ in total.most_common(top)
+    ]
+
+
 # ----------------------------------------------------------------------------- FLOPs
 
 

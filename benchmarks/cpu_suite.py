@@ -1,0 +1,301 @@
+"""CPU suite: rnn_jax's scan backends side by side with Flax, Equinox, Keras 3 (JAX) and PyTorch.
+
+Times the forward pass and forward+backward (gradient of the sum of all outputs
+with respect to the parameters) of ``lstm``, ``gru`` and ``simple`` layers at
+shapes S (B16 T256 I32 H64), M (B32 T128 I64 H256) and L (B64 T64 I128 H512),
+float32, in one process, interleaved, medians after compilation. Prints a
+table of times and ratios and writes JSON (machine, versions, shapes, medians,
+achieved FLOP rates, this run's GEMM rate) into ``benchmarks/results/``.
+
+    python benchmarks/cpu_suite.py                 # the comparison (~15 min on 2 cores)
+    python benchmarks/cpu_suite.py --quick         # a smoke run: few repetitions, not for dispatch
+    python benchmarks/cpu_suite.py --sweep         # sequential's unroll/chunk/residuals per shape
+    python benchmarks/dispatch_table.py            # then rebuild rnn_jax/scan/dispatch.json
+
+``--profile`` adds, per rnn_jax case, the time per XLA operation (from
+``jax.profiler``), the evidence for what bounds a case.
+
+Environment: the suite sets ``OPENBLAS_NUM_THREADS=1`` before NumPy loads (no
+timed code uses NumPy's BLAS, whose idle threads otherwise spin on the same
+cores) and ``KERAS_BACKEND=jax``. It sets no XLA flags: rnn_jax runs as a
+user's ``jax.jit`` would compile it.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("KERAS_BACKEND", "jax")
+
+import argparse  # noqa: E402
+import itertools  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+import rnn_jax as rj  # noqa: E402
+from rnn_jax.scan import auto  # noqa: E402
+from rnn_jax.scan.sequential import sequential  # noqa: E402
+
+SHAPES = {
+    "S": common.Shape(16, 256, 32, 64),
+    "M": common.Shape(32, 128, 64, 256),
+    "L": common.Shape(64, 64, 128, 512),
+}
+CELLS = ("lstm", "gru", "simple")
+BACKENDS = ("sequential", "checkpointed", "reference")
+PEERS = ("torch", "flax", "equinox", "keras")
+# --sweep: first residuals x chunk at unroll 1, then unroll at the fastest of those.
+SWEEP_CHUNKS = (8, 16, 32, 0)
+SWEEP_RESIDUALS = ("store", "recompute", "carries")
+SWEEP_UNROLLS = (2, 4)
+
+Case = Callable[[], Any]
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def sum_of_outputs(apply):
+    return lambda params, x: jnp.sum(apply(params, x))
+
+
+def jax_cases(apply, params, x) -> dict[str, Case]:
+    """Forward and forward+backward of ``apply(params, x) -> outputs``, jitted and compiled."""
+    forward = jax.jit(apply).lower(params, x).compile()
+    gradient = jax.jit(jax.grad(sum_of_outputs(apply))).lower(params, x).compile()
+    return {
+        "forward": common.blocking(forward, params, x),
+        "forward_backward": common.blocking(gradient, params, x),
+    }
+
+
+def rnn_jax_cases(cell_name, shape, backend) -> dict[str, Case]:
+    cell = getattr(rj, cell_name)(shape.H)
+    params = cell.init(jax.random.key(0), shape.I)
+    x = jax.random.normal(jax.random.key(1), (shape.T, shape.B, shape.I))
+    return jax_cases(lambda p, x: rj.scan(cell, p, x, backend=backend)[1], params, x)
+
+
+def flax_cases(cell_name, shape) -> dict[str, Case] | None:
+    import flax.linen as nn
+
+    cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "simple": nn.SimpleCell}[cell_name]
+    model = nn.RNN(cell(shape.H))
+    x = jax.random.normal(jax.random.key(1), (shape.B, shape.T, shape.I))
+    params = model.init(jax.random.key(0), x)
+    return jax_cases(model.apply, params, x)
+
+
+def equinox_cases(cell_name, shape) -> dict[str, Case] | None:
+    import equinox as eqx
+
+    if cell_name not in ("lstm", "gru"):
+        return None  # Equinox has no Elman cell
+    key = jax.random.key(0)
+    cell = (eqx.nn.LSTMCell if cell_name == "lstm" else eqx.nn.GRUCell)(shape.I, shape.H, key=key)
+    params, static = eqx.partition(cell, eqx.is_array)
+    x = jax.random.normal(jax.random.key(1), (shape.T, shape.B, shape.I))
+    zeros = jnp.zeros((shape.B, shape.H))
+    hidden0 = (zeros, zeros) if cell_name == "lstm" else zeros
+
+    def apply(params, x):
+        batched = jax.vmap(eqx.combine(params, static))
+
+        def step(hidden, x_t):
+            hidden = batched(x_t, hidden)
+            return hidden, hidden[0] if cell_name == "lstm" else hidden
+
+        return jax.lax.scan(step, hidden0, x)[1]
+
+    return jax_cases(apply, params, x)
+
+
+def keras_cases(cell_name, shape) -> dict[str, Case] | None:
+    import keras
+
+    layer_type = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
+    layer = layer_type.get(cell_name, keras.layers.SimpleRNN)(shape.H, return_sequences=True)
+    layer.build((shape.B, shape.T, shape.I))
+    trainable = [v.value for v in layer.trainable_variables]
+    frozen = [v.value for v in layer.non_trainable_variables]
+    x = jax.random.normal(jax.random.key(1), (shape.B, shape.T, shape.I))
+    return jax_cases(lambda tv, x: layer.stateless_call(tv, frozen, x)[0], trainable, x)
+
+
+def torch_cases(cell_name, shape) -> dict[str, Case] | None:
+    import torch
+
+    torch.manual_seed(0)
+    module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "simple": torch.nn.RNN}[cell_name]
+    layer = module(shape.I, shape.H)  # time-major, as rnn_jax
+    x = torch.randn(shape.T, shape.B, shape.I)
+
+    def forward():
+        with torch.no_grad():
+            layer(x)
+
+    def forward_backward():
+        for p in layer.parameters():
+            p.grad = None
+        layer(x)[0].sum().backward()
+
+    return {"forward": forward, "forward_backward": forward_backward}
+
+
+PEER_CASES = {
+    "torch": torch_cases,
+    "flax": flax_cases,
+    "equinox": equinox_cases,
+    "keras": keras_cases,
+}
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def variant_name(settings: dict[str, Any]) -> str:
+    return "sequential[" + ",".join(f"{k}={v}" for k, v in settings.items()) + "]"
+
+
+def measure(cases, meta, cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
+    """Interleaved medians of ``cases`` (name -> mode -> case), as records."""
+    records = []
+    for mode in common.MODES:
+        runs = {name: modes[mode] for name, modes in cases.items()}
+        stats = common.interleaved(
+            runs, rounds=args.rounds, per_round=args.per_round, budget_s=args.budget
+        )
+        for name, st in stats.items():
+            extra = dict(meta[name])
+            if args.profile and extra.get("backend") == "sequential" and not args.sweep:
+                extra["profile"] = common.op_profile(runs[name])
+            rec = common.record(
+                cell=cell_name, shape=shape, dtype="float32", mode=mode, stats=st, **extra
+            )
+            rec["shape_label"] = label
+            rec["gemm_fraction"] = rec.get("gflops", 0.0) / machine["gemm_gflops"]
+            records.append(rec)
+        ranked = sorted(stats.items(), key=lambda item: item[1])
+        print(
+            f"  {cell_name} {label} {mode}: "
+            + ", ".join(f"{n} {s.median_s * 1e3:.2f} ms" for n, s in ranked),
+            flush=True,
+        )
+    return records
+
+
+def sweep_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
+    """Sequential's settings: residuals x chunk, then unroll at the best of those."""
+
+    def variants(grid):
+        cases, meta = {}, {}
+        for settings in grid:
+            name = variant_name(settings)
+            cases[name] = rnn_jax_cases(cell_name, shape, sequential(**settings))
+            meta[name] = {"backend": "sequential", **settings}
+        return cases, meta
+
+    grid = [
+        {"unroll": 1, "chunk": c, "residuals": r}
+        for r, c in itertools.product(SWEEP_RESIDUALS, SWEEP_CHUNKS)
+    ]
+    records = measure(*variants(grid), cell_name, label, shape, args, machine)
+    best = min((r for r in records if r["mode"] == "forward_backward"), key=lambda r: r["median_s"])
+    grid = [{"unroll": u, "chunk": best["chunk"], "residuals": best["residuals"]} for u in (1,)]
+    grid += [dict(grid[0], unroll=u) for u in SWEEP_UNROLLS]
+    return records + measure(*variants(grid), cell_name, label, shape, args, machine)
+
+
+def measure_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
+    """All cases of one cell and shape, interleaved; returns their records."""
+    if args.sweep:
+        return sweep_shape(cell_name, label, shape, args, machine)
+    cases: dict[str, dict[str, Case]] = {}
+    meta: dict[str, dict[str, Any]] = {}
+    for backend in args.backends:
+        cases[backend] = rnn_jax_cases(cell_name, shape, backend)
+        meta[backend] = {"backend": backend}
+        if backend == "sequential":
+            probe = jnp.zeros((shape.T, shape.B, shape.I))
+            meta[backend].update(auto.tuned_sequential(getattr(rj, cell_name)(shape.H), probe))
+    for peer in args.peers:
+        built = PEER_CASES[peer](cell_name, shape)
+        if built is not None:
+            cases[peer] = built
+            meta[peer] = {"library": peer}
+    return measure(cases, meta, cell_name, label, shape, args, machine)
+
+
+def ratio_table(records: list[dict[str, Any]], baseline: str = "sequential") -> str:
+    """Per cell, shape and mode: rnn_jax's median and each peer's median / rnn_jax's."""
+
+    def who(r):
+        return r.get("library") or r["backend"]
+
+    keyed = {(r["cell"], r["shape_label"], r["mode"], who(r)): r["median_s"] for r in records}
+    others = sorted({who(r) for r in records} - {baseline})
+    header = ["cell", "shape", "mode", f"{baseline} ms", *[f"{o} / ours" for o in others]]
+    rows = []
+    for (cell, label, mode, name), ours in sorted(keyed.items()):
+        if name != baseline:
+            continue
+        ratios = [keyed.get((cell, label, mode, o)) for o in others]
+        rows.append([cell, label, mode, ours * 1e3, *[r / ours if r else None for r in ratios]])
+    return common.markdown_table(header, rows)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="few repetitions; not for dispatch")
+    parser.add_argument("--sweep", action="store_true", help="sequential's settings per shape")
+    parser.add_argument("--profile", action="store_true", help="per-op profile of rnn_jax cases")
+    parser.add_argument("--cells", default=",".join(CELLS))
+    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument("--rounds", type=int, default=None)
+    parser.add_argument("--per-round", type=int, default=None)
+    parser.add_argument("--budget", type=float, default=None, help="seconds per shape and mode")
+    parser.add_argument("--out", type=Path, default=common.RESULTS_DIR)
+    args = parser.parse_args(argv)
+    args.backends = [b for b in args.backends.split(",") if b]
+    args.peers = [p for p in args.peers.split(",") if p]
+    if args.rounds is None:
+        args.rounds = 3 if args.quick else (6 if args.sweep else 12)
+    if args.per_round is None:
+        args.per_round = 1 if args.quick else 3
+    if args.budget is None:
+        args.budget = 10.0 if args.quick else (60.0 if args.sweep else 120.0)
+
+    gemm = common.gemm_gflops()
+    machine = common.machine_info(gemm_gflops=gemm)
+    if "torch" in args.peers:
+        import torch
+
+        machine["torch_threads"] = torch.get_num_threads()
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores; float32 GEMM {gemm:.0f} GFLOP/s")
+    records = []
+    for cell_name in args.cells.split(","):
+        for label in args.shapes.split(","):
+            records += measure_shape(cell_name, label, SHAPES[label], args, machine)
+    machine["gemm_gflops_after"] = common.gemm_gflops()
+    suite = "cpu_sweep" if args.sweep else "cpu_suite"
+    path = common.write_results(
+        suite, records, machine=machine, quick=args.quick, directory=args.out
+    )
+    if not args.sweep:
+        print(ratio_table(records))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,110 @@
+"""Builds ``rnn_jax/scan/dispatch.json``, the measurements behind ``backend="auto"``.
+
+    python benchmarks/dispatch_table.py            # from benchmarks/results/*.json
+    python benchmarks/dispatch_table.py --check    # exit 1 if the packaged table is stale
+
+Reads every results file (``--quick`` runs excluded) and keeps the records of
+rnn_jax backends (``"backend"``; peers' ``"library"`` records are ignored, and
+so are records made with non-default ``compiler_options``). Two sections, by
+platform:
+
+- ``backends``: per cell, dtype and shape, each backend's median seconds per
+  mode, from the newest run that measured it with its default settings (the
+  ``cpu_suite``/``gpu_suite``/``parallel_suite`` runs, not sweeps). Pallas
+  records on a CPU (interpret mode) are dropped.
+- ``sequential``: per cell, dtype and shape, the ``unroll``, ``chunk`` and
+  ``residuals`` of the fastest forward-and-backward variant in the newest
+  sweep (records that carry those three fields).
+
+`rnn_jax.scan.auto` documents how the table is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+
+TABLE_PATH = Path(__file__).resolve().parents[1] / "rnn_jax" / "scan" / "dispatch.json"
+SETTINGS = ("unroll", "chunk", "residuals")
+KEY = ("cell", "dtype", "B", "T", "I", "H")
+
+
+def usable(record: dict[str, Any], platform: str) -> bool:
+    if "backend" not in record or record.get("compiler_options"):
+        return False
+    return not (platform == "cpu" and record["backend"].startswith("pallas"))
+
+
+def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The table from results documents (oldest first: newer runs override older ones)."""
+    medians: dict[str, dict[tuple, dict[str, dict[str, float]]]] = {}
+    sweeps: dict[str, dict[tuple, dict[str, Any]]] = {}
+    sources = set()
+    for doc in docs:
+        platform = doc["machine"]["platform"]
+        swept: dict[tuple, list[dict]] = {}
+        for rec in doc["records"]:
+            if not usable(rec, platform):
+                continue
+            sources.add(Path(doc.get("_path", doc["suite"])).name)
+            key = tuple(rec[k] for k in KEY)
+            if all(k in rec for k in SETTINGS) and doc["suite"].endswith("sweep"):
+                swept.setdefault(key, []).append(rec)
+                continue
+            by_mode = medians.setdefault(platform, {}).setdefault(key, {})
+            by_mode.setdefault(rec["mode"], {})[rec["backend"]] = rec["median_s"]
+        for key, recs in swept.items():
+            timed = [r for r in recs if r["mode"] == "forward_backward"] or recs
+            best = min(timed, key=lambda r: r["median_s"])
+            sweeps.setdefault(platform, {})[key] = {k: best[k] for k in SETTINGS}
+    return {
+        "schema": common.SCHEMA_VERSION,
+        "sources": sorted(sources),
+        "backends": {
+            platform: [
+                dict(zip(KEY, key, strict=True), **modes) for key, modes in sorted(rows.items())
+            ]
+            for platform, rows in sorted(medians.items())
+        },
+        "sequential": {
+            platform: [
+                dict(zip(KEY, key, strict=True), **settings)
+                for key, settings in sorted(rows.items())
+            ]
+            for platform, rows in sorted(sweeps.items())
+        },
+    }
+
+
+def render(table: dict[str, Any]) -> str:
+    return json.dumps(table, indent=1, sort_keys=True) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=common.RESULTS_DIR)
+    parser.add_argument("--out", type=Path, default=TABLE_PATH)
+    parser.add_argument("--check", action="store_true", help="compare, do not write")
+    args = parser.parse_args(argv)
+    text = render(build(common.load_results(args.results)))
+    if args.check:
+        current = args.out.read_text() if args.out.exists() else ""
+        if current != text:
+            print(f"{args.out} is stale: run python benchmarks/dispatch_table.py")
+            return 1
+        print(f"{args.out} is up to date")
+        return 0
+    args.out.write_text(text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The ``sequential`` backend against the plain ``lax.scan`` reference: values and gradients
+for every cell, with lengths and reverse, in every residual mode and chunking, bf16 with a
+float32 carry, and the structure of its backward pass (weight gradients as chunk-wide matmuls).
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import partial
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import rnn_jax as rj
+from rnn_jax.scan.sequential import pipelined_scan, previous_steps, read_leaves, sequential
+
+T, B, F, H = 7, 3, 4, 5
+LENGTH = np.array([7, 0, 3])  # full, empty, short
+
+GATED = {
+    "lstm": rj.lstm(H),
+    "gru": rj.gru(H),
+    "simple": rj.simple(H),
+    "lstm_peephole_proj_ln": rj.lstm(H, peephole=True, proj_size=3, layer_norm=True),
+}
+UNGATED = {
+    "gru_reset_before": rj.gru(H, reset_after=False),
+    "mgu": rj.mgu(H),
+    "indrnn": rj.indrnn(H, activation="tanh"),
+}
+# Every residual mode meets every chunking (7 steps: 1 chunk, 3 chunks with padding, 7 chunks)
+# across the cases, without running the whole product.
+CONFIGS = [
+    {"residuals": r, "chunk": c, "unroll": u}
+    for (r, c), u in zip(
+        itertools.product(("store", "recompute", "carries"), (0, 3, 1)),
+        itertools.cycle((1, 2)),
+        strict=False,
+    )
+]
+
+
+def problem(cell, seed=0, dtype=jnp.float32):
+    rng = np.random.default_rng(seed)
+    shapes = jax.eval_shape(lambda key: cell.init(key, F), jax.random.key(0))
+    draw = lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), dtype)
+    params = jax.tree.map(draw, shapes)
+    h0 = jax.tree.map(
+        lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype),
+        jax.eval_shape(lambda p: cell.initial_state(p, (B,)), params),
+    )
+    xs = jnp.asarray(rng.standard_normal((T, B, F)), dtype)
+    return params, xs, h0
+
+
+def value_and_grads(cell, backend, params, xs, h0, length, reverse):
+    """Outputs and the gradients of a loss on all of them w.r.t. params, inputs and carry."""
+
+    def loss(params, xs, h0):
+        final, ys = rj.scan(
+            cell, params, xs, initial_state=h0, length=length, reverse=reverse, backend=backend
+        )
+        out = jax.tree.leaves((final, ys))
+        return sum(jnp.sum(jnp.sin(o.astype(jnp.float32) * 1.3)) for o in out), (final, ys)
+
+    grad = jax.grad(loss, argnums=(0, 1, 2), has_aux=True)
+    return jax.jit(grad)(params, xs, h0)
+
+
+def assert_matches_reference(cell, backend, length, reverse, tol=5e-5):
+    params, xs, h0 = problem(cell)
+    got_grads, got = value_and_grads(cell, backend, params, xs, h0, length, reverse)
+    want_grads, want = value_and_grads(cell, "reference", params, xs, h0, length, reverse)
+    chex.assert_trees_all_close(got, want, rtol=tol, atol=tol)
+    chex.assert_trees_all_close(got_grads, want_grads, rtol=tol, atol=tol)
+
+
+CASES = [
+    case
+    for case in itertools.product(GATED, (False, True), (False, True))
+    if not case[0].startswith("lstm_peephole") or case[1] == case[2]  # the slowest to compile
+]
+
+
+@pytest.mark.parametrize(("name", "lengths", "reverse"), CASES)
+def test_gated_cells_match_reference(name, lengths, reverse):
+    config = CONFIGS[CASES.index((name, lengths, reverse)) % len(CONFIGS)]
+    length = jnp.asarray(LENGTH) if lengths else None
+    assert_matches_reference(GATED[name], sequential(**config), length, reverse)
+
+
+def test_default_settings_match_reference():
+    assert_matches_reference(GATED["lstm"], "sequential", jnp.asarray(LENGTH), True)
+
+
+@pytest.mark.parametrize("name", sorted(UNGATED))
+def test_cells_without_gates_fall_back_and_match(name):
+    assert_matches_reference(UNGATED[name], "sequential", jnp.asarray(LENGTH), False)
+
+
+def test_bf16_params_keep_a_float32_carry_and_match_the_reference():
+    cell = rj.lstm(16)
+    params = cell.init(jax.random.key(0), 8)
+    params = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    xs = jax.random.normal(jax.random.key(1), (6, 4, 8), jnp.bfloat16)
+
+    def run(backend):
+        def loss(params):
+            final, ys = rj.scan(cell, params, xs, backend=backend)
+            return jnp.sum(ys**2) + jnp.sum(final.c), (final, ys)
+
+        return jax.jit(jax.grad(loss, has_aux=True))(params)
+
+    got_grads, (final, ys) = run("sequential")
+    want_grads, (want_final, want_ys) = run("reference")
+    assert final.c.dtype == jnp.float32 and ys.dtype == jnp.float32
+    # bf16 rounds h to 8 bits before the recurrent matmul (the reference multiplies in f32).
+    chex.assert_trees_all_close((final, ys), (want_final, want_ys), atol=3e-2, rtol=3e-2)
+    for got, want in zip(jax.tree.leaves(got_grads), jax.tree.leaves(want_grads), strict=True):
+        assert got.dtype == jnp.bfloat16
+        got, want = np.asarray(got, np.float32), np.asarray(want, np.float32)
+        assert np.linalg.norm(got - want) <= 3e-2 * np.linalg.norm(want)
+
+
+def test_gradients_only_of_what_is_used():
+    """Symbolic zeros: a loss on the final carry only, params only (inputs not differentiated)."""
+    cell = GATED["gru"]
+    params, xs, h0 = problem(cell)
+
+    def grads(backend):
+        loss = lambda p: jnp.sum(
+            rj.scan(cell, p, xs, initial_state=h0, backend=backend, length=jnp.asarray(LENGTH))[0]
+            ** 2
+        )
+        return jax.jit(jax.grad(loss))(params)
+
+    chex.assert_trees_all_close(
+        grads(sequential(chunk=3)), grads("reference"), rtol=5e-5, atol=5e-5
+    )
+
+
+def test_batch_major_through_vmap():
+    cell = GATED["lstm"]
+    params, xs, h0 = problem(cell)
+    xs_btf = jnp.swapaxes(xs, 0, 1)
+
+    def loss(params, backend):
+        run = lambda x: rj.scan(cell, params, x, backend=backend)[1]
+        return jnp.sum(jnp.tanh(jax.vmap(run)(xs_btf)))
+
+    got = jax.jit(jax.grad(partial(loss, backend="sequential")))(params)
+    want = jax.jit(jax.grad(partial(loss, backend="reference")))(params)
+    chex.assert_trees_all_close(got, want, rtol=5e-5, atol=5e-5)
+
+
+def sub_jaxprs(value):
+    if isinstance(value, jax.extend.core.ClosedJaxpr):
+        yield value.jaxpr
+    elif isinstance(value, jax.extend.core.Jaxpr):
+        yield value
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from sub_jaxprs(item)
+
+
+def dot_shapes(jaxpr) -> list[tuple[tuple, tuple]]:
+    """``(lhs shape, rhs shape)`` of every dot_general in a jaxpr, sub-jaxprs included."""
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append((tuple(eqn.invars[0].aval.shape), tuple(eqn.invars[1].aval.shape)))
+        for value in eqn.params.values():
+            for sub in sub_jaxprs(value):
+                found += dot_shapes(sub)
+    return found
+
+
+def test_recurrent_kernel_gradient_is_one_matmul_over_all_rows():
+    """chunk=0: the backward pass forms d(kernel) from all T*B rows at once, not per step."""
+    steps, batch, hidden = 16, 3, 8
+    cell = rj.lstm(hidden)
+    params = cell.init(jax.random.key(0), F)
+    xs = jnp.ones((steps, batch, F))
+    loss = lambda p: jnp.sum(rj.scan(cell, p, xs, backend=sequential(chunk=0))[1])
+    dots = dot_shapes(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
+    rows = steps * batch
+    # The fed-back states [T*B, H] against the pre-activations' cotangents [T*B, 4H].
+    assert ((rows, hidden), (rows, 4 * hidden)) in dots
+    # No [H, B] x [B, 4H] outer products, as autodiff of the loop would make.
+    assert not [d for d in dots if d[0][-1] == batch or d[0] == (hidden, batch)]
+
+
+def test_explicit_unroll_and_bad_settings():
+    cell = GATED["simple"]
+    params, xs, h0 = problem(cell)
+    want = rj.scan(cell, params, xs, initial_state=h0, backend="reference")
+    got = rj.scan(cell, params, xs, initial_state=h0, backend="sequential", unroll=3)
+    chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="residuals"):
+        sequential(residuals="everything")
+    with pytest.raises(ValueError, match="chunk"):
+        sequential(chunk=-1)
+
+
+def test_pipelined_scan_is_lax_scan():
+    xs = {"a": jnp.arange(10.0), "b": jnp.arange(20.0).reshape(10, 2)}
+    f = lambda c, x: (c * 0.5 + x["a"], c + x["b"].sum())
+    for reverse in (False, True):
+        want = jax.lax.scan(f, 1.0, xs, reverse=reverse)
+        got = pipelined_scan(f, 1.0, xs, reverse=reverse, unroll=3)
+        chex.assert_trees_all_close(got, want)
+
+
+def test_previous_steps_in_scan_order():
+    ys = jnp.arange(6.0).reshape(3, 2)  # 3 chunks of 2 steps: 0 1 | 2 3 | 4 5
+    first = jnp.asarray(-1.0)
+    np.testing.assert_array_equal(previous_steps(ys, first, False), [[-1, 0], [1, 2], [3, 4]])
+    np.testing.assert_array_equal(previous_steps(ys, first, True), [[1, 2], [3, 4], [5, -1]])
+
+
+def test_read_leaves_finds_what_a_function_reads():
+    params = {"used": jnp.ones(3), "unused": jnp.ones(2), "int": jnp.ones(3, jnp.int32)}
+    leaves, rebuild = read_leaves(lambda p, x: p["used"] * x + p["int"], params, jnp.ones(3))
+    assert len(leaves) == 1 and leaves[0].shape == (3,)
+    assert rebuild([jnp.zeros(3)])["used"].sum() == 0
