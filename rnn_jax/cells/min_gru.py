@@ -95,22 +95,25 @@ def min_gru(
             bias=bias_init(k_bias, (2 * H,), dtype),
         )
 
-    def recur(params, h, xp):
+    def project(params, x):  # the coefficients of all steps at once, outside any loop
+        return coefficients_of(input_projection(params, x))
+
+    def recur(params, h, ab):
         del params
-        a, b = coefficients_of(xp)
+        a, b = ab
         h = a * h + b
         return h, h
 
     return split_cell(
         init=init,
         initial_state=zeros_state(H),
-        project=input_projection,
+        project=project,
         recur=recur,
         input_size=kernel_input_size,
         name="min_gru",
         config={"hidden_size": hidden_size},
         linear=LinearRecurrence(
-            coefficients=lambda params, xs: coefficients_of(input_projection(params, xs)),
+            coefficients=project,
             output=lambda params, hs, xs: hs,
             log_coefficients=lambda params, xs: log_coefficients_of(input_projection(params, xs)),
         ),
