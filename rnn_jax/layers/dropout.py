@@ -107,8 +107,16 @@ def zoneout(cell: Cell, rate: float, *, stochastic: bool) -> Cell:
     keep mask per step and unit (drawn for all steps before the loop by the
     caller); deterministic (evaluation): each unit moves to
     ``rate * old + (1 - rate) * new``, the expectation, as in Krueger et al.
+
+    A cell whose output is its fed-back state (``y`` is ``h``, as in every
+    built-in cell) outputs the zoned-out ``h``, as in the paper, so outputs
+    and the final carry agree; other cells' outputs pass through unchanged.
     """
     project, recur = split_parts(cell)
+
+    def zoned_output(new, y, blended):
+        # Identity at trace time: the cell returned the very array it feeds back.
+        return fed_back_state(blended) if y is fed_back_state(new) else y
 
     def blend(old, new, keep):
         old_leaves, tree = jax.tree.flatten(old)
@@ -125,7 +133,8 @@ def zoneout(cell: Cell, rate: float, *, stochastic: bool) -> Cell:
 
         def expected_recur(params, carry, xp):
             new, y = recur(params, carry, xp)
-            return blend(carry, new, None), y
+            blended = blend(carry, new, None)
+            return blended, zoned_output(new, y, blended)
 
         return split_cell(
             init=cell.init,
@@ -150,7 +159,8 @@ def zoneout(cell: Cell, rate: float, *, stochastic: bool) -> Cell:
     def masked_recur(params, carry, xp_and_keep):
         xp, keep = xp_and_keep
         new, y = recur(params, carry, xp)
-        return blend(carry, new, keep), y
+        blended = blend(carry, new, keep)
+        return blended, zoned_output(new, y, blended)
 
     return split_cell(
         init=cell.init,

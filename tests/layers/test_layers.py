@@ -328,10 +328,10 @@ def test_recurrent_dropout_masks_the_fed_back_state_the_same_way_every_step():
 def test_zoneout_is_the_expected_blend_without_a_key():
     layer, params = identity_layer(zoneout=0.25)
     state, ys = layer.apply(params, jnp.ones((T, 2, H)), length=jnp.array([T, 3]))
-    # the carry moves to 0.25 * h + 0.75 * (h + 1) each step, so h_t = 0.75 t; the output of
-    # step t is the cell's own, h_{t-1} + 1
+    # the carry moves to 0.25 * h + 0.75 * (h + 1) each step, so h_t = 0.75 t, and the output
+    # is that zoned-out state (Krueger et al.)
     t = np.arange(1, T + 1)[:, None]
-    np.testing.assert_allclose(ys[:, 0], np.broadcast_to(0.75 * (t - 1) + 1, (T, H)), rtol=1e-6)
+    np.testing.assert_allclose(ys[:, 0], np.broadcast_to(0.75 * t, (T, H)), rtol=1e-6)
     np.testing.assert_allclose(state, np.full((2, H), 0.75) * np.array([[T], [3]]), rtol=1e-6)
     assert not np.asarray(ys[3:, 1]).any()
 
@@ -341,13 +341,13 @@ def test_zoneout_with_a_key_keeps_units_step_by_step():
     xs = jnp.ones((12, 8, H))
     apply = jax.jit(lambda p, key: layer.apply(p, xs, key=key, length=jnp.full(8, 10)))
     state, ys = apply(params, jax.random.key(0))
-    # the output of step t is h_{t-1} + 1, so its increments are the carry's: each unit either
-    # keeps its value (0) or takes the step (+1), decided anew at every step
-    carries = np.asarray(ys[:10]) - 1.0
+    # the output is the zoned-out carry: each unit either keeps its value (0) or takes the
+    # step (+1), decided anew at every step, and the last valid output is the final state
+    carries = np.asarray(ys[:10])
     increments = np.diff(carries, axis=0)
     assert set(np.unique(increments)) == {0.0, 1.0}
     assert ((increments[1:] != increments[:-1]).any(axis=0)).mean() > 0.9
-    assert set(np.unique(np.asarray(state) - carries[-1])) <= {0.0, 1.0}
+    np.testing.assert_array_equal(state, carries[-1])
     assert not np.asarray(ys[10:]).any()
 
 
@@ -369,9 +369,13 @@ def test_zoneout_on_an_lstm_with_a_projection():
         params, jax.random.key(1)
     )
     assert keyed.shape == expected.shape == (T, B, 2) and keyed_state.c.shape == (B, H)
-    # the first step reads the initial state either way; later steps read zoned-out carries
-    close(expected[0], plain[0], 1e-6)
-    close(keyed[0], plain[0], 1e-6)
+    # the first step's output is the zoned-out blend of the zero initial state and the
+    # cell's output: 0.7 of it in expectation, all or nothing per unit with a key
+    close(expected[0], 0.7 * plain[0], 1e-6)
+    kept = np.isclose(np.asarray(keyed[0]), np.asarray(plain[0]), atol=1e-6)
+    assert (kept | (np.asarray(keyed[0]) == 0)).all() and kept.any() and not kept.all()
+    last_valid = np.asarray(keyed)[np.asarray(LENGTH) - 1, np.arange(B)]
+    close(keyed_state.h, last_valid, 0)
     assert (np.abs(np.asarray(expected[1:3, 0] - plain[1:3, 0])) > 1e-4).all()
     assert not np.asarray(keyed[2:, 1]).any()
 
