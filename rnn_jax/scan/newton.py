@@ -103,6 +103,57 @@ def _flat_carry(example) -> _Flat:
     return _Flat(flatten, unflatten, sum(sizes), real)
 
 
+def is_unitwise(cell, flat: _Flat) -> bool:
+    """Whether the diagonal of ``cell``'s step Jacobian may be taken by `unitwise_diagonal`.
+
+    True for the built-in cells known to be unit-wise (unit ``i`` of every carry
+    leaf depends on unit ``i`` of the carry and on columns ``i, H + i, ...`` of
+    the recurrent pre-activation only): ``simple``, ``gru`` (reset after the
+    matmul) and ``lstm`` without layer normalisation or projection; every other
+    cell uses the general (exact) diagonal of the full Jacobian.
+    """
+    config = cell.config or {}
+    if cell.gates is None or not cell.project or not cell.recur:
+        return False
+    if cell.name in ("simple", "gru"):
+        return flat.size == config.get("hidden_size")
+    if cell.name == "lstm":
+        plain = not config.get("layer_norm") and config.get("proj_size") is None
+        return plain and flat.size == 2 * config.get("hidden_size", -1)
+    return False
+
+
+def unitwise_diagonal(gates, params, carry, xp):
+    """``(new_carry, diagonal)`` of a unit-wise `Gates` cell's step, for one sequence.
+
+    With ``hu = fed_back(carry) @ K`` and ``K [H, G*H]``, the diagonal entry of
+    carry leaf ``L``, unit ``i``, is ``d out_i / d carry_i`` plus
+    ``sum_g d out_i / d hu[g*H + i] * K[i, g*H + i] * d fed_back_i / d carry_i``:
+    one JVP of ``combine`` per carry leaf (tangent: ones on that leaf, the
+    diagonals of ``K``'s gate blocks on ``hu``), no matmul with the tangents.
+    """
+    kernel = gates.kernel(params)
+    fed = gates.fed_back(carry)
+    H = fed.shape[-1]
+    hu = fed @ kernel
+    blocks = kernel.shape[-1] // H
+    k_diag = jnp.concatenate(
+        [jnp.diagonal(kernel[:, g * H : (g + 1) * H]) for g in range(blocks)], axis=-1
+    )
+    step = lambda c, u: gates.combine(params, c, xp, u)[0]
+    leaves, treedef = jax.tree.flatten(carry)
+    new, diagonal = None, []
+    for index in range(len(leaves)):
+        ones = treedef.unflatten(
+            [jnp.ones_like(x) if j == index else jnp.zeros_like(x) for j, x in enumerate(leaves)]
+        )
+        _, through_fed = jax.jvp(gates.fed_back, (carry,), (ones,))
+        tangent_hu = k_diag * jnp.tile(through_fed, blocks)
+        new, d = jax.jvp(step, (carry, hu), (ones, tangent_hu))
+        diagonal.append(jax.tree.leaves(d)[index])
+    return new, treedef.unflatten(diagonal)
+
+
 def _default_tol(dtype) -> float:
     return 100.0 * float(jnp.finfo(dtype).eps)
 
@@ -131,12 +182,21 @@ def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked, method) 
         jac, value = jax.jacfwd(both, has_aux=True)(h)
         return value, (jac if full else jnp.diagonal(jac))
 
-    jac_batch = jax.vmap(f1_and_jacobian, (None, 0, 0, 0))
+    cheap_diagonal = not full and is_unitwise(cell, flat)
+
+    def f1_and_diagonal(params, h, xp, ok):  # unit-wise cells: one JVP per carry leaf
+        value, diagonal = unitwise_diagonal(cell.gates, params, flat.unflatten(h), xp)
+        value, diagonal = flat.flatten(value), flat.flatten(diagonal)
+        if masked:
+            return jnp.where(ok, value, h), jnp.where(ok, diagonal, 1.0)
+        return value, diagonal
+
+    jac_batch = jax.vmap(f1_and_diagonal if cheap_diagonal else f1_and_jacobian, (None, 0, 0, 0))
 
     def values_and_jacobians(params, prev, xp, valid):
         T, N, D = prev.shape
         per_step = lambda args: jac_batch(params, *args)
-        if full or T * N * D * D <= _JACOBIAN_BUDGET:
+        if full or cheap_diagonal or T * N * D * D <= _JACOBIAN_BUDGET:
             return jax.vmap(per_step)((prev, xp, valid))
         batch = max(1, _JACOBIAN_BUDGET // (N * D * D))
         return jax.lax.map(per_step, (prev, xp, valid), batch_size=batch)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.scan.newton import _flat_carry
+from rnn_jax.scan.newton import _flat_carry, is_unitwise, unitwise_diagonal
 
 F = 3
 CELLS = {
@@ -99,15 +99,54 @@ def test_quasi_deer_diagonal_jacobians_converge_to_the_reference():
     want = value_and_grads(params, xs, h0, length, name="gru", method="reference")
     got = value_and_grads(params, xs, h0, length, name="gru", method="diagonal")
     assert_trees_close(got, want, 1e-4)
+    mgu = rj.mgu(6)  # no Gates: the general diagonal (of the full Jacobian)
+    mgu_params = mgu.init(jax.random.key(0), F)
 
     @jax.jit
     def infos(xs):
         diagonal = rj.newton_scan(cell, params, xs, jacobian="diagonal", max_iters=400)[2]
-        return diagonal, rj.newton_scan(cell, params, xs, jacobian="full")[2]
+        general = rj.newton_scan(mgu, mgu_params, xs, jacobian="diagonal", max_iters=400)
+        return diagonal, rj.newton_scan(cell, params, xs, jacobian="full")[2], general
 
-    diagonal, full = infos(xs)
-    assert bool(diagonal.converged) and bool(full.converged)
+    diagonal, full, (carry, ys, info) = infos(xs)
+    assert bool(diagonal.converged) and bool(full.converged) and bool(info.converged)
     assert int(diagonal.iterations) > int(full.iterations)  # linear vs quadratic convergence
+    assert_trees_close((carry, ys), rj.scan(mgu, mgu_params, xs, backend="reference"), 1e-4)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [rj.gru(5), rj.simple(5), rj.lstm(5, peephole=True)],
+    ids=["gru", "simple", "lstm_peephole"],
+)
+def test_unitwise_diagonal_is_the_jacobians_diagonal(cell):
+    params = cell.init(jax.random.key(0), F)
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(1), p.shape), params)
+    flat = _flat_carry(cell.initial_state(params, ()))
+    assert is_unitwise(cell, flat)
+    h = jax.random.normal(jax.random.key(2), (flat.size,))
+    x = jax.random.normal(jax.random.key(3), (F,))
+
+    @jax.jit
+    def both(h, x):
+        step = lambda h: flat.flatten(cell.step(params, flat.unflatten(h), x)[0])
+        new, diagonal = unitwise_diagonal(
+            cell.gates, params, flat.unflatten(h), cell.project(params, x)
+        )
+        return (flat.flatten(new), flat.flatten(diagonal)), (
+            step(h),
+            jnp.diagonal(jax.jacfwd(step)(h)),
+        )
+
+    (new, diagonal), (want_new, want_diagonal) = both(h, x)
+    np.testing.assert_allclose(diagonal, want_diagonal, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new, want_new, rtol=1e-6, atol=1e-7)
+
+
+def test_cells_that_mix_units_take_the_general_diagonal():
+    for cell in [rj.lstm(5, layer_norm=True), rj.lstm(5, proj_size=2), rj.mgu(5)]:
+        params = cell.init(jax.random.key(0), F)
+        assert not is_unitwise(cell, _flat_carry(cell.initial_state(params, ())))
 
 
 def test_associative_linear_solves():
