@@ -8,13 +8,17 @@ down to 0, ``h_t = a_t h_{t+1} + b_t``, and ``h0`` is the state after ``T - 1``.
 
 - `associative`: ``lax.associative_scan`` over the affine maps ``(a, b)``:
   ``O(log T)`` depth, ``O(T)`` work (about twice a sequential scan's).
-- `chunked`: sequential inside chunks of ``chunk`` steps, all chunks at once, then
-  a sequential pass over the ``T / chunk`` chunk summaries and a second pass
-  inside the chunks from the right entering states. ``T / chunk + 2 * chunk``
-  loop steps over wide vectors instead of ``T`` narrow ones.
+- `chunked`: sequential inside chunks of a few steps (unrolled, so XLA fuses each
+  pass into one elementwise kernel), all chunks at once, with a ``lax.scan``
+  across the ``T / chunk`` chunk summaries in between.
 - `log_space`: the associative scan of ``(log a, log b)`` for positive ``a, b``, with
   ``log h = logaddexp(log a + log h_prev, log b)``: finite for any ``T``.
 - `full`: the associative scan over affine maps with matrices ``A [T, ..., D, D]``.
+- `chunked_full`: the chunked solve with matrices, as three ``lax.scan`` passes
+  (``O(sqrt T)`` depth; a program whose size does not grow with ``T``).
+
+These are plain functions: JAX differentiates them by their structure. The
+``parallel`` backend wraps them in a custom VJP (`rnn_jax.scan.parallel.solve`).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ recorded measurements show it slower.
 
 from __future__ import annotations
 
-import json
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -19,7 +19,7 @@ import pytest
 
 import rnn_jax as rj
 from rnn_jax.scan import linear_solve
-from rnn_jax.scan.auto import choose_backend
+from rnn_jax.scan.auto import choose_backend, choose_backend_name
 
 T, B, F, H = 13, 4, 3, 5
 LENGTH = np.array([13, 0, 6, 12])  # full, empty, short, one short of full
@@ -212,37 +212,34 @@ def test_zero_steps():
     assert ys.shape == (0, B, F)
 
 
-def recorded_slower_cases():
-    """``(cell, B, T, I, H, dtype, backend)`` where a parallel-in-time backend was measured
-    slower than ``sequential`` on this platform, in the full (non-quick) results in
-    benchmarks/results: forward+backward medians where recorded, else forward ones (the
-    medians ``auto`` decides by)."""
-    platform = jax.default_backend()
-    medians = {}
-    for path in sorted(RESULTS.glob("*.json")):
-        doc = json.loads(path.read_text())
-        if doc.get("quick") or doc.get("machine", {}).get("platform") != platform:
-            continue
-        for rec in doc.get("records", []):
-            if "backend" in rec:
-                key = (rec["cell"], rec["B"], rec["T"], rec["I"], rec["H"], rec["dtype"])
-                by_mode = medians.setdefault(key, {})
-                by_mode.setdefault(rec["mode"], {})[rec["backend"]] = rec["median_s"]
-    slower = set()
-    for key, by_mode in medians.items():
-        times = by_mode.get("forward_backward") or by_mode.get("forward") or {}
-        for backend in ("parallel", "newton"):
-            both = backend in times and "sequential" in times
-            if both and times[backend] > times["sequential"]:
-                slower.add((*key, backend))
-    return sorted(slower)
+def slower_than_sequential(entry):
+    """The parallel-in-time backends a dispatch-table entry shows slower than ``sequential``
+    (in the forward+backward medians where recorded, else the forward ones: the medians
+    ``auto`` decides by)."""
+    times = entry.get("forward_backward") or entry.get("forward") or {}
+    if "sequential" not in times:
+        return set()
+    return {b for b in ("parallel", "newton") if times.get(b, 0.0) > times["sequential"]}
 
 
+@pytest.mark.skipif(not RESULTS.exists(), reason="no recorded results")
 def test_auto_never_picks_a_parallel_backend_recorded_as_slower():
-    for cell_name, b, t, i, h, dtype, slower in recorded_slower_cases():
-        if not hasattr(rj, cell_name):
+    """At every shape recorded for this platform where ``parallel`` or ``newton`` measured
+    slower than ``sequential``, ``auto`` picks neither: by the table built from all
+    results now, and by the packaged table."""
+    sys.path.insert(0, str(RESULTS.parent))
+    import common
+    import dispatch_table
+
+    platform = jax.default_backend()
+    built = dispatch_table.build(common.load_results(RESULTS))
+    for entry in built["backends"].get(platform, []):
+        slower = slower_than_sequential(entry)
+        if not slower or not hasattr(rj, entry["cell"]):
             continue
-        cell = getattr(rj, cell_name)(h)
-        xs = jax.ShapeDtypeStruct((t, b, i), jnp.dtype(dtype))
-        chosen = choose_backend(cell, xs, None).name.removeprefix("auto:")
-        assert chosen != slower, (cell_name, b, t, i, h, dtype, chosen)
+        cell = getattr(rj, entry["cell"])(entry["H"])
+        xs = jax.ShapeDtypeStruct((entry["T"], entry["B"], entry["I"]), jnp.dtype(entry["dtype"]))
+        for table in (built, None):
+            chosen = choose_backend_name(cell, xs, table=table, platform=platform)
+            assert chosen not in slower, (entry, chosen)
+        assert choose_backend(cell, xs, None).name.removeprefix("auto:") not in slower
