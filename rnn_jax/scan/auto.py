@@ -44,7 +44,7 @@ TABLE = "dispatch.json"
 DEFAULT_BACKEND = "sequential"
 SHAPE_KEYS = ("B", "T", "I", "H")
 # Used where nothing is recorded for the platform; see the module docstring.
-SEQUENTIAL_DEFAULTS = {"unroll": 1, "chunk": 16, "residuals": "store"}
+SEQUENTIAL_DEFAULTS = {"unroll": 1, "chunk": 16, "residuals": "recompute"}
 NEVER_ON_CPU = ("pallas",)
 
 

@@ -226,7 +226,11 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
         return gates.combine(c_rebuild(c_used), carry, xp_t, hu)
 
     def project(p_used, x_chunk):
-        return cell.project(p_rebuild(p_used), x_chunk)
+        # On rows [steps * batch, F]: a plain 2-D matmul, whose transposes (the weight
+        # gradient) XLA runs as fast as the forward; a 3-D operand costs a transposing copy.
+        lead = x_chunk.shape[:-1]
+        xp = cell.project(p_rebuild(p_used), x_chunk.reshape(-1, x_chunk.shape[-1]))
+        return jax.tree.map(lambda a: a.reshape(*lead, *a.shape[1:]), xp)
 
     def run_forward(p_used, c_used, kernel, carry0, xs, valid, store):
         def step(carry, inputs):
@@ -290,6 +294,7 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
         _, fb_pullback = jax.vjp(gates.fed_back, carry0)  # fed_back is linear in the carry
         kernel_t = kernel.T
         store = plan.residuals == "store"
+        shared = [False]
         if not store and any(tied):
             first = jax.tree.leaves(carry0)[tied.index(True)]
             ys_before = previous_steps(ys, first.astype(ys.dtype), plan.reverse)
@@ -315,7 +320,9 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
             d_prev = add_trees(d_prev, d_fed)
             if valid_t is not None:
                 d_prev = keep_where(valid_t, d_prev, d_carry)
-            return (d_prev, add_trees(d_c, dc_t)), (d_xp, d_hu)
+            # combine(xp + hu) (LSTM, Elman): one cotangent for both, stored once.
+            shared[:] = [d_xp is d_hu]
+            return (d_prev, add_trees(d_c, dc_t)), (None if shared[0] else d_xp, d_hu)
 
         def chunk(acc, inputs):
             d_carry, d_c, d_kernel, d_p = acc
@@ -338,6 +345,7 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
                 reverse=not plan.reverse,
                 unroll=plan.unroll,
             )
+            d_xp = d_hu if shared[0] else d_xp
             d_kernel = d_kernel + rows_product(fb, d_hu, kernel.dtype)
             d_xp = jax.tree.map(lambda d, x: d.astype(x.dtype), d_xp, xp)
             dp_chunk, d_x = project_pullback(d_xp)
