@@ -13,6 +13,11 @@ the diagonal of ``J_t``: ``O(T D)`` memory and elementwise scans instead of
   one real vector of size ``D`` per sequence.
 - ``jacobian="full"`` uses the ``[D, D]`` Jacobians (exact Newton; for small
   states), ``"diagonal"`` their diagonals, ``"auto"`` full for ``D <= 32``.
+  A diagonal costs one JVP per carry leaf for cells whose `Gates` step is
+  unit-wise (`unitwise_diagonal`; checked at run time against the exact
+  diagonal at one point, so no cell is named here), else the diagonal of the
+  full Jacobian (``D`` JVPs). Either way only convergence speed depends on it:
+  the residual of every iteration uses the exact step.
 - The iteration stops when no state moves by more than ``tol * (1 + |s|)``, or
   after ``max_iters``; if it has not converged then (or produced non-finite
   values), the result is the sequential scan's (``lax.cond``), so the answer is
@@ -103,34 +108,47 @@ def _flat_carry(example) -> _Flat:
     return _Flat(flatten, unflatten, sum(sizes), real)
 
 
-def is_unitwise(cell, flat: _Flat) -> bool:
-    """Whether the diagonal of ``cell``'s step Jacobian may be taken by `unitwise_diagonal`.
+def has_unitwise_shape(cell, params, flat: _Flat) -> bool:
+    """Whether `unitwise_diagonal` can be evaluated for ``cell`` (shapes only, at trace time).
 
-    True for the built-in cells known to be unit-wise (unit ``i`` of every carry
-    leaf depends on unit ``i`` of the carry and on columns ``i, H + i, ...`` of
-    the recurrent pre-activation only): ``simple``, ``gru`` (reset after the
-    matmul) and ``lstm`` without layer normalisation or projection; every other
-    cell uses the general (exact) diagonal of the full Jacobian.
+    It needs `Gates` and a split step, a fed-back state of ``H`` units, a
+    recurrent kernel ``[H, G*H]`` and a real carry whose every leaf has ``H``
+    units. Whether its result is the Jacobian's diagonal depends on the cell's
+    arithmetic, which `_build` checks at run time (`probe`).
     """
-    config = cell.config or {}
-    if cell.gates is None or not cell.project or not cell.recur:
+    gates = cell.gates
+    if gates is None or cell.project is None or cell.recur is None:
         return False
-    if cell.name in ("simple", "gru"):
-        return flat.size == config.get("hidden_size")
-    if cell.name == "lstm":
-        plain = not config.get("layer_norm") and config.get("proj_size") is None
-        return plain and flat.size == 2 * config.get("hidden_size", -1)
-    return False
+    carry = jax.eval_shape(flat.unflatten, jax.ShapeDtypeStruct((flat.size,), flat.dtype))
+    leaves = jax.tree.leaves(carry)
+    fed = jax.eval_shape(gates.fed_back, carry)
+    kernel = jax.eval_shape(gates.kernel, params)
+    if len(fed.shape) != 1 or len(kernel.shape) != 2:
+        return False
+    H = fed.shape[0]
+    return (
+        kernel.shape[0] == H
+        and kernel.shape[1] % H == 0
+        and all(leaf.shape == (H,) for leaf in leaves)
+        and not any(jnp.issubdtype(leaf.dtype, jnp.complexfloating) for leaf in leaves)
+    )
 
 
 def unitwise_diagonal(gates, params, carry, xp):
-    """``(new_carry, diagonal)`` of a unit-wise `Gates` cell's step, for one sequence.
+    """``(new_carry, diagonal)`` of a `Gates` cell's step, for one sequence, assuming the
+    cell is unit-wise.
 
-    With ``hu = fed_back(carry) @ K`` and ``K [H, G*H]``, the diagonal entry of
-    carry leaf ``L``, unit ``i``, is ``d out_i / d carry_i`` plus
+    Unit-wise: unit ``i`` of every carry leaf depends only on unit ``i`` of each
+    carry leaf and on columns ``i, H + i, 2H + i, ...`` of the recurrent
+    pre-activation ``hu = fed_back(carry) @ K`` (``K [H, G*H]``), and
+    ``fed_back`` is elementwise: true of ``simple``, ``gru`` (reset after the
+    matmul) and ``lstm`` (with or without peepholes); false where a layer norm
+    or a projection mixes units. Then the diagonal entry of carry leaf ``L``,
+    unit ``i``, is ``d out_i / d carry_i`` plus
     ``sum_g d out_i / d hu[g*H + i] * K[i, g*H + i] * d fed_back_i / d carry_i``:
     one JVP of ``combine`` per carry leaf (tangent: ones on that leaf, the
     diagonals of ``K``'s gate blocks on ``hu``), no matmul with the tangents.
+    For a cell that is not unit-wise the result is not the diagonal.
     """
     kernel = gates.kernel(params)
     fed = gates.fed_back(carry)
@@ -154,6 +172,15 @@ def unitwise_diagonal(gates, params, carry, xp):
     return new, treedef.unflatten(diagonal)
 
 
+def unitwise_matches(cell, params, flat: _Flat, h: jax.Array, xp) -> jax.Array:
+    """Whether `unitwise_diagonal` equals the exact diagonal of the step's Jacobian at the
+    flat state ``h [D]`` and projected input ``xp`` (a traced bool, to 1e-4)."""
+    step = lambda h: flat.flatten(cell.recur(params, flat.unflatten(h), xp)[0])
+    exact = jnp.diagonal(jax.jacfwd(step)(h))
+    _, guess = unitwise_diagonal(cell.gates, params, flat.unflatten(h), xp)
+    return jnp.all(jnp.abs(flat.flatten(guess) - exact) <= 1e-4 * (1.0 + jnp.abs(exact)))
+
+
 def _default_tol(dtype) -> float:
     return 100.0 * float(jnp.finfo(dtype).eps)
 
@@ -164,7 +191,9 @@ class _Solver(NamedTuple):
     shift: Any  # (states, h0) -> prev
 
 
-def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked, method) -> _Solver:
+def _build(
+    cell, flat: _Flat, *, reverse, tol, max_iters, full, masked, method, structured
+) -> _Solver:
     """The Newton solver of one cell and configuration, with its implicit-gradient rule."""
     hoist = cell.project is not None and cell.recur is not None
     advance = cell.recur if hoist else cell.step
@@ -182,24 +211,41 @@ def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked, method) 
         jac, value = jax.jacfwd(both, has_aux=True)(h)
         return value, (jac if full else jnp.diagonal(jac))
 
-    cheap_diagonal = not full and is_unitwise(cell, flat)
-
-    def f1_and_diagonal(params, h, xp, ok):  # unit-wise cells: one JVP per carry leaf
+    def f1_and_unitwise(params, h, xp, ok):  # one JVP per carry leaf; see unitwise_diagonal
         value, diagonal = unitwise_diagonal(cell.gates, params, flat.unflatten(h), xp)
         value, diagonal = flat.flatten(value), flat.flatten(diagonal)
         if masked:
             return jnp.where(ok, value, h), jnp.where(ok, diagonal, 1.0)
         return value, diagonal
 
-    jac_batch = jax.vmap(f1_and_diagonal if cheap_diagonal else f1_and_jacobian, (None, 0, 0, 0))
+    general_batch = jax.vmap(f1_and_jacobian, (None, 0, 0, 0))
+    unitwise_batch = jax.vmap(f1_and_unitwise, (None, 0, 0, 0))
 
-    def values_and_jacobians(params, prev, xp, valid):
+    def probe(params, h0, xp):
+        """Whether the unit-wise diagonal is the Jacobian's at a generic point of this run
+        (near the first step's state and input): a mixing of units shows there."""
+        x = jax.tree.map(lambda v: v[0, 0], xp)
+        h = h0[0] + 0.25 * jnp.sin(1.0 + jnp.arange(h0.shape[-1], dtype=h0.dtype))
+        return unitwise_matches(cell, params, flat, h, x)
+
+    def general(params, prev, xp, valid):
         T, N, D = prev.shape
-        per_step = lambda args: jac_batch(params, *args)
-        if full or cheap_diagonal or T * N * D * D <= _JACOBIAN_BUDGET:
+        per_step = lambda args: general_batch(params, *args)
+        if full or T * N * D * D <= _JACOBIAN_BUDGET:
             return jax.vmap(per_step)((prev, xp, valid))
         batch = max(1, _JACOBIAN_BUDGET // (N * D * D))
         return jax.lax.map(per_step, (prev, xp, valid), batch_size=batch)
+
+    def values_and_jacobians(params, prev, xp, valid, unitwise):
+        """Step values and Jacobians (full, or diagonals) at every step: ``unitwise`` (a
+        traced bool, or None where the shapes rule it out) picks the cheap diagonal."""
+        if unitwise is None:
+            return general(params, prev, xp, valid)
+        cheap = lambda: jax.vmap(lambda *a: unitwise_batch(params, *a))(prev, xp, valid)
+        return jax.lax.cond(unitwise, cheap, lambda: general(params, prev, xp, valid))
+
+    def check_unitwise(params, h0, xp):
+        return probe(params, h0, xp) if structured else None
 
     def shift(states, h0):
         if reverse:
@@ -225,9 +271,11 @@ def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked, method) 
         return jnp.max(jnp.abs(new - old) / (1.0 + jnp.abs(new)))
 
     def newton(params, xp, h0, valid):
+        unitwise = check_unitwise(params, h0, xp)
+
         def iterate(states):
             prev = shift(states, h0)
-            value, jac = values_and_jacobians(params, prev, xp, valid)
+            value, jac = values_and_jacobians(params, prev, xp, valid, unitwise)
             if full:
                 offset = value - jnp.einsum("...ij,...j->...i", jac, prev)
             else:
@@ -251,7 +299,7 @@ def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked, method) 
         states = jax.lax.cond(converged, lambda: states, lambda: sequential(params, xp, h0, valid))
         return states, k, converged
 
-    def adjoint(params, prev, xp, valid, g):
+    def adjoint(params, prev, xp, h0, valid, g):
         """The adjoint ``lam_t = g_t + J_{n(t)}^T lam_{n(t)}``, ``n(t)`` the next step."""
         step_back = -1 if not reverse else 1  # roll that moves J_{next(t)} to position t
         boundary = -1 if not reverse else 0  # the last step in scan order has no next
@@ -271,7 +319,7 @@ def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked, method) 
             zero = jnp.zeros_like(g[0])
             return jax.lax.scan(body, zero, (prev, xp, valid, g), reverse=not reverse)[1]
 
-        _, jac = values_and_jacobians(params, prev, xp, valid)
+        _, jac = values_and_jacobians(params, prev, xp, valid, check_unitwise(params, h0, xp))
         if full:
             a = jnp.roll(jnp.swapaxes(jac, -1, -2), step_back, axis=0)
             lam = lin_solve(a, g, jnp.zeros_like(g[0]), not reverse)
@@ -308,7 +356,7 @@ def _build(cell, flat: _Flat, *, reverse, tol, max_iters, full, masked, method) 
         params, xp, h0, valid, states = residuals
         g = cotangents[0]
         prev = shift(states, h0)
-        lam = adjoint(params, prev, xp, valid, g)
+        lam = adjoint(params, prev, xp, h0, valid, g)
         _, pullback = jax.vjp(lambda q, p, x: over_all(q, p, x, valid), params, prev, xp)
         d_params, d_prev, d_xp = pullback(lam)
         d_h0 = d_prev[-1] if reverse else d_prev[0]
@@ -352,6 +400,7 @@ def _solve(cell, params, xs, initial_state, length, reverse, *, tol, max_iters, 
         full=full,
         masked=length is not None,
         method=resolve_method(method),
+        structured=not full and has_unitwise_shape(cell, params, flat),
     )
     rows = xs.reshape((T, N, xs.shape[-1]))
     xp = cell.project(params, rows) if cell.project is not None and cell.recur else rows

@@ -16,7 +16,12 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.scan.newton import _flat_carry, is_unitwise, unitwise_diagonal
+from rnn_jax.scan.newton import (
+    _flat_carry,
+    has_unitwise_shape,
+    unitwise_diagonal,
+    unitwise_matches,
+)
 
 F = 3
 CELLS = {
@@ -114,39 +119,66 @@ def test_quasi_deer_diagonal_jacobians_converge_to_the_reference():
     assert_trees_close((carry, ys), rj.scan(mgu, mgu_params, xs, backend="reference"), 1e-4)
 
 
-@pytest.mark.parametrize(
-    "cell",
-    [rj.gru(5), rj.simple(5), rj.lstm(5, peephole=True)],
-    ids=["gru", "simple", "lstm_peephole"],
-)
-def test_unitwise_diagonal_is_the_jacobians_diagonal(cell):
+def unitwise_and_exact(cell):
+    """The unit-wise diagonal of ``cell``'s step Jacobian and the exact one, at a random point."""
     params = cell.init(jax.random.key(0), F)
     params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.key(1), p.shape), params)
     flat = _flat_carry(cell.initial_state(params, ()))
-    assert is_unitwise(cell, flat)
     h = jax.random.normal(jax.random.key(2), (flat.size,))
     x = jax.random.normal(jax.random.key(3), (F,))
 
     @jax.jit
     def both(h, x):
         step = lambda h: flat.flatten(cell.step(params, flat.unflatten(h), x)[0])
-        new, diagonal = unitwise_diagonal(
-            cell.gates, params, flat.unflatten(h), cell.project(params, x)
-        )
-        return (flat.flatten(new), flat.flatten(diagonal)), (
-            step(h),
-            jnp.diagonal(jax.jacfwd(step)(h)),
-        )
+        carry, xp = flat.unflatten(h), cell.project(params, x)
+        new, diagonal = unitwise_diagonal(cell.gates, params, carry, xp)
+        exact = jnp.diagonal(jax.jacfwd(step)(h))
+        return (flat.flatten(new), flat.flatten(diagonal)), (step(h), exact)
 
-    (new, diagonal), (want_new, want_diagonal) = both(h, x)
+    assert has_unitwise_shape(cell, params, flat)
+    return both(h, x)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    [rj.gru(5), rj.simple(5), rj.lstm(5, peephole=True)],
+    ids=["gru", "simple", "lstm_peephole"],
+)
+def test_unitwise_diagonal_is_the_jacobians_diagonal(cell):
+    (new, diagonal), (want_new, want_diagonal) = unitwise_and_exact(cell)
     np.testing.assert_allclose(diagonal, want_diagonal, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(new, want_new, rtol=1e-6, atol=1e-7)
 
 
 def test_cells_that_mix_units_take_the_general_diagonal():
-    for cell in [rj.lstm(5, layer_norm=True), rj.lstm(5, proj_size=2), rj.mgu(5)]:
-        params = cell.init(jax.random.key(0), F)
-        assert not is_unitwise(cell, _flat_carry(cell.initial_state(params, ())))
+    """A layer norm mixes units: the unit-wise formula is wrong there, so the run-time probe
+    sends the solve to the exact diagonal, which converges to the reference."""
+    cell = rj.lstm(5, layer_norm=True)
+    (_, diagonal), (_, exact) = unitwise_and_exact(cell)
+    assert float(jnp.max(jnp.abs(diagonal - exact))) > 1e-3
+    params = cell.init(jax.random.key(0), F)
+    flat = _flat_carry(cell.initial_state(params, ()))
+    h, x = jnp.sin(jnp.arange(10.0)), jnp.ones((F,))
+    assert not bool(unitwise_matches(cell, params, flat, h, cell.project(params, x)))
+    gru = rj.gru(5)
+    gru_params = gru.init(jax.random.key(0), F)
+    gru_flat = _flat_carry(gru.initial_state(gru_params, ()))
+    xp = gru.project(gru_params, x)
+    assert bool(unitwise_matches(gru, gru_params, gru_flat, h[:5], xp))
+    xs = jnp.asarray(np.random.default_rng(0).standard_normal((48, 2, F)), jnp.float32)
+    # a nonzero start: at a zero state the layer norm's Jacobians are huge (1/sqrt(eps)), and
+    # Newton from there overflows (then the sequential fallback answers)
+    h0 = jax.tree.map(lambda leaf: 0.5 + 0.0 * leaf, cell.initial_state(params, (2,)))
+    h0 = h0._replace(h=jnp.sin(jnp.arange(10.0)).reshape(2, 5))
+    run = jax.jit(partial(rj.newton_scan, cell, jacobian="diagonal", max_iters=200))
+    carry, ys, info = run(params, xs, initial_state=h0)
+    assert bool(info.converged)
+    want = rj.scan(cell, params, xs, initial_state=h0, backend="reference")
+    assert_trees_close((carry, ys), want, 1e-4)
+    for other in (rj.lstm(5, proj_size=2), rj.mgu(5), rj.lru(5)):
+        other_params = other.init(jax.random.key(0), F)
+        flat = _flat_carry(other.initial_state(other_params, ()))
+        assert not has_unitwise_shape(other, other_params, flat)
 
 
 def test_associative_linear_solves():
