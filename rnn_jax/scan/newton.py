@@ -47,7 +47,8 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.scan import linear_solve
-from rnn_jax.scan.parallel import METHODS, resolve_method, valid_steps
+from rnn_jax.scan.masking import zero_where_not
+from rnn_jax.scan.parallel import METHODS, previous_states, resolve_method, valid_steps
 from rnn_jax.scan.parallel import solve as solve_diagonal
 from rnn_jax.scan.registry import Backend, register_backend
 from rnn_jax.scan.validation import check_initial_state, check_length, check_xs
@@ -248,9 +249,7 @@ def _build(
         return probe(params, h0, xp) if structured else None
 
     def shift(states, h0):
-        if reverse:
-            return jnp.concatenate([states[1:], h0[None]], axis=0)
-        return jnp.concatenate([h0[None], states[:-1]], axis=0)
+        return previous_states(states, h0, reverse)
 
     def lin_solve(a, c, h0, backwards):
         if full and method == "chunked":
@@ -409,9 +408,7 @@ def _solve(cell, params, xs, initial_state, length, reverse, *, tol, max_iters, 
     states, k, converged = solver.states(params, xp, h0, valid)
     prev = solver.shift(states, h0)
     ys = solver.outputs(params, prev, xp)
-    ys = jax.tree.map(
-        lambda y: jnp.where(valid.reshape(valid.shape + (1,) * (y.ndim - 2)), y, 0), ys
-    )
+    ys = zero_where_not(valid, ys)
     ys = jax.tree.map(lambda y: y.reshape((T, *batch) + y.shape[2:]), ys)
     final = flat.unflatten(states[0] if reverse else states[-1])
     final = jax.tree.map(lambda leaf: leaf.reshape(batch + leaf.shape[1:]), final)

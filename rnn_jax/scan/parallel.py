@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.scan import linear_solve
-from rnn_jax.scan.masking import zero_where_not
+from rnn_jax.scan.masking import expand_to, zero_where_not
 from rnn_jax.scan.registry import Backend, register_backend
 
 METHODS = ("auto", "associative", "chunked")
@@ -65,10 +65,6 @@ def valid_steps(length: jax.Array | None, steps: int) -> jax.Array | None:
     return t < length
 
 
-def _expand(mask: jax.Array, like: jax.Array) -> jax.Array:
-    return mask.reshape(mask.shape + (1,) * (like.ndim - mask.ndim))
-
-
 def resolve_method(method: str) -> str:
     """``"auto"`` is the chunked scan on CPU and the associative scan on GPU and TPU."""
     if method == "auto":
@@ -82,7 +78,7 @@ def _solve(a, b, h0, reverse, method, chunk):
     return linear_solve.associative(a, b, h0, reverse=reverse)
 
 
-def _previous(hs, h0, reverse):
+def previous_states(hs: jax.Array, h0: jax.Array, reverse: bool) -> jax.Array:
     """The state before each step in scan order: ``h_{t-1}`` (``h_{t+1}`` in reverse)."""
     if reverse:
         return jnp.concatenate([hs[1:], h0[None]], axis=0)
@@ -102,7 +98,7 @@ def _pullback(a, h0, hs, g, reverse, method, chunk):
     convention: no conjugation for complex values)."""
     lam = _adjoint(a, g, reverse, method, chunk)
     first = -1 if reverse else 0
-    return lam * _previous(hs, h0, reverse), lam, lam[first] * a[first]
+    return lam * previous_states(hs, h0, reverse), lam, lam[first] * a[first]
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
@@ -206,7 +202,7 @@ def parallel_scan(
         log_b = log_b.astype(h0.dtype)
         log_a = jnp.broadcast_to(log_a, log_b.shape).astype(h0.dtype)
         if valid is not None:
-            keep = _expand(valid, log_b)
+            keep = expand_to(valid, log_b)
             log_a = jnp.where(keep, log_a, 0.0)
             log_b = jnp.where(keep, log_b, -jnp.inf)
         hs = solve_log(log_a, log_b, h0, reverse=reverse, method=method, chunk=chunk)
@@ -216,7 +212,7 @@ def parallel_scan(
         b = b.astype(dtype)
         a = jnp.broadcast_to(a, b.shape).astype(dtype)
         if valid is not None:
-            keep = _expand(valid, b)
+            keep = expand_to(valid, b)
             a = jnp.where(keep, a, jnp.ones_like(a))
             b = jnp.where(keep, b, jnp.zeros_like(b))
         hs = solve(a, b, h0.astype(dtype), reverse=reverse, method=method, chunk=chunk)
