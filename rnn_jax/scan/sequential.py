@@ -15,20 +15,30 @@ chunks of ``chunk`` steps (``chunk = T``: one chunk):
 - ``combine``'s own parameters (biases after the matmul, peepholes, layer
   norms, projections) accumulate in the reverse sweep; parameters that
   ``project`` or ``combine`` do not read (found from their jaxprs) are skipped;
-- ``residuals="store"`` keeps ``combine``'s VJP residuals (the gate
-  activations) from the forward pass, so the backward pass evaluates no
-  activation twice; ``"recompute"`` keeps the carry and the recurrent
-  pre-activation and re-evaluates ``combine``;
+- what the forward pass keeps for the backward one (``residuals``):
+  ``"store"``, ``combine``'s VJP residuals (the gate activations: no
+  activation evaluated twice, most memory); ``"recompute"``, the carries and
+  the recurrent pre-activations (``combine`` re-run per step, the projection
+  per chunk); ``"carries"``, the carries only (the pre-activations of a chunk
+  re-formed by one matmul over its rows). Carry leaves that are the step's
+  output (an LSTM's or GRU's ``h``) are never stored: the outputs hold them;
+- where ``combine`` reads ``xp`` and the pre-activation only through their
+  sum (LSTM, Elman; `reads_only_sum`), the two share one cotangent, and
+  ``"recompute"`` stores the sum, so the backward pass forms no projection;
 - low-precision (bf16/fp16) parameters run both recurrent matmuls in that
   precision with float32 accumulation, while the carry stays float32.
 
 Why chunks: on a CPU, XLA allocates a program's temporaries as one block, and
 a block above glibc's largest heap allocation (32 MiB) is mapped afresh, and
-page-faulted, on every call. Full-length ``[T, batch, G*H]`` buffers for the
-projection and its gradient often cross that line; chunks keep them small and
-in cache, and the matmuls still see ``chunk * batch`` rows. The measured best
-``chunk``, ``unroll`` and ``residuals`` per platform and shape live in the
-packaged dispatch table (see `rnn_jax.scan.auto`).
+page-faulted, on every call (measured: 8,200 faults, about 25 ms, per call of
+an LSTM forward at B32 T128 H256 with one chunk). Full-length
+``[T, batch, G*H]`` buffers for the projection and its gradient often cross
+that line; chunks keep them small and in cache, and the matmuls still see
+``chunk * batch`` rows (``chunk=0`` is one chunk: one matmul over all ``T *
+batch`` rows, as DESIGN.md sketches). The measured best ``chunk``, ``unroll``
+and ``residuals`` per platform and shape live in the packaged dispatch table
+(see `rnn_jax.scan.auto`); ``python benchmarks/cpu_suite.py --sweep`` measures
+them.
 
 Lengths and ``reverse`` follow the reference exactly (see `masking.scan_steps`):
 a step past a sequence's length passes the carry (and its cotangent) through.
@@ -61,6 +71,12 @@ class Plan(NamedTuple):
     unroll: int | bool
     chunk: int
     residuals: str
+    pipeline: bool = True
+
+    def scan(self, f, init, xs, *, reverse):
+        """The step loop: `pipelined_scan` or a plain ``lax.scan``."""
+        loop = pipelined_scan if self.pipeline else jax.lax.scan
+        return loop(f, init, xs, reverse=reverse, unroll=self.unroll)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -154,6 +170,29 @@ def pipelined_scan(f, init, xs, *, reverse: bool = False, unroll: int | bool = 1
     return final, ys
 
 
+def reads_only_sum(combine, *args) -> bool:
+    """True when ``combine(params, carry, xp, hu)`` reads ``xp`` and ``hu`` only as ``xp + hu``.
+
+    ``args`` are the four arguments (arrays or shape structs). Decided from the
+    jaxpr: one ``add`` of the two, and no other use of either.
+    """
+    xp, hu = args[2], args[3]
+    if not (isinstance(xp, jax.ShapeDtypeStruct) and isinstance(hu, jax.ShapeDtypeStruct)):
+        return False
+    if (xp.shape, xp.dtype) != (hu.shape, hu.dtype):
+        return False
+    jaxpr = jax.make_jaxpr(combine)(*args).jaxpr
+    xp_var, hu_var = jaxpr.invars[-2], jaxpr.invars[-1]
+    readers = [eqn for eqn in jaxpr.eqns if {id(v) for v in eqn.invars} & {id(xp_var), id(hu_var)}]
+    returned = {id(v) for v in jaxpr.outvars} & {id(xp_var), id(hu_var)}
+    return (
+        len(readers) == 1
+        and readers[0].primitive.name == "add"
+        and {id(v) for v in readers[0].invars} == {id(xp_var), id(hu_var)}
+        and not returned
+    )
+
+
 def is_primal(leaf) -> bool:
     return isinstance(leaf, jax.custom_derivatives.CustomVJPPrimal)
 
@@ -216,6 +255,9 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
     xp_shape = jax.eval_shape(cell.project, params, shapes(xs, 2))
     hu_shape = jax.eval_shape(lambda c, k: matmul(gates.fed_back(c), k, out_dtype), carry0, kernel)
     c_used, c_rebuild = read_leaves(gates.combine, params, carry0, xp_shape, hu_shape)
+    # combine(xp + hu) (LSTM, Elman): "recompute" stores the sum, so the backward pass needs
+    # no projection, and one cotangent serves both.
+    summed = reads_only_sum(gates.combine, params, carry0, xp_shape, hu_shape)
     p_used, p_rebuild = read_leaves(cell.project, params, shapes(xs, 1))
     carry_leaves, carry_def = jax.tree.flatten(carry0)
     # Carry leaves that ARE the step's output (an LSTM's h, a GRU's h): the backward pass
@@ -244,7 +286,8 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
                 new, y = combine(c_used, carry, xp_t, hu)
                 tied[:] = [leaf is y for leaf in jax.tree.leaves(new)]
                 untied = [c for c, t in zip(jax.tree.leaves(carry), tied, strict=True) if not t]
-                saved = {None: None, "recompute": (untied, hu), "carries": (untied, None)}[store]
+                pre = xp_t + hu if summed else hu
+                saved = {None: None, "recompute": (untied, pre), "carries": (untied, None)}[store]
             if valid_t is not None:
                 new = keep_where(valid_t, new, carry)
                 y = zero_where_not(valid_t, y)
@@ -253,9 +296,7 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
         def chunk(carry, inputs):
             x_chunk, valid_chunk = inputs
             xp = project(p_used, x_chunk)
-            return pipelined_scan(
-                step, carry, (xp, valid_chunk), reverse=plan.reverse, unroll=plan.unroll
-            )
+            return plan.scan(step, carry, (xp, valid_chunk), reverse=plan.reverse)
 
         final, (ys, saved) = jax.lax.scan(chunk, carry0, (xs, valid), reverse=plan.reverse)
         return final, ys, saved
@@ -294,7 +335,6 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
         _, fb_pullback = jax.vjp(gates.fed_back, carry0)  # fed_back is linear in the carry
         kernel_t = kernel.T
         store = plan.residuals == "store"
-        shared = [False]
         if not store and any(tied):
             first = jax.tree.leaves(carry0)[tied.index(True)]
             ys_before = previous_steps(ys, first.astype(ys.dtype), plan.reverse)
@@ -314,15 +354,15 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
                 pullback = saved_t[1]
             else:
                 carry, hu = saved_t
+                if xp_t is None:  # hu holds xp + hu
+                    xp_t, hu = hu, jnp.zeros_like(hu)
                 _, pullback = jax.vjp(combine, c_used, carry, xp_t, hu)
             dc_t, d_prev, d_xp, d_hu = pullback(d_out)
             (d_fed,) = fb_pullback(matmul(d_hu, kernel_t, out_dtype))
             d_prev = add_trees(d_prev, d_fed)
             if valid_t is not None:
                 d_prev = keep_where(valid_t, d_prev, d_carry)
-            # combine(xp + hu) (LSTM, Elman): one cotangent for both, stored once.
-            shared[:] = [d_xp is d_hu]
-            return (d_prev, add_trees(d_c, dc_t)), (None if shared[0] else d_xp, d_hu)
+            return (d_prev, add_trees(d_c, dc_t)), (None if summed else d_xp, d_hu)
 
         def chunk(acc, inputs):
             d_carry, d_c, d_kernel, d_p = acc
@@ -338,14 +378,11 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
                 if hu is None:  # "carries": all steps' pre-activations in one matmul
                     hu = matmul(fb, kernel, out_dtype)
                 per_step = (carry, hu)
-            (d_carry, d_c), (d_xp, d_hu) = pipelined_scan(
-                step,
-                (d_carry, d_c),
-                (d_y, xp, valid_chunk, per_step),
-                reverse=not plan.reverse,
-                unroll=plan.unroll,
+            xp_in = None if summed and plan.residuals == "recompute" else xp
+            (d_carry, d_c), (d_xp, d_hu) = plan.scan(
+                step, (d_carry, d_c), (d_y, xp_in, valid_chunk, per_step), reverse=not plan.reverse
             )
-            d_xp = d_hu if shared[0] else d_xp
+            d_xp = d_hu if summed else d_xp
             d_kernel = d_kernel + rows_product(fb, d_hu, kernel.dtype)
             d_xp = jax.tree.map(lambda d, x: d.astype(x.dtype), d_xp, xp)
             dp_chunk, d_x = project_pullback(d_xp)
@@ -410,6 +447,7 @@ def run(
         unroll=settings["unroll"],
         chunk=settings["chunk"] or xs.shape[0],
         residuals=settings["residuals"],
+        pipeline=settings["pipeline"],
     )
     return gated_scan(cell, plan, params, initial_state, xs, length)
 
@@ -419,6 +457,7 @@ def sequential(
     unroll: int | bool | None = None,
     chunk: int | None = None,
     residuals: str | None = None,
+    pipeline: bool | None = None,
 ) -> Backend:
     """The ``sequential`` backend, configured; None takes the measured default.
 
@@ -427,8 +466,9 @@ def sequential(
             (whose default 1 means the tuned value).
         chunk: steps per chunk (the projection and the weight-gradient matmuls
             run over ``chunk * batch`` rows); ``0`` means one chunk of all steps.
-        residuals: ``"store"`` (gate activations from the forward pass) or
-            ``"recompute"`` (carry and pre-activation; ``combine`` re-run).
+        residuals: ``"store"`` (gate activations), ``"recompute"`` (carries and
+            pre-activations; ``combine`` re-run) or ``"carries"`` (carries only).
+        pipeline: read each step's inputs one iteration ahead (`pipelined_scan`).
 
     Example:
         >>> carry, ys = rj.scan(cell, params, xs, backend=sequential(chunk=0))
@@ -437,7 +477,7 @@ def sequential(
         raise ValueError(f"residuals must be one of {RESIDUALS}; got {residuals!r}")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0):
         raise ValueError(f"chunk must be a non-negative int or None; got {chunk!r}")
-    configured = {"unroll": unroll, "chunk": chunk, "residuals": residuals}
+    configured = {"unroll": unroll, "chunk": chunk, "residuals": residuals, "pipeline": pipeline}
     return Backend("sequential", partial(run, configured=configured))
 
 

@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.scan.sequential import pipelined_scan, previous_steps, read_leaves, sequential
+from rnn_jax.scan.sequential import (
+    pipelined_scan,
+    previous_steps,
+    read_leaves,
+    reads_only_sum,
+    sequential,
+)
 
 T, B, F, H = 7, 3, 4, 5
 LENGTH = np.array([7, 0, 3])  # full, empty, short
@@ -32,12 +38,14 @@ UNGATED = {
     "indrnn": rj.indrnn(H, activation="tanh"),
 }
 # Every residual mode meets every chunking (7 steps: 1 chunk, 3 chunks with padding, 7 chunks)
-# across the cases, without running the whole product.
+# across the cases, rolled (with and without the pipelined loop) and unrolled, without running
+# the whole product.
 CONFIGS = [
-    {"residuals": r, "chunk": c, "unroll": u}
-    for (r, c), u in zip(
+    {"residuals": r, "chunk": c, "unroll": u, "pipeline": p}
+    for (r, c), u, p in zip(
         itertools.product(("store", "recompute", "carries"), (0, 3, 1)),
-        itertools.cycle((1, 2)),
+        itertools.cycle((1, True, 2, True)),
+        itertools.cycle((True, True, False)),
         strict=False,
     )
 ]
@@ -226,3 +234,20 @@ def test_read_leaves_finds_what_a_function_reads():
     leaves, rebuild = read_leaves(lambda p, x: p["used"] * x + p["int"], params, jnp.ones(3))
     assert len(leaves) == 1 and leaves[0].shape == (3,)
     assert rebuild([jnp.zeros(3)])["used"].sum() == 0
+
+
+@pytest.mark.parametrize(
+    ("cell", "expected"),
+    [
+        (rj.lstm(H), True),
+        (rj.simple(H), True),
+        (rj.lstm(H, peephole=True), True),
+        (rj.lstm(H, layer_norm=True), False),  # hu is normalised before the sum
+        (rj.gru(H), False),  # hu's candidate part is gated by r
+    ],
+)
+def test_reads_only_sum_from_the_jaxpr(cell, expected):
+    params, xs, h0 = problem(cell)
+    xp = jax.eval_shape(cell.project, params, xs[0])
+    hu = jax.eval_shape(lambda h, k: cell.gates.fed_back(h) @ k, h0, cell.gates.kernel(params))
+    assert reads_only_sum(cell.gates.combine, params, h0, xp, hu) is expected
