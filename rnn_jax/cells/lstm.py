@@ -98,6 +98,7 @@ def lstm(
     gate = resolve_activation("gate_activation", gate_activation)
     out_size = proj_size or hidden_size
     H = hidden_size
+    one_sigmoid = gate is jax.nn.sigmoid and act is jnp.tanh
 
     def init(key, input_size):
         k_gates, k_peep, k_proj = jax.random.split(key, 3)
@@ -139,15 +140,26 @@ def lstm(
         c = carry.c
         if params.recurrent_norm is not None:
             hu = apply_layer_norm(hu, params.recurrent_norm)
-        i, f, g, o = jnp.split(xp + hu, 4, axis=-1)
-        if params.peephole is not None:
-            i = i + params.peephole[0] * c
-            f = f + params.peephole[1] * c
-        c = gate(f) * c + gate(i) * act(g)
-        if params.peephole is not None:
-            o = o + params.peephole[2] * c
+        z = xp + hu
+        if params.peephole is None and one_sigmoid:
+            # tanh(g) = 2 sigmoid(2g) - 1: all four gates in one sigmoid over the contiguous
+            # [*, 4H] row, which XLA's CPU loops run ~1.35x faster than four split
+            # activations (LSTM forward at B32 H256, 128 steps: 16.5 ms against 23.3 ms).
+            # The column's gate comes from an iota: a kernel (Pallas) may capture no array.
+            gate_of = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1) // H
+            i, f, g, o = jnp.split(jax.nn.sigmoid(jnp.where(gate_of == 2, 2 * z, z)), 4, axis=-1)
+            c = f * c + i * (2 * g - 1)
+        else:
+            i, f, g, o = jnp.split(z, 4, axis=-1)
+            if params.peephole is not None:
+                i = i + params.peephole[0] * c
+                f = f + params.peephole[1] * c
+            c = gate(f) * c + gate(i) * act(g)
+            if params.peephole is not None:
+                o = o + params.peephole[2] * c
+            o = gate(o)
         shown = apply_layer_norm(c, params.cell_norm) if params.cell_norm is not None else c
-        h = gate(o) * act(shown)
+        h = o * act(shown)
         if params.projection is not None:
             h = h @ params.projection
         return LSTMState(h, c), h
