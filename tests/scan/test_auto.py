@@ -35,6 +35,8 @@ TABLE = {
             entry(2, 16384, 8, 64, forward_backward={"sequential": 2.0, "checkpointed": 1.0}),
             # pallas (interpret mode on a CPU) can never be chosen, however fast
             entry(64, 64, 128, 512, forward_backward={"sequential": 1.0, "pallas": 0.1}),
+            # a lead inside the noise margin does not count
+            entry(4, 10, 3, 8, cell="gru", forward_backward={"sequential": 1.0, "reference": 0.95}),
             # a backend nobody registered
             entry(32, 128, 64, 256, forward_backward={"sequential": 1.0, "warp_drive": 0.1}),
             # forward medians decide when no backward was recorded
@@ -53,7 +55,7 @@ TABLE = {
     },
     "sequential": {
         "cpu": [
-            entry(16, 256, 32, 64, unroll=4, chunk=32, residuals="store"),
+            entry(16, 256, 32, 64, unroll=4, chunk=32, residuals="store", pipeline=False),
             entry(64, 64, 128, 512, unroll=1, chunk=8, residuals="carries"),
         ]
     },
@@ -82,6 +84,10 @@ def test_never_pallas_on_cpu_never_unregistered():
     assert choose(rj.lstm(64), xs_of(16, 256, 32), platform="gpu") == "pallas"  # not on a CPU
 
 
+def test_a_rival_must_lead_by_the_margin():
+    assert choose(rj.gru(8), xs_of(4, 10, 3)) == "sequential"  # reference only 1.05x faster
+
+
 def test_forward_medians_and_dtype_preference():
     assert choose(rj.gru(8), xs_of(8, 1000, 8)) == "reference"
     assert choose(rj.gru(8), xs_of(8, 1000, 8, jnp.bfloat16)) == "sequential"
@@ -97,10 +103,11 @@ def test_nothing_recorded_means_sequential():
 
 def test_tuned_sequential_nearest_sweep_or_defaults():
     tuned = auto.tuned_sequential(rj.lstm(64), xs_of(16, 200, 32), table=TABLE, platform="cpu")
-    assert tuned == {"unroll": 4, "chunk": 32, "residuals": "store"}
+    assert tuned == {"unroll": 4, "chunk": 32, "residuals": "store", "pipeline": False}
     # another cell borrows the nearest sweep of any cell
     tuned = auto.tuned_sequential(rj.gru(512), xs_of(64, 64, 128), table=TABLE, platform="cpu")
-    assert tuned == {"unroll": 1, "chunk": 8, "residuals": "carries"}
+    # (a sweep from before "pipeline" was swept: that setting's default)
+    assert tuned == {"unroll": 1, "chunk": 8, "residuals": "carries", "pipeline": True}
     tuned = auto.tuned_sequential(rj.gru(8), xs_of(4, 10, 3), table={}, platform="cpu")
     assert tuned == auto.SEQUENTIAL_DEFAULTS
 
