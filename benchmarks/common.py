@@ -248,6 +248,14 @@ def _memory_gib() -> float | None:
     return None
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (other processes sharing the cores inflate timings)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
+
+
 def machine_info(**extra: Any) -> dict[str, Any]:
     """Platform (``cpu``/``gpu``/``tpu`` as JAX sees it), device, CPU, cores, memory, OS, flags."""
     import jax
@@ -267,6 +275,7 @@ def machine_info(**extra: Any) -> dict[str, Any]:
         "os": platform.platform(),
         "python": sys.version.split()[0],
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "load_average_1min": load_average(),
     }
     info.update(extra)
     return info

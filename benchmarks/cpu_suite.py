@@ -53,10 +53,20 @@ SHAPES = {
 CELLS = ("lstm", "gru", "simple")
 BACKENDS = ("sequential", "checkpointed", "reference")
 PEERS = ("torch", "flax", "equinox", "keras")
-# --sweep: first residuals x chunk at unroll 1, then unroll at the fastest of those.
-SWEEP_CHUNKS = (8, 16, 32, 0)
-SWEEP_RESIDUALS = ("store", "recompute", "carries")
-SWEEP_UNROLLS = (2, 4)
+# --sweep: residuals x loop shapes. A chunk unrolled whole (unroll=True) reads its steps at
+# static offsets, so it needs no pipelining; rolled loops are tried with and without.
+# ("store" and chunks of 32 never won in cpu_sweep-cpu-20261122T003941Z.json; unroll 2 or 4
+# in rolled loops won only for the Elman cell in cpu_sweep-cpu-20261122T012018Z.json.)
+SWEEP_RESIDUALS = ("recompute", "carries")
+# Whole chunks of 16 unrolled are not tried: they compile 3-5x slower than rolled loops
+# (a GRU's gradient at H16: 7.4 s against 0.9 s; chunks of 8, 2.9 s).
+SWEEP_LOOPS = (
+    {"chunk": 8, "unroll": True, "pipeline": False},
+    {"chunk": 16, "unroll": 1, "pipeline": True},
+    {"chunk": 16, "unroll": 1, "pipeline": False},
+    {"chunk": 0, "unroll": 1, "pipeline": True},
+    {"chunk": 0, "unroll": 1, "pipeline": False},
+)
 
 Case = Callable[[], Any]
 
@@ -194,7 +204,7 @@ def measure(cases, meta, cell_name, label, shape, args, machine) -> list[dict[st
 
 
 def sweep_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
-    """Sequential's settings: residuals x chunk, then unroll at the best of those."""
+    """Sequential's settings: every residual mode with every loop shape."""
 
     def variants(grid):
         cases, meta = {}, {}
@@ -204,15 +214,8 @@ def sweep_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
             meta[name] = {"backend": "sequential", **settings}
         return cases, meta
 
-    grid = [
-        {"unroll": 1, "chunk": c, "residuals": r}
-        for r, c in itertools.product(SWEEP_RESIDUALS, SWEEP_CHUNKS)
-    ]
-    records = measure(*variants(grid), cell_name, label, shape, args, machine)
-    best = min((r for r in records if r["mode"] == "forward_backward"), key=lambda r: r["median_s"])
-    grid = [{"unroll": u, "chunk": best["chunk"], "residuals": best["residuals"]} for u in (1,)]
-    grid += [dict(grid[0], unroll=u) for u in SWEEP_UNROLLS]
-    return records + measure(*variants(grid), cell_name, label, shape, args, machine)
+    grid = [{**loop, "residuals": r} for r, loop in itertools.product(SWEEP_RESIDUALS, SWEEP_LOOPS)]
+    return measure(*variants(grid), cell_name, label, shape, args, machine)
 
 
 def measure_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
@@ -288,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
         for label in args.shapes.split(","):
             records += measure_shape(cell_name, label, SHAPES[label], args, machine)
     machine["gemm_gflops_after"] = common.gemm_gflops()
+    machine["load_average_1min_after"] = common.load_average()
     suite = "cpu_sweep" if args.sweep else "cpu_suite"
     path = common.write_results(
         suite, records, machine=machine, quick=args.quick, directory=args.out

@@ -12,9 +12,9 @@ platform:
   mode, from the newest run that measured it with its default settings (the
   ``cpu_suite``/``gpu_suite``/``parallel_suite`` runs, not sweeps). Pallas
   records on a CPU (interpret mode) are dropped.
-- ``sequential``: per cell, dtype and shape, the ``unroll``, ``chunk`` and
-  ``residuals`` of the fastest forward-and-backward variant in the newest
-  sweep (records that carry those three fields).
+- ``sequential``: per cell, dtype and shape, the ``unroll``, ``chunk``,
+  ``residuals`` and ``pipeline`` of the fastest forward-and-backward variant
+  in the newest sweep (records that carry those fields).
 
 `rnn_jax.scan.auto` documents how the table is read.
 """
@@ -63,7 +63,9 @@ def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
         for key, recs in swept.items():
             timed = [r for r in recs if r["mode"] == "forward_backward"] or recs
             best = min(timed, key=lambda r: r["median_s"])
-            sweeps.setdefault(platform, {})[key] = {k: best[k] for k in SETTINGS}
+            settings = {k: best[k] for k in SETTINGS}
+            settings["pipeline"] = best.get("pipeline", True)  # swept since the second sweep
+            sweeps.setdefault(platform, {})[key] = settings
     return {
         "schema": common.SCHEMA_VERSION,
         "sources": sorted(sources),
