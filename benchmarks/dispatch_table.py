@@ -13,8 +13,9 @@ platform:
   ``cpu_suite``/``gpu_suite``/``parallel_suite`` runs, not sweeps). Pallas
   records on a CPU (interpret mode) are dropped.
 - ``sequential``: per cell, dtype and shape, the ``unroll``, ``chunk``,
-  ``residuals`` and ``pipeline`` of the fastest forward-and-backward variant
-  in the newest sweep (records that carry those fields).
+  ``residuals``, ``pipeline`` and ``weight_grads`` of the fastest
+  forward-and-backward variant in the newest sweep (records that carry the
+  first three; the other two take the value older sweeps ran with).
 
 `rnn_jax.scan.auto` documents how the table is read.
 """
@@ -33,6 +34,8 @@ import common  # noqa: E402
 
 TABLE_PATH = Path(__file__).resolve().parents[1] / "rnn_jax" / "scan" / "dispatch.json"
 SETTINGS = ("unroll", "chunk", "residuals")
+# Settings swept only by later sweeps, with the value the earlier ones ran with.
+LATER_SETTINGS = {"pipeline": True, "weight_grads": "per_chunk"}
 KEY = ("cell", "dtype", "B", "T", "I", "H")
 
 
@@ -64,7 +67,7 @@ def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
             timed = [r for r in recs if r["mode"] == "forward_backward"] or recs
             best = min(timed, key=lambda r: r["median_s"])
             settings = {k: best[k] for k in SETTINGS}
-            settings["pipeline"] = best.get("pipeline", True)  # swept since the second sweep
+            settings.update({k: best.get(k, v) for k, v in LATER_SETTINGS.items()})
             sweeps.setdefault(platform, {})[key] = settings
     return {
         "schema": common.SCHEMA_VERSION,

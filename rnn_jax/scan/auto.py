@@ -24,8 +24,8 @@ The rule for ``choose_backend(cell, xs, length)``:
    ``ValueError`` naming it): ``sequential``.
 
 ``tuned_sequential(cell, xs)`` applies rules 1–3 to the ``sequential``
-backend's own sweeps (``unroll``, ``chunk``, ``residuals`` and ``pipeline``
-per shape), and falls back to `SEQUENTIAL_DEFAULTS` for settings not swept.
+backend's own sweeps (``unroll``, ``chunk``, ``residuals``, ``pipeline`` and
+``weight_grads`` per shape), and falls back to `SEQUENTIAL_DEFAULTS` for settings not swept.
 """
 
 from __future__ import annotations
@@ -45,7 +45,13 @@ TABLE = "dispatch.json"
 DEFAULT_BACKEND = "sequential"
 SHAPE_KEYS = ("B", "T", "I", "H")
 # Used where nothing is recorded for the platform; see the module docstring.
-SEQUENTIAL_DEFAULTS = {"unroll": 1, "chunk": 16, "residuals": "recompute", "pipeline": True}
+SEQUENTIAL_DEFAULTS = {
+    "unroll": 1,
+    "chunk": 16,
+    "residuals": "recompute",
+    "pipeline": True,
+    "weight_grads": "per_chunk",
+}
 NEVER_ON_CPU = ("pallas",)
 # Medians of one setting in two runs on a shared 2-core machine differ by up to ~30%
 # (Elman at L: 64 ms in cpu_sweep-cpu-20261122T014900Z.json, 87 ms in
@@ -139,7 +145,7 @@ def choose_backend(cell, xs, length) -> Backend:
 def tuned_sequential(
     cell, xs, *, table: dict | None = None, platform: str | None = None
 ) -> dict[str, Any]:
-    """``{"unroll", "chunk", "residuals", "pipeline"}`` for ``sequential``, as measured."""
+    """`SEQUENTIAL_DEFAULTS`' settings for ``sequential``, as measured (see the module doc)."""
     table = packaged_table() if table is None else table
     platform = platform or jax.default_backend()
     entries = table.get("sequential", {}).get(platform, [])

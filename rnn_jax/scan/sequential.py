@@ -25,6 +25,10 @@ chunks of ``chunk`` steps (``chunk = T``: one chunk):
 - where ``combine`` reads ``xp`` and the pre-activation only through their
   sum (LSTM, Elman; `reads_only_sum`), the two share one cotangent, and
   ``"recompute"`` stores the sum, so the backward pass forms no projection;
+- ``weight_grads``: each chunk's share of the weight gradients right after
+  its reverse sweep (``"per_chunk"``), or one matmul over all ``T * batch``
+  rows once every chunk is swept (``"after_sweep"``: small batches make
+  small per-chunk matmuls, at the price of keeping all steps' cotangents);
 - low-precision (bf16/fp16) parameters run both recurrent matmuls in that
   precision with float32 accumulation, while the carry stays float32.
 
@@ -62,6 +66,7 @@ from rnn_jax.scan.reference import run as run_reference
 from rnn_jax.scan.registry import Backend, register_backend
 
 RESIDUALS = ("store", "recompute", "carries")
+WEIGHT_GRADS = ("per_chunk", "after_sweep")
 
 
 class Plan(NamedTuple):
@@ -72,6 +77,7 @@ class Plan(NamedTuple):
     chunk: int
     residuals: str
     pipeline: bool = True
+    weight_grads: str = "per_chunk"
 
     def scan(self, f, init, xs, *, reverse):
         """The step loop: `pipelined_scan` or a plain ``lax.scan``."""
@@ -383,20 +389,40 @@ def gated_scan(cell, plan: Plan, params, carry0, xs, length):
                 step, (d_carry, d_c), (d_y, xp_in, valid_chunk, per_step), reverse=not plan.reverse
             )
             d_xp = d_hu if summed else d_xp
-            d_kernel = d_kernel + rows_product(fb, d_hu, kernel.dtype)
             d_xp = jax.tree.map(lambda d, x: d.astype(x.dtype), d_xp, xp)
+            if after_sweep:  # the weight gradients wait for every chunk's cotangents
+                return (d_carry, d_c, d_kernel, d_p), (None if summed else d_xp, d_hu)
+            d_kernel = d_kernel + rows_product(fb, d_hu, kernel.dtype)
             dp_chunk, d_x = project_pullback(d_xp)
             if not xs_perturbed:  # then the inputs' gradient (a matmul per chunk) is never formed
                 d_x = None
             return (d_carry, d_c, d_kernel, add_trees(d_p, dp_chunk)), d_x
 
+        def weight_gradients(d_xp, d_hu):
+            """Both weight gradients (and the inputs'), each one matmul over all T * B rows."""
+            d_xp = d_hu if summed else d_xp  # (summed: xp and hu share one dtype)
+            fb = (
+                saved[0]
+                if store
+                else gates.fed_back(carries_in(saved[0], ys_before, valid_before, carry0))
+            )
+            _, project_pullback = jax.vjp(project, p_used, xs)
+            d_p, d_xs = project_pullback(d_xp)
+            return rows_product(fb, d_hu, kernel.dtype), d_p, d_xs
+
+        after_sweep = plan.weight_grads == "after_sweep"
         zeros = partial(jax.tree.map, jnp.zeros_like)
-        (d_carry0, d_c, d_kernel, d_p), d_xs = jax.lax.scan(
+        (d_carry0, d_c, d_kernel, d_p), per_chunk = jax.lax.scan(
             chunk,
             (d_final, zeros(c_used), zeros(kernel), zeros(p_used)),
             (d_ys, xs, valid, saved, ys_before, valid_before),
             reverse=not plan.reverse,
         )
+        if after_sweep:
+            d_kernel, d_p, d_xs = weight_gradients(*per_chunk)
+            d_xs = d_xs if xs_perturbed else None
+        else:
+            d_xs = per_chunk
         return d_p, d_c, d_kernel, d_carry0, d_xs, None
 
     recurrence.defvjp(fwd, bwd, symbolic_zeros=True)
@@ -429,25 +455,28 @@ def run(
             reverse=reverse,
             unroll=unroll,
         )
-    tuned = auto.tuned_sequential(cell, xs)
-    settings = {**tuned, **{k: v for k, v in (configured or {}).items() if v is not None}}
-    if (configured or {}).get("unroll") is None and (unroll is True or unroll != 1):
-        settings["unroll"] = unroll  # the caller's explicit unroll; 1 (the default) means tuned
+    explicit = {k: v for k, v in (configured or {}).items() if v is not None}
+    if "unroll" not in explicit and (unroll is True or unroll != 1):
+        explicit["unroll"] = unroll  # the caller's own unroll; 1 (the default) means tuned
     if cell.gates is None:
+        # The sweeps tune the gated kernel, whose unroll=True means one whole chunk; here
+        # it would unroll the whole sequence. So only the caller's unroll applies.
         return scan_steps(
             partial(cell.recur, params),
             initial_state,
             cell.project(params, xs),
             length=length,
             reverse=reverse,
-            unroll=settings["unroll"],
+            unroll=explicit.get("unroll", 1),
         )
+    settings = {**auto.tuned_sequential(cell, xs), **explicit}
     plan = Plan(
         reverse=reverse,
         unroll=settings["unroll"],
         chunk=settings["chunk"] or xs.shape[0],
         residuals=settings["residuals"],
         pipeline=settings["pipeline"],
+        weight_grads=settings["weight_grads"],
     )
     return gated_scan(cell, plan, params, initial_state, xs, length)
 
@@ -458,6 +487,7 @@ def sequential(
     chunk: int | None = None,
     residuals: str | None = None,
     pipeline: bool | None = None,
+    weight_grads: str | None = None,
 ) -> Backend:
     """The ``sequential`` backend, configured; None takes the measured default.
 
@@ -469,15 +499,29 @@ def sequential(
         residuals: ``"store"`` (gate activations), ``"recompute"`` (carries and
             pre-activations; ``combine`` re-run) or ``"carries"`` (carries only).
         pipeline: read each step's inputs one iteration ahead (`pipelined_scan`).
+        weight_grads: ``"per_chunk"`` (each chunk's share of the weight gradients
+            right after its reverse sweep, over ``chunk * batch`` rows) or
+            ``"after_sweep"`` (one matmul over all ``T * batch`` rows once every
+            chunk is swept; the cotangents of all steps are kept for it).
 
     Example:
         >>> carry, ys = rj.scan(cell, params, xs, backend=sequential(chunk=0))
     """
     if residuals is not None and residuals not in RESIDUALS:
         raise ValueError(f"residuals must be one of {RESIDUALS}; got {residuals!r}")
+    if weight_grads is not None and weight_grads not in WEIGHT_GRADS:
+        raise ValueError(f"weight_grads must be one of {WEIGHT_GRADS}; got {weight_grads!r}")
     if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0):
         raise ValueError(f"chunk must be a non-negative int or None; got {chunk!r}")
-    configured = {"unroll": unroll, "chunk": chunk, "residuals": residuals, "pipeline": pipeline}
+    if pipeline is not None and not isinstance(pipeline, bool):
+        raise ValueError(f"pipeline must be a bool or None; got {pipeline!r}")
+    configured = {
+        "unroll": unroll,
+        "chunk": chunk,
+        "residuals": residuals,
+        "pipeline": pipeline,
+        "weight_grads": weight_grads,
+    }
     return Backend("sequential", partial(run, configured=configured))
 
 

@@ -103,11 +103,23 @@ def test_nothing_recorded_means_sequential():
 
 def test_tuned_sequential_nearest_sweep_or_defaults():
     tuned = auto.tuned_sequential(rj.lstm(64), xs_of(16, 200, 32), table=TABLE, platform="cpu")
-    assert tuned == {"unroll": 4, "chunk": 32, "residuals": "store", "pipeline": False}
+    assert tuned == {
+        "unroll": 4,
+        "chunk": 32,
+        "residuals": "store",
+        "pipeline": False,
+        "weight_grads": "per_chunk",  # not in that sweep: the default
+    }
     # another cell borrows the nearest sweep of any cell
     tuned = auto.tuned_sequential(rj.gru(512), xs_of(64, 64, 128), table=TABLE, platform="cpu")
     # (a sweep from before "pipeline" was swept: that setting's default)
-    assert tuned == {"unroll": 1, "chunk": 8, "residuals": "carries", "pipeline": True}
+    assert tuned == {
+        "unroll": 1,
+        "chunk": 8,
+        "residuals": "carries",
+        "pipeline": True,
+        "weight_grads": "per_chunk",
+    }
     tuned = auto.tuned_sequential(rj.gru(8), xs_of(4, 10, 3), table={}, platform="cpu")
     assert tuned == auto.SEQUENTIAL_DEFAULTS
 

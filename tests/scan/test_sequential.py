@@ -38,14 +38,15 @@ UNGATED = {
     "indrnn": rj.indrnn(H, activation="tanh"),
 }
 # Every residual mode meets every chunking (7 steps: 1 chunk, 3 chunks with padding, 7 chunks)
-# across the cases, rolled (with and without the pipelined loop) and unrolled, without running
-# the whole product.
+# across the cases, rolled (with and without the pipelined loop) and unrolled, with the weight
+# gradients per chunk or after the sweep, without running the whole product.
 CONFIGS = [
-    {"residuals": r, "chunk": c, "unroll": u, "pipeline": p}
-    for (r, c), u, p in zip(
+    {"residuals": r, "chunk": c, "unroll": u, "pipeline": p, "weight_grads": w}
+    for (r, c), u, p, w in zip(
         itertools.product(("store", "recompute", "carries"), (0, 3, 1)),
         itertools.cycle((1, True, 2, True)),
         itertools.cycle((True, True, False)),
+        itertools.cycle(("per_chunk", "after_sweep")),
         strict=False,
     )
 ]
@@ -211,6 +212,10 @@ def test_explicit_unroll_and_bad_settings():
         sequential(residuals="everything")
     with pytest.raises(ValueError, match="chunk"):
         sequential(chunk=-1)
+    with pytest.raises(ValueError, match="weight_grads must be one of"):
+        sequential(weight_grads="later")
+    with pytest.raises(ValueError, match="pipeline must be a bool or None; got 'yes'"):
+        sequential(pipeline="yes")
 
 
 def test_pipelined_scan_is_lax_scan():
@@ -251,3 +256,35 @@ def test_reads_only_sum_from_the_jaxpr(cell, expected):
     xp = jax.eval_shape(cell.project, params, xs[0])
     hu = jax.eval_shape(lambda h, k: cell.gates.fed_back(h) @ k, h0, cell.gates.kernel(params))
     assert reads_only_sum(cell.gates.combine, params, h0, xp, hu) is expected
+
+
+def scan_unrolls(fn, *args) -> list[tuple[int, int]]:
+    """``(unroll, length)`` of every ``scan`` in ``fn``'s jaxpr, nested ones included."""
+    found = []
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan":
+                found.append((int(eqn.params["unroll"]), eqn.params["length"]))
+            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+                visit(sub)
+
+    visit(jax.make_jaxpr(fn)(*args).jaxpr)
+    return found
+
+
+def test_a_tuned_whole_chunk_unroll_never_unrolls_a_cell_without_gates(monkeypatch):
+    from rnn_jax.scan import auto
+
+    row = {"cell": "gru", "dtype": "float32", "B": B, "T": T, "I": F, "H": H}
+    settings = {"unroll": True, "chunk": 4, "residuals": "recompute", "pipeline": False}
+    table = {"sequential": {"cpu": [{**row, **settings}]}}
+    monkeypatch.setattr(auto, "packaged_table", lambda: table)
+    run = lambda cell, **kw: lambda xs: rj.scan(cell, problem(cell)[0], xs, **kw)
+    xs = problem(GATED["gru"])[1]
+    # the gated kernel unrolls each chunk of 4 whole (7 steps: 2 chunks)
+    assert scan_unrolls(run(GATED["gru"], backend="sequential"), xs) == [(1, 2), (4, 4)]
+    # a cell without gates borrows that sweep but has no chunks: its loop stays rolled
+    assert scan_unrolls(run(UNGATED["mgu"], backend="sequential"), xs) == [(1, T)]
+    # and the caller's own unroll still wins
+    assert scan_unrolls(run(UNGATED["mgu"], backend="sequential", unroll=3), xs) == [(3, T)]
