@@ -145,6 +145,14 @@ def split_cell(
     )
 
 
+def diagonal_recur(params, h: jax.Array, coefficients) -> tuple[jax.Array, jax.Array]:
+    """``recur`` of a cell whose projection gives ``(a, b)``: ``h = a * h + b``, output ``h``."""
+    del params
+    a, b = coefficients
+    h = a * h + b
+    return h, h
+
+
 def zeros_state(hidden_size: int) -> Callable[..., jax.Array]:
     """``initial_state`` for cells whose carry is one ``[*batch, hidden_size]`` array."""
 

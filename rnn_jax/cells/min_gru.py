@@ -8,6 +8,7 @@ is what the ``parallel`` backend's associative and log-space scans use.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -18,6 +19,7 @@ from rnn_jax.cells.base import (
     Initializer,
     LinearRecurrence,
     check_positive_int,
+    diagonal_recur,
     glorot_uniform,
     split_cell,
     zeros,
@@ -83,34 +85,49 @@ def min_gru(
         >>> ys.shape
         (100, 4, 32)
     """
+    return input_gated_cell(
+        "min_gru", hidden_size, 2, MinGRUParams, _linear_form, kernel_init, bias_init, dtype
+    )
+
+
+def input_gated_cell(
+    name: str,
+    hidden_size: int,
+    gates: int,
+    params_type: type,
+    linear_form: Callable[[int], tuple[Callable, Callable]],
+    kernel_init: Initializer,
+    bias_init: Initializer,
+    dtype,
+) -> Cell:
+    """A cell whose gates see only the input (minGRU, minLSTM): ``h = a * h + b``.
+
+    ``params_type(kernel [F, gates*H], bias [gates*H])`` holds the weights;
+    ``linear_form(H)`` gives the maps from the projected inputs to ``(a, b)``
+    and to ``(log a, log b)``.
+    """
     check_positive_int("hidden_size", hidden_size)
     H = hidden_size
-    coefficients_of, log_coefficients_of = _linear_form(H)
+    coefficients_of, log_coefficients_of = linear_form(H)
 
     def init(key, input_size):
         check_positive_int("input_size", input_size)
         k_in, k_bias = jax.random.split(key)
-        return MinGRUParams(
-            kernel=kernel_init(k_in, (input_size, 2 * H), dtype),
-            bias=bias_init(k_bias, (2 * H,), dtype),
+        return params_type(
+            kernel=kernel_init(k_in, (input_size, gates * H), dtype),
+            bias=bias_init(k_bias, (gates * H,), dtype),
         )
 
     def project(params, x):  # the coefficients of all steps at once, outside any loop
         return coefficients_of(input_projection(params, x))
 
-    def recur(params, h, ab):
-        del params
-        a, b = ab
-        h = a * h + b
-        return h, h
-
     return split_cell(
         init=init,
         initial_state=zeros_state(H),
         project=project,
-        recur=recur,
+        recur=diagonal_recur,
         input_size=kernel_input_size,
-        name="min_gru",
+        name=name,
         config={"hidden_size": hidden_size},
         linear=LinearRecurrence(
             coefficients=project,

@@ -13,18 +13,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import (
-    Cell,
-    Initializer,
-    LinearRecurrence,
-    check_positive_int,
-    glorot_uniform,
-    split_cell,
-    zeros,
-    zeros_state,
-)
-from rnn_jax.cells.dense import input_projection, kernel_input_size
-from rnn_jax.cells.min_gru import log_positive, positive
+from rnn_jax.cells.base import Cell, Initializer, glorot_uniform, zeros
+from rnn_jax.cells.min_gru import input_gated_cell, log_positive, positive
 
 
 class MinLSTMParams(NamedTuple):
@@ -75,38 +65,6 @@ def min_lstm(
         >>> params.kernel.shape
         (8, 96)
     """
-    check_positive_int("hidden_size", hidden_size)
-    H = hidden_size
-    coefficients_of, log_coefficients_of = _linear_form(H)
-
-    def init(key, input_size):
-        check_positive_int("input_size", input_size)
-        k_in, k_bias = jax.random.split(key)
-        return MinLSTMParams(
-            kernel=kernel_init(k_in, (input_size, 3 * H), dtype),
-            bias=bias_init(k_bias, (3 * H,), dtype),
-        )
-
-    def project(params, x):  # the coefficients of all steps at once, outside any loop
-        return coefficients_of(input_projection(params, x))
-
-    def recur(params, h, ab):
-        del params
-        a, b = ab
-        h = a * h + b
-        return h, h
-
-    return split_cell(
-        init=init,
-        initial_state=zeros_state(H),
-        project=project,
-        recur=recur,
-        input_size=kernel_input_size,
-        name="min_lstm",
-        config={"hidden_size": hidden_size},
-        linear=LinearRecurrence(
-            coefficients=project,
-            output=lambda params, hs, xs: hs,
-            log_coefficients=lambda params, xs: log_coefficients_of(input_projection(params, xs)),
-        ),
+    return input_gated_cell(
+        "min_lstm", hidden_size, 3, MinLSTMParams, _linear_form, kernel_init, bias_init, dtype
     )

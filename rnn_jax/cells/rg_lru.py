@@ -18,6 +18,7 @@ from rnn_jax.cells.base import (
     Initializer,
     LinearRecurrence,
     check_positive_int,
+    diagonal_recur,
     glorot_uniform,
     split_cell,
     zeros,
@@ -111,17 +112,11 @@ def rg_lru(
         scale = sqrt_bound_derivative(-jnp.expm1(2.0 * log_a), max_gradient)
         return jnp.exp(log_a), scale * (i * value)
 
-    def recur(params, h, xp):
-        del params
-        a, b = xp
-        h = a * h + b
-        return h, h
-
     return split_cell(
         init=init,
         initial_state=zeros_state(H),
         project=project,
-        recur=recur,
+        recur=diagonal_recur,
         input_size=lambda params: params.gate_kernel.shape[0],
         name="rg_lru",
         config={"hidden_size": hidden_size, "c": c, "max_gradient": max_gradient},
