@@ -1,0 +1,36 @@
+"""The CPU suite's report of the issue's targets, from synthetic records."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import cpu_suite  # noqa: E402
+
+
+def rec(cell, mode, median, **who):
+    return {"cell": cell, "shape_label": "M", "mode": mode, "median_s": median, **who}
+
+
+def test_targets_reached_from_medians():
+    records = [
+        rec("lstm", "forward_backward", 1.0, backend="sequential"),
+        rec("lstm", "forward_backward", 0.9, library="torch"),  # torch faster: missed
+        rec("lstm", "forward_backward", 1.4, library="flax"),  # 1.4x slower: reached
+        rec("lstm", "forward", 1.0, backend="sequential"),
+        rec("lstm", "forward", 0.85, library="torch"),  # within 1.2x: reached
+        rec("lstm", "forward", 0.5, backend="reference"),  # other backends are not the baseline
+        rec("simple", "forward_backward", 1.0, backend="sequential"),
+        rec("simple", "forward_backward", 0.5, library="torch"),  # no torch target for simple
+    ]
+    got = {
+        (t["cell"], t["mode"], t["peer"]): (t["peer_over_ours"], t["reached"])
+        for t in cpu_suite.targets_reached(records)
+    }
+    assert got == {
+        ("lstm", "forward_backward", "torch"): (0.9, False),
+        ("lstm", "forward_backward", "flax"): (1.4, True),
+        ("lstm", "forward", "torch"): (0.85, True),
+    }
