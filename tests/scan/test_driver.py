@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scan_helpers
 
 import rnn_jax as rj
 
@@ -45,18 +46,7 @@ def problem(name, batch=(B,), steps=T, seed=0):
 @partial(jax.jit, static_argnames=("name", "backend"))
 def both_directions(params, xs, h0, length, *, name, backend):
     """``{reverse: (final, ys)}`` for both directions."""
-    return {
-        reverse: rj.scan(
-            CELLS[name],
-            params,
-            xs,
-            initial_state=h0,
-            length=length,
-            reverse=reverse,
-            backend=backend,
-        )
-        for reverse in (False, True)
-    }
+    return scan_helpers.both_directions(CELLS[name], params, xs, h0, length, backend)
 
 
 @partial(jax.jit, static_argnames=("name", "backend"))

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scan_helpers import value_and_grads_both_ways
 
 import rnn_jax as rj
 from rnn_jax.scan import linear_solve
@@ -55,28 +56,9 @@ def problem(name, batch=(B,), steps=T, seed=0):
 def value_and_grads(params, xs, h0, length, *, name, method):
     """Both directions' final carries and outputs, and the gradients of a loss of them with
     respect to params, xs and h0."""
+    final_loss = lambda final: jnp.sum(jnp.abs(jnp.sin(final)))
     backend = BACKENDS.get(method, method)
-
-    def loss(params, xs, h0):
-        runs = {
-            reverse: rj.scan(
-                CELLS[name],
-                params,
-                xs,
-                initial_state=h0,
-                length=length,
-                reverse=reverse,
-                backend=backend,
-            )
-            for reverse in (False, True)
-        }
-        total = 0.0
-        for reverse, (final, ys) in runs.items():
-            weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype) + reverse).reshape(ys.shape)
-            total += jnp.sum(ys * weights) + jnp.sum(jnp.abs(jnp.sin(final)))
-        return total, runs
-
-    return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(params, xs, h0)
+    return value_and_grads_both_ways(CELLS[name], backend, params, xs, h0, length, final_loss)
 
 
 def assert_trees_close(got, want, tol=2e-5):

@@ -1,0 +1,45 @@
+"""Helpers the scan tests share: both directions of a scan, and a loss over them.
+
+On ``sys.path`` through ``pythonpath = ["tests"]`` in pyproject.toml.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+import rnn_jax as rj
+
+
+def both_directions(cell, params, xs, h0, length, backend) -> dict[bool, tuple[Any, jax.Array]]:
+    """``{reverse: (final, ys)}`` of ``rj.scan`` forwards and reversed."""
+    return {
+        reverse: rj.scan(
+            cell, params, xs, initial_state=h0, length=length, reverse=reverse, backend=backend
+        )
+        for reverse in (False, True)
+    }
+
+
+def value_and_grads_both_ways(
+    cell, backend, params, xs, h0, length, final_loss: Callable[[Any], jax.Array]
+):
+    """``((loss, runs), grads)``: a loss of both directions' outputs and final carries, and its
+    gradients with respect to ``params``, ``xs`` and ``h0``.
+
+    Each output is weighted by ``cos`` of its flat index (shifted per direction), so no two
+    steps or units weigh alike; ``final_loss(final)`` adds the final carry's part.
+    """
+
+    def loss(params, xs, h0):
+        runs = both_directions(cell, params, xs, h0, length, backend)
+        total = 0.0
+        for reverse, (final, ys) in runs.items():
+            weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype) + reverse).reshape(ys.shape)
+            total += jnp.sum(ys * weights) + final_loss(final)
+        return total, runs
+
+    return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(params, xs, h0)
