@@ -43,7 +43,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -246,6 +246,15 @@ def _memory_gib() -> float | None:
     except OSError:
         pass
     return None
+
+
+def chosen_groups(parser: Any, text: str, groups: Sequence[str]) -> list[str]:
+    """The comma list ``text`` of a suite's ``--groups``; ``parser.error`` names unknown ones."""
+    chosen = [g for g in text.split(",") if g]
+    unknown = sorted(set(chosen) - set(groups))
+    if unknown:
+        parser.error(f"unknown groups {unknown}; choose from {tuple(groups)}")
+    return chosen
 
 
 def load_average() -> float | None:

@@ -268,10 +268,7 @@ def main(argv=None) -> int:
         "--budget", type=float, default=4.0, help="seconds of timing per group of cases"
     )
     args = parser.parse_args(argv)
-    groups = [g for g in args.groups.split(",") if g]
-    unknown = sorted(set(groups) - set(GROUPS))
-    if unknown:
-        parser.error(f"unknown groups {unknown}; choose from {GROUPS}")
+    groups = common.chosen_groups(parser, args.groups, GROUPS)
     platform = jax.default_backend()
     if platform not in GRIDS:
         print(f"no grid for platform {platform!r}", file=sys.stderr)
