@@ -76,8 +76,8 @@ class Plan(NamedTuple):
     unroll: int | bool
     chunk: int
     residuals: str
-    pipeline: bool = True
-    weight_grads: str = "per_chunk"
+    pipeline: bool
+    weight_grads: str
 
     def scan(self, f, init, xs, *, reverse):
         """The step loop: `pipelined_scan` or a plain ``lax.scan``."""
