@@ -37,6 +37,9 @@ SETTINGS = ("unroll", "chunk", "residuals")
 # Settings swept only by later sweeps, with the value the earlier ones ran with.
 LATER_SETTINGS = {"pipeline": True, "weight_grads": "per_chunk"}
 KEY = ("cell", "dtype", "B", "T", "I", "H")
+# The suites whose medians choose backends; other results (a study of one kernel's
+# variants, training runs) never reach the table.
+MEDIAN_SUITES = ("cpu_suite", "gpu_suite", "parallel_suite")
 
 
 def usable(record: dict[str, Any], platform: str) -> bool:
@@ -51,6 +54,8 @@ def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
     sweeps: dict[str, dict[tuple, dict[str, Any]]] = {}
     sources = set()
     for doc in docs:
+        if doc["suite"] not in MEDIAN_SUITES and not doc["suite"].endswith("sweep"):
+            continue
         platform = doc["machine"]["platform"]
         swept: dict[tuple, list[dict]] = {}
         for rec in doc["records"]:

@@ -221,6 +221,17 @@ def test_dispatch_table_builder(tmp_path):
     )
 
 
+def test_dispatch_table_reads_only_the_comparison_suites_and_sweeps():
+    docs = [
+        results_doc("cpu_suite", "cpu", [rec("sequential", 2.0)]),
+        # a study of one kernel's variants: its medians must not stand for the backend's
+        results_doc("lstm_gates", "cpu", [rec("sequential", 9.0, gate_form="split")]),
+    ]
+    table = dispatch_table.build(docs)
+    (row,) = table["backends"]["cpu"]
+    assert row["forward_backward"] == {"sequential": 2.0}
+
+
 def test_packaged_table_is_well_formed():
     table = auto.packaged_table()
     for platform, rows in table.get("backends", {}).items():
