@@ -335,7 +335,8 @@ def main(argv: list[str] | None = None) -> None:
             records += measure_shape(cell_name, label, SHAPES[label], args, machine)
     machine["gemm_gflops_after"] = common.gemm_gflops()
     machine["load_average_1min_after"] = common.load_average()
-    suite = "cpu_sweep" if args.sweep else "cpu_suite"
+    # A --profile run (often of a few cases) is for reading, not for choosing backends.
+    suite = "cpu_sweep" if args.sweep else ("cpu_profile" if args.profile else "cpu_suite")
     extra = {} if args.sweep else {"targets": targets_reached(records)}
     path = common.write_results(
         suite, records, machine=machine, quick=args.quick, directory=args.out, **extra

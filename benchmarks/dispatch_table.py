@@ -9,9 +9,10 @@ so are records made with non-default ``compiler_options``). Two sections, by
 platform:
 
 - ``backends``: per cell, dtype and shape, each backend's median seconds per
-  mode, from the newest run that measured it with its default settings (the
-  ``cpu_suite``/``gpu_suite``/``parallel_suite`` runs, not sweeps). Pallas
-  records on a CPU (interpret mode) are dropped.
+  mode, all from the newest run that measured that shape with default
+  settings (the ``cpu_suite``/``gpu_suite``/``parallel_suite`` runs, not
+  sweeps or ``--profile`` runs). Pallas records on a CPU (interpret mode) are
+  dropped.
 - ``sequential``: per cell, dtype and shape, the ``unroll``, ``chunk``,
   ``residuals``, ``pipeline`` and ``weight_grads`` of the fastest
   forward-and-backward variant in the newest sweep (records that carry the
@@ -49,7 +50,8 @@ def usable(record: dict[str, Any], platform: str) -> bool:
 
 
 def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The table from results documents (oldest first: newer runs override older ones)."""
+    """The table from results documents (oldest first: a newer run replaces an older one's
+    medians at every shape it measured)."""
     medians: dict[str, dict[tuple, dict[str, dict[str, float]]]] = {}
     sweeps: dict[str, dict[tuple, dict[str, Any]]] = {}
     sources = set()
@@ -58,6 +60,7 @@ def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         platform = doc["machine"]["platform"]
         swept: dict[tuple, list[dict]] = {}
+        measured: dict[tuple, dict[str, dict[str, float]]] = {}
         for rec in doc["records"]:
             if not usable(rec, platform):
                 continue
@@ -66,8 +69,11 @@ def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
             if all(k in rec for k in SETTINGS) and doc["suite"].endswith("sweep"):
                 swept.setdefault(key, []).append(rec)
                 continue
-            by_mode = medians.setdefault(platform, {}).setdefault(key, {})
+            by_mode = measured.setdefault(key, {})
             by_mode.setdefault(rec["mode"], {})[rec["backend"]] = rec["median_s"]
+        # A shape's medians all come from one run (the newest that measured it): only ratios
+        # within a run hold on a shared machine, and auto compares backends by them.
+        medians.setdefault(platform, {}).update(measured)
         for key, recs in swept.items():
             timed = [r for r in recs if r["mode"] == "forward_backward"] or recs
             best = min(timed, key=lambda r: r["median_s"])

@@ -145,7 +145,7 @@ def lstm(
             # tanh(g) = 2 sigmoid(2g) - 1: all four gates in one sigmoid over the contiguous
             # [*, 4H] row, which XLA's CPU loops run faster than four split activations:
             # 1.81x (forward) and 1.35x (forward+backward) at B16 H64, 1.07x and 1.10x at
-            # B32 H256, even at B64 H512 (benchmarks/lstm_gates.py, lstm_gates-cpu-*.json).
+            # B32 H256, equal at B64 H512 (benchmarks/lstm_gates.py, lstm_gates-cpu-*.json).
             # The g columns come from an iota (a Pallas kernel may capture no array), compared
             # with its bounds rather than divided, per element of every step.
             column = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
