@@ -232,6 +232,15 @@ def test_dispatch_table_reads_only_the_comparison_suites_and_sweeps():
     assert row["forward_backward"] == {"sequential": 2.0}
 
 
+def test_a_shapes_medians_all_come_from_its_newest_run():
+    docs = [
+        results_doc("cpu_suite", "cpu", [rec("sequential", 2.0), rec("checkpointed", 1.0)]),
+        results_doc("cpu_suite", "cpu", [rec("sequential", 3.0)]),  # newer, on a slower day
+    ]
+    (row,) = dispatch_table.build(docs)["backends"]["cpu"]
+    assert row["forward_backward"] == {"sequential": 3.0}  # never 1.0 against 3.0 across runs
+
+
 def test_packaged_table_is_well_formed():
     table = auto.packaged_table()
     for platform, rows in table.get("backends", {}).items():
