@@ -10,7 +10,7 @@ achieved FLOP rates, this run's GEMM rate) into ``benchmarks/results/``.
     python benchmarks/cpu_suite.py                 # the comparison (~6 min on 2 cores)
     python benchmarks/cpu_suite.py --quick         # a smoke run: few repetitions, not for dispatch
     python benchmarks/cpu_suite.py --sweep         # sequential's settings per shape (~6 min)
-    python benchmarks/dispatch_table.py            # then rebuild rnn_jax/scan/dispatch.json
+    python benchmarks/dispatch_table.py            # then rebuild rnn_jax/backends/dispatch.json
 
 ``--profile`` adds, per rnn_jax case, the time per XLA operation (from
 ``jax.profiler``), the evidence for what bounds a case.
@@ -42,8 +42,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import rnn_jax as rj  # noqa: E402
-from rnn_jax.scan import auto  # noqa: E402
-from rnn_jax.scan.sequential import sequential  # noqa: E402
+from rnn_jax.backends import auto  # noqa: E402
+from rnn_jax.backends.sequential import sequential  # noqa: E402
 
 SHAPES = {
     "S": common.Shape(16, 256, 32, 64),

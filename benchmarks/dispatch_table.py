@@ -1,4 +1,4 @@
-"""Builds ``rnn_jax/scan/dispatch.json``, the measurements behind ``backend="auto"``.
+"""Builds ``rnn_jax/backends/dispatch.json``, the measurements behind ``backend="auto"``.
 
     python benchmarks/dispatch_table.py            # from benchmarks/results/*.json
     python benchmarks/dispatch_table.py --check    # exit 1 if the packaged table is stale
@@ -18,7 +18,7 @@ platform:
   forward-and-backward variant in the newest sweep (records that carry the
   first three; the other two take the value older sweeps ran with).
 
-`rnn_jax.scan.auto` documents how the table is read.
+`rnn_jax.backends.auto` documents how the table is read.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
-TABLE_PATH = Path(__file__).resolve().parents[1] / "rnn_jax" / "scan" / "dispatch.json"
+TABLE_PATH = Path(__file__).resolve().parents[1] / "rnn_jax" / "backends" / "dispatch.json"
 SETTINGS = ("unroll", "chunk", "residuals")
 # Settings swept only by later sweeps, with the value the earlier ones ran with.
 LATER_SETTINGS = {"pipeline": True, "weight_grads": "per_chunk"}

@@ -13,6 +13,18 @@ Training, models, tasks and diagnostics are subpackages: ``rj.train``,
 """
 
 from rnn_jax import data, diagnostics, models, train
+from rnn_jax._driver import scan
+from rnn_jax.backends import (
+    Backend,
+    NewtonInfo,
+    backend_names,
+    flip_valid,
+    get_backend,
+    newton_backend,
+    newton_scan,
+    parallel_backend,
+    register_backend,
+)
 from rnn_jax.cells import (
     Cell,
     Gates,
@@ -48,18 +60,6 @@ from rnn_jax.layers import (
     reversed_layer,
     rnn,
     stack,
-)
-from rnn_jax.scan import (
-    Backend,
-    NewtonInfo,
-    backend_names,
-    flip_valid,
-    get_backend,
-    newton_backend,
-    newton_scan,
-    parallel_backend,
-    register_backend,
-    scan,
 )
 from rnn_jax.summary import count_params, summary
 

@@ -76,7 +76,7 @@ def min_gru(
     two projected halves). Since ``a, b > 0``, a scan in log space never
     overflows; the initial state may still have any sign, because the
     ``parallel`` backend adds its contribution ``(prod a) * h0`` separately
-    (see `rnn_jax.scan.parallel`).
+    (see `rnn_jax.backends.parallel`).
 
     Example:
         >>> cell = rj.min_gru(32)

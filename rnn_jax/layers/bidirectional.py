@@ -7,9 +7,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnn_jax.backends.masking import flip_valid
 from rnn_jax.cells.base import Cell
 from rnn_jax.layers.base import Layer, as_layer, split_key
-from rnn_jax.scan.masking import flip_valid
 
 
 class BidirectionalParams(NamedTuple):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from rnn_jax._driver import scan
+from rnn_jax.backends import Backend
 from rnn_jax.cells.base import Cell
 from rnn_jax.layers import dropout as drop
 from rnn_jax.layers.base import Layer, split_key
-from rnn_jax.scan import Backend, scan
 
 
 def rnn(

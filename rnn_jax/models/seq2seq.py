@@ -13,10 +13,10 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnn_jax._driver import scan
 from rnn_jax.cells.base import Cell
 from rnn_jax.layers.base import Layer, as_layer, output_size
 from rnn_jax.models.base import Dense, Model, dense, dense_init, embedding_init
-from rnn_jax.scan import scan
 
 ATTENTIONS = ("additive", "multiplicative", None)
 

@@ -128,7 +128,7 @@ class RunConfig:
             raise ConfigError(
                 f"attention must be additive, multiplicative or none; got {self.attention!r}"
             )
-        from rnn_jax.scan import backend_names
+        from rnn_jax.backends import backend_names
 
         if self.backend != "auto" and self.backend not in backend_names():
             raise ConfigError(

@@ -41,7 +41,7 @@ that line; chunks keep them small and in cache, and the matmuls still see
 ``chunk * batch`` rows (``chunk=0`` is one chunk: one matmul over all ``T *
 batch`` rows, as DESIGN.md sketches). The measured best ``chunk``, ``unroll``
 and ``residuals`` per platform and shape live in the packaged dispatch table
-(see `rnn_jax.scan.auto`); ``python benchmarks/cpu_suite.py --sweep`` measures
+(see `rnn_jax.backends.auto`); ``python benchmarks/cpu_suite.py --sweep`` measures
 them.
 
 Lengths and ``reverse`` follow the reference exactly (see `masking.scan_steps`):
@@ -60,10 +60,10 @@ import jax
 import jax.numpy as jnp
 from jax.extend.core import Literal
 
-from rnn_jax.scan import auto
-from rnn_jax.scan.masking import keep_where, scan_steps, zero_where_not
-from rnn_jax.scan.reference import run as run_reference
-from rnn_jax.scan.registry import Backend, register_backend
+from rnn_jax.backends import auto
+from rnn_jax.backends.masking import keep_where, scan_steps, zero_where_not
+from rnn_jax.backends.reference import run as run_reference
+from rnn_jax.backends.registry import Backend, register_backend
 
 RESIDUALS = ("store", "recompute", "carries")
 WEIGHT_GRADS = ("per_chunk", "after_sweep")

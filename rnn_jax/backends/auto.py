@@ -1,6 +1,6 @@
 """``backend="auto"`` and the sequential kernel's tuning: choices from measurements only.
 
-Both read the packaged table ``rnn_jax/scan/dispatch.json``, which
+Both read the packaged table ``rnn_jax/backends/dispatch.json``, which
 ``python benchmarks/dispatch_table.py`` compiles from the results files in
 ``benchmarks/results/`` (the suites' JSON; ``--quick`` runs never count).
 
@@ -39,7 +39,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from rnn_jax.scan.registry import Backend, backend_names, get_backend
+from rnn_jax.backends.registry import Backend, backend_names, get_backend
 
 TABLE = "dispatch.json"
 DEFAULT_BACKEND = "sequential"
@@ -64,7 +64,7 @@ MARGIN = 1.1
 def packaged_table() -> dict[str, Any]:
     """The dispatch table shipped with the package (empty where none is built yet)."""
     try:
-        text = resources.files("rnn_jax.scan").joinpath(TABLE).read_text()
+        text = resources.files("rnn_jax.backends").joinpath(TABLE).read_text()
     except (FileNotFoundError, OSError):
         return {}
     return json.loads(text)

@@ -1,7 +1,7 @@
 """The backend registry: each scan kernel is one module that registers a `Backend`.
 
 The driver looks backends up by name and never branches on them, so adding a
-kernel is adding a module (imported in ``rnn_jax/scan/__init__.py``).
+kernel is adding a module (imported in ``rnn_jax/backends/__init__.py``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ On GPU and TPU the kernels are compiled; elsewhere (CPU) they run with
 ``pallas`` without measurements showing it faster on the platform.
 
 Example:
-    >>> from rnn_jax.scan.pallas import pallas
+    >>> from rnn_jax.backends.pallas import pallas
     >>> cell = rj.gru(16)
     >>> params = cell.init(jax.random.key(0), 8)
     >>> tuned = pallas(block_time=64)      # or backend="pallas" for the defaults
@@ -21,10 +21,10 @@ Example:
 
 from __future__ import annotations
 
-from rnn_jax.scan.pallas.fused import fused_scan
-from rnn_jax.scan.pallas.linear_scan import LinearScanOptions, linear_cell_scan
-from rnn_jax.scan.pallas.platform import check_block
-from rnn_jax.scan.registry import Backend, register_backend
+from rnn_jax.backends.pallas.fused import fused_scan
+from rnn_jax.backends.pallas.linear_scan import LinearScanOptions, linear_cell_scan
+from rnn_jax.backends.pallas.platform import check_block
+from rnn_jax.backends.registry import Backend, register_backend
 
 KERNELS = ("auto", "fused", "linear")
 

@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import rnn as jrnn
 
+from rnn_jax.backends.masking import flip_valid
+from rnn_jax.backends.registry import Backend, register_backend
 from rnn_jax.cells.lstm import LSTMParams, LSTMState
-from rnn_jax.scan.masking import flip_valid
-from rnn_jax.scan.registry import Backend, register_backend
 
 IMPLEMENTATIONS = ("cudnn", "reference")
 _TANH = ("tanh", jnp.tanh, jax.nn.tanh)
@@ -105,7 +105,7 @@ def check_platform(backend: str = "cudnn") -> None:
         raise ValueError(
             f"the {backend} backend needs an NVIDIA GPU (cuDNN through jax.experimental.rnn); "
             f"JAX runs on {where!r} here. Use backend='sequential', or "
-            f"rnn_jax.scan.cudnn.cudnn(implementation='reference') to check the mapping"
+            f"rnn_jax.backends.cudnn.cudnn(implementation='reference') to check the mapping"
         )
     version = str(getattr(jax.devices()[0].client, "platform_version", "")).lower()
     if "rocm" in version or "hip" in version:

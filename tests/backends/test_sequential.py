@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.scan.sequential import (
+from rnn_jax.backends.sequential import (
     pipelined_scan,
     previous_steps,
     read_leaves,
@@ -274,7 +274,7 @@ def scan_unrolls(fn, *args) -> list[tuple[int, int]]:
 
 
 def test_a_tuned_whole_chunk_unroll_never_unrolls_a_cell_without_gates(monkeypatch):
-    from rnn_jax.scan import auto
+    from rnn_jax.backends import auto
 
     row = {"cell": "gru", "dtype": "float32", "B": B, "T": T, "I": F, "H": H}
     settings = {"unroll": True, "chunk": 4, "residuals": "recompute", "pipeline": False}

@@ -8,10 +8,10 @@
 - `backend`: the ``pallas`` backend (registered on import) and its factory.
 """
 
-from rnn_jax.scan.pallas.backend import pallas
-from rnn_jax.scan.pallas.fused import fused_recurrence, fused_scan
-from rnn_jax.scan.pallas.heads import dense_heads, head_view, recurrent_blocks
-from rnn_jax.scan.pallas.linear_scan import linear_cell_scan, linear_scan
+from rnn_jax.backends.pallas.backend import pallas
+from rnn_jax.backends.pallas.fused import fused_recurrence, fused_scan
+from rnn_jax.backends.pallas.heads import dense_heads, head_view, recurrent_blocks
+from rnn_jax.backends.pallas.linear_scan import linear_cell_scan, linear_scan
 
 __all__ = [
     "dense_heads",

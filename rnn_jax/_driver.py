@@ -1,4 +1,4 @@
-"""``rnn_jax.scan``: run a cell over a sequence, with lengths, reversal and kernels."""
+"""``rnn_jax.backends``: run a cell over a sequence, with lengths, reversal and kernels."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ from typing import Any
 
 import jax
 
+from rnn_jax.backends.auto import choose_backend
+from rnn_jax.backends.registry import Backend, get_backend
+from rnn_jax.backends.validation import check_initial_state, check_length, check_xs
 from rnn_jax.cells.base import Cell
-from rnn_jax.scan.auto import choose_backend
-from rnn_jax.scan.registry import Backend, get_backend
-from rnn_jax.scan.validation import check_initial_state, check_length, check_xs
 
 
 def scan(

@@ -15,7 +15,7 @@ import pytest
 from jax.experimental import rnn as jrnn
 
 import rnn_jax as rj
-from rnn_jax.scan.cudnn import cudnn, pack_lstm_weights, unpack_lstm_weights
+from rnn_jax.backends.cudnn import cudnn, pack_lstm_weights, unpack_lstm_weights
 
 T, B, F, H = 6, 3, 3, 4
 

@@ -20,7 +20,7 @@ low-precision (bf16/fp16) weights the recurrent matmuls take their inputs in
 that precision and accumulate in float32, as the ``sequential`` backend does
 (and FlashRNN and cuDNN); float32 weights multiply in float32.
 
-Lengths follow `rnn_jax.scan.masking`: step ``t`` of a sequence counts iff
+Lengths follow `rnn_jax.backends.masking`: step ``t`` of a sequence counts iff
 ``t < length``; otherwise the carry passes through and the output is zero.
 """
 
@@ -34,9 +34,9 @@ import numpy as np
 from jax.experimental import pallas as pl
 from jax.extend.core import Literal
 
+from rnn_jax.backends.pallas.heads import head_view
+from rnn_jax.backends.pallas.platform import compiler_params, platform, resolve_interpret, tiling
 from rnn_jax.cells.base import Cell, Gates
-from rnn_jax.scan.pallas.heads import head_view
-from rnn_jax.scan.pallas.platform import compiler_params, platform, resolve_interpret, tiling
 
 
 class _Leaves(NamedTuple):
@@ -506,7 +506,7 @@ def fused_recurrence(
         c0: the initial carry, every leaf ``[NH, B, ...]``.
         lengths: ``[B]`` ints in ``[0, T]``, or None.
         reverse: run from the last valid step back to the first.
-        block_batch, block_time, interpret: see `rnn_jax.scan.pallas.pallas`.
+        block_batch, block_time, interpret: see `rnn_jax.backends.pallas.pallas`.
         unroll: steps unrolled per iteration of the in-kernel time loop
             (``True``: the whole time block).
 

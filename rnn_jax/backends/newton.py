@@ -5,7 +5,7 @@ the unknown of ``s_t = f(s_{t-1}, x_t)`` and solves it by Newton's method: each
 iteration linearises every step around the current guess,
 ``s_t = J_t s_{t-1} + (f(p_t, x_t) - J_t p_t)`` with ``p_t`` the guess of ``s_{t-1}``
 and ``J_t = df/ds`` there, and solves that linear recurrence with one parallel
-scan (`rnn_jax.scan.linear_solve`). Quasi-DEER (Gonzalez et al. 2024) keeps only
+scan (`rnn_jax.backends.linear_solve`). Quasi-DEER (Gonzalez et al. 2024) keeps only
 the diagonal of ``J_t``: ``O(T D)`` memory and elementwise scans instead of
 ``O(T D^2)`` and matrix products, at the price of more iterations.
 
@@ -46,12 +46,12 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.scan import linear_solve
-from rnn_jax.scan.masking import zero_where_not
-from rnn_jax.scan.parallel import METHODS, previous_states, resolve_method, valid_steps
-from rnn_jax.scan.parallel import solve as solve_diagonal
-from rnn_jax.scan.registry import Backend, register_backend
-from rnn_jax.scan.validation import check_initial_state, check_length, check_xs
+from rnn_jax.backends import linear_solve
+from rnn_jax.backends.masking import zero_where_not
+from rnn_jax.backends.parallel import METHODS, previous_states, resolve_method, valid_steps
+from rnn_jax.backends.parallel import solve as solve_diagonal
+from rnn_jax.backends.registry import Backend, register_backend
+from rnn_jax.backends.validation import check_initial_state, check_length, check_xs
 
 JACOBIANS = ("auto", "full", "diagonal")
 FULL_JACOBIAN_MAX_STATE = 32
@@ -441,7 +441,7 @@ def newton_scan(
 ) -> tuple[Any, Any, NewtonInfo]:
     """``rj.scan`` by Newton iterations (DEER), also reporting how they went.
 
-    Arguments as `rnn_jax.scan`, and:
+    Arguments as `rnn_jax.backends`, and:
 
     Args:
         tol: convergence when no state moves by more than ``tol * (1 + |s|)``

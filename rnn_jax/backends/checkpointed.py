@@ -28,8 +28,8 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.scan import sequential
-from rnn_jax.scan.registry import Backend, register_backend
+from rnn_jax.backends import sequential
+from rnn_jax.backends.registry import Backend, register_backend
 
 
 def segment_size(steps: int) -> int:

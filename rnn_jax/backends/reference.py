@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from rnn_jax.scan.masking import scan_steps
-from rnn_jax.scan.registry import Backend, register_backend
+from rnn_jax.backends.masking import scan_steps
+from rnn_jax.backends.registry import Backend, register_backend
 
 
 def run(cell, params, xs, *, initial_state, length, reverse, unroll):

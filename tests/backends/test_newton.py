@@ -17,7 +17,7 @@ import pytest
 from scan_helpers import value_and_grads_both_ways
 
 import rnn_jax as rj
-from rnn_jax.scan.newton import (
+from rnn_jax.backends.newton import (
     _flat_carry,
     has_unitwise_shape,
     unitwise_diagonal,

@@ -12,8 +12,8 @@ import jax.numpy as jnp
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.scan import auto
-from rnn_jax.scan.registry import Backend, register_backend
+from rnn_jax.backends import auto
+from rnn_jax.backends.registry import Backend, register_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))

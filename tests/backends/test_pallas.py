@@ -17,16 +17,16 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.cells.base import LinearRecurrence, zeros_state
-from rnn_jax.scan import registry
-from rnn_jax.scan.pallas import (
+from rnn_jax.backends import registry
+from rnn_jax.backends.pallas import (
     dense_heads,
     head_view,
     linear_scan,
     pallas,
     recurrent_blocks,
 )
-from rnn_jax.scan.pallas.platform import resolve_interpret, tiling
+from rnn_jax.backends.pallas.platform import resolve_interpret, tiling
+from rnn_jax.cells.base import LinearRecurrence, zeros_state
 
 T, B, F = 7, 3, 3
 LENGTHS = np.array([7, 2, 0])
@@ -322,8 +322,8 @@ def test_tiling_defaults_and_padding():
 
 def test_gpu_tiling_and_triton_size_guard(monkeypatch):
     # What a GPU run would choose, and refuse, decided before any lowering.
-    from rnn_jax.scan.pallas import fused
-    from rnn_jax.scan.pallas import platform as pallas_platform
+    from rnn_jax.backends.pallas import fused
+    from rnn_jax.backends.pallas import platform as pallas_platform
 
     monkeypatch.setattr(pallas_platform, "platform", lambda: "gpu")
     t = tiling(3, 1000, block_batch=None, block_time=None, interpret=False)

@@ -2,7 +2,7 @@
 
 For cells with a `LinearRecurrence` (``cell.linear``: min_gru, min_lstm, lru,
 rg_lru), all coefficients ``(a, b)`` come from the inputs at once; the states are
-then one solve of the recurrence (`rnn_jax.scan.linear_solve`) and the outputs
+then one solve of the recurrence (`rnn_jax.backends.linear_solve`) and the outputs
 one map over all states. Methods:
 
 - ``"associative"``: ``lax.associative_scan``, ``O(log T)`` depth; the form for
@@ -33,9 +33,9 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.scan import linear_solve
-from rnn_jax.scan.masking import expand_to, zero_where_not
-from rnn_jax.scan.registry import Backend, register_backend
+from rnn_jax.backends import linear_solve
+from rnn_jax.backends.masking import expand_to, zero_where_not
+from rnn_jax.backends.registry import Backend, register_backend
 
 METHODS = ("auto", "associative", "chunked")
 
@@ -188,7 +188,7 @@ def parallel_scan(
 ) -> tuple[jax.Array, jax.Array]:
     """``(final_carry, ys)`` of a linear-recurrence cell, as the reference scan gives them.
 
-    Arguments as `rnn_jax.scan` (already validated; ``initial_state`` given),
+    Arguments as `rnn_jax.backends` (already validated; ``initial_state`` given),
     plus the method options of `parallel_backend`.
     """
     linear = require_linear(cell, log_space=log_space)

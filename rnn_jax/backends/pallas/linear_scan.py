@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
 
-from rnn_jax.cells.base import Cell
-from rnn_jax.scan.pallas.platform import (
+from rnn_jax.backends.pallas.platform import (
     check_block,
     compiler_params,
     next_power_of_2,
@@ -34,6 +33,7 @@ from rnn_jax.scan.pallas.platform import (
     round_up,
     tiling,
 )
+from rnn_jax.cells.base import Cell
 
 f32 = jnp.float32
 

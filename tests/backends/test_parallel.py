@@ -19,8 +19,8 @@ import pytest
 from scan_helpers import value_and_grads_both_ways
 
 import rnn_jax as rj
-from rnn_jax.scan import linear_solve
-from rnn_jax.scan.auto import choose_backend, choose_backend_name
+from rnn_jax.backends import linear_solve
+from rnn_jax.backends.auto import choose_backend, choose_backend_name
 
 T, B, F, H = 13, 4, 3, 5
 LENGTH = np.array([13, 0, 6, 12])  # full, empty, short, one short of full

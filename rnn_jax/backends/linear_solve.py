@@ -18,7 +18,7 @@ down to 0, ``h_t = a_t h_{t+1} + b_t``, and ``h0`` is the state after ``T - 1``.
   (``O(sqrt T)`` depth; a program whose size does not grow with ``T``).
 
 These are plain functions: JAX differentiates them by their structure. The
-``parallel`` backend wraps them in a custom VJP (`rnn_jax.scan.parallel.solve`).
+``parallel`` backend wraps them in a custom VJP (`rnn_jax.backends.parallel.solve`).
 """
 
 from __future__ import annotations
