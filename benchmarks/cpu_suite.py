@@ -42,8 +42,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import rnn_jax as rj  # noqa: E402
-from rnn_jax.backends import auto  # noqa: E402
-from rnn_jax.backends.sequential import sequential  # noqa: E402
+from rnn_jax.backends import auto, sequential  # noqa: E402
+from rnn_jax.backends.problem import describe  # noqa: E402
 
 SHAPES = {
     "S": common.Shape(16, 256, 32, 64),
@@ -233,8 +233,10 @@ def measure_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]
         cases[backend] = rnn_jax_cases(cell_name, shape, backend)
         meta[backend] = {"backend": backend}
         if backend == "sequential":
-            probe = jnp.zeros((shape.T, shape.B, shape.I))
-            meta[backend].update(auto.tuned_sequential(getattr(rj, cell_name)(shape.H), probe))
+            cell = getattr(rj, cell_name)(shape.H)
+            params = jax.eval_shape(lambda key, c=cell: c.init(key, shape.I), jax.random.key(0))
+            xs = jax.ShapeDtypeStruct((shape.T, shape.B, shape.I), jnp.float32)
+            meta[backend].update(auto.tuned_sequential(cell, describe(cell, params, xs)))
     for peer in args.peers:
         built = PEER_CASES[peer](cell_name, shape)
         if built is not None:

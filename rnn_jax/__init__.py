@@ -12,23 +12,20 @@ Training, models, tasks and diagnostics are subpackages: ``rj.train``,
 ``rj.models``, ``rj.data``, ``rj.diagnostics`` (and the ``rnn-jax`` command line).
 """
 
-from rnn_jax import data, diagnostics, models, train
+from rnn_jax import backends, data, diagnostics, models, train
 from rnn_jax._driver import scan
-from rnn_jax.backends import (
-    Backend,
-    NewtonInfo,
-    backend_names,
-    flip_valid,
-    get_backend,
-    newton_backend,
-    newton_scan,
-    parallel_backend,
-    register_backend,
-)
+from rnn_jax.backends import Backend, NewtonInfo, Problem, flip_valid, newton_scan
+from rnn_jax.backends import get as get_backend
+from rnn_jax.backends import names as backend_names
+from rnn_jax.backends import register as register_backend
 from rnn_jax.cells import (
     Cell,
+    Config,
+    CudnnLayout,
+    CudnnWeights,
     Gates,
     GRUParams,
+    HeadedGates,
     IndRNNParams,
     LayerNormParams,
     LinearRecurrence,
@@ -50,6 +47,7 @@ from rnn_jax.cells import (
     rg_lru,
     simple,
     split_cell,
+    wrap_cell,
 )
 from rnn_jax.cells.multihead import MultiHeadParams, multihead_gru, multihead_lstm, multihead_simple
 from rnn_jax.layers import (
@@ -69,7 +67,11 @@ __all__ = [
     "Backend",
     "BidirectionalParams",
     "Cell",
+    "Config",
+    "CudnnLayout",
+    "CudnnWeights",
     "Gates",
+    "HeadedGates",
     "GRUParams",
     "IndRNNParams",
     "LRUParams",
@@ -83,10 +85,12 @@ __all__ = [
     "MinGRUParams",
     "MinLSTMParams",
     "MultiHeadParams",
+    "Problem",
     "RGLRUParams",
     "SimpleParams",
     "as_layer",
     "backend_names",
+    "backends",
     "bidirectional",
     "count_params",
     "data",
@@ -99,14 +103,12 @@ __all__ = [
     "lstm",
     "mgu",
     "models",
-    "newton_backend",
     "newton_scan",
     "min_gru",
     "min_lstm",
     "multihead_gru",
     "multihead_lstm",
     "multihead_simple",
-    "parallel_backend",
     "register_backend",
     "reversed_layer",
     "rg_lru",
@@ -117,4 +119,5 @@ __all__ = [
     "stack",
     "summary",
     "train",
+    "wrap_cell",
 ]

@@ -1,15 +1,67 @@
-"""``rnn_jax.backends``: run a cell over a sequence, with lengths, reversal and kernels."""
+"""``rj.scan``: run a cell over a sequence, with lengths, masks, resets, reversal and kernels.
+
+The driver checks the arguments at trace time, flattens the batch axes,
+binds one ``rnn_scan`` (`rnn_jax._scan_primitive`) whose program builds the
+`rnn_jax.backends.Problem` and runs the chosen backend, and restores the
+batch shape. Backends never see anything but a `Problem`.
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
 
-from rnn_jax.backends.auto import choose_backend
-from rnn_jax.backends.registry import Backend, get_backend
-from rnn_jax.backends.validation import check_initial_state, check_length, check_xs
+from rnn_jax import _scan_primitive
+from rnn_jax.backends import auto, contract, reference
+from rnn_jax.backends.contract import Backend
+from rnn_jax.backends.problem import Arguments, check_unroll, make_problem
 from rnn_jax.cells.base import Cell
+
+
+def resolve(backend: str | Backend) -> str | Backend:
+    """``"auto"`` or the `Backend` ``backend`` names; a ValueError for anything else."""
+    if isinstance(backend, Backend):
+        return backend
+    if backend == "auto":
+        return "auto"
+    if not isinstance(backend, str):
+        raise TypeError(
+            f"backend must be 'auto', a backend name or an rnn_jax Backend; got "
+            f"{type(backend).__name__}"
+        )
+    return contract.get(backend)
+
+
+def choose(cell, problem, backend: str | Backend) -> Backend:
+    """The backend that runs ``problem``: ``backend``, or ``auto``'s pick; refusals in words."""
+    chosen = auto.choose(cell, problem) if backend == "auto" else backend
+    message = contract.refusal(chosen, cell, problem)
+    if message is not None:
+        raise ValueError(message)
+    return chosen
+
+
+def _programs(cell, backend, reverse, unroll, tree):
+    """``(solve, reference)`` over the flat arguments of one scan (see `_scan_primitive.bind`)."""
+
+    def problem_of(flat):
+        params, xs, h0, length, mask, resets = jax.tree.unflatten(tree, flat)
+        problem = make_problem(
+            cell, params, xs, h0, length, mask, resets, reverse=reverse, unroll=unroll
+        )
+        return params, problem
+
+    def solve(*flat):
+        params, problem = problem_of(flat)
+        return jax.tree.leaves(choose(cell, problem, backend).run(cell, params, problem))
+
+    def oracle(*flat):
+        params, problem = problem_of(flat)
+        return jax.tree.leaves(reference.run(cell, params, problem))
+
+    return solve, oracle
 
 
 def scan(
@@ -20,16 +72,20 @@ def scan(
     initial_state: Any = None,
     length: jax.Array | None = None,
     reverse: bool = False,
+    resets: jax.Array | None = None,
+    mask: jax.Array | None = None,
     backend: str | Backend = "auto",
-    unroll: int | bool = 1,
-) -> tuple[Any, jax.Array]:
+    unroll: int | bool | None = None,
+) -> tuple[Any, Any]:
     """Runs ``cell`` over the time-major sequence ``xs``; returns ``(final_carry, ys)``.
 
     Args:
         cell: a `Cell`.
         params: its parameters, from ``cell.init``.
-        xs: ``[T, *batch, F]``, time first as in ``lax.scan``. For batch-major
-            data, ``jax.vmap`` over a call on ``[T, F]`` compiles to the same loop.
+        xs: ``[T, *batch, F]``, time first as in ``lax.scan`` (``[T, *batch,
+            *features]`` for a cell with several feature axes). For
+            batch-major data, ``jax.vmap`` over a call on ``[T, F]`` runs the
+            same batched kernel: the mapped axis is folded into the batch.
         initial_state: a carry for batch shape ``xs.shape[1:-1]``; default
             ``cell.initial_state(params, batch_shape)``.
         length: ``[*batch]`` ints in ``[0, T]``: sequences are right-padded.
@@ -38,9 +94,22 @@ def scan(
         reverse: run from the last valid step back to the first; outputs stay
             aligned with their inputs, so a bidirectional layer over a padded
             batch is exact.
-        backend: ``"auto"``, a registered name (``rj.backend_names()``) or a
-            configured `Backend`.
-        unroll: steps unrolled per loop iteration, as in ``lax.scan``.
+        resets: ``[T, *batch]`` bools: True at step ``t`` starts a new segment
+            there (a new episode in a packed batch). The segment where the
+            scan begins starts from ``initial_state`` (forward: the first in
+            time, unless ``resets[0]``; reverse: the last one, holding the last
+            valid step), every other from the cell's initial state; with
+            ``reverse`` each segment runs backwards on its own; no gradient
+            crosses a boundary. A reset on a masked step counts for nothing.
+        mask: ``[T, *batch]`` bools: a step where it is False passes the carry
+            through and outputs zeros (holes anywhere; ``length`` is the case
+            of a prefix). Combines with ``length``.
+        backend: ``"auto"`` (measured choice), a registered name
+            (``rj.backends.names()``) or a configured backend such as
+            ``rj.backends.sequential(chunk=8)``. A backend that cannot compute
+            this cell exactly raises a ValueError saying why.
+        unroll: steps per loop iteration; None takes the backend's tuned
+            value, an int (1 included) or a bool is honoured.
 
     Returns:
         ``(final_carry, ys)`` with ``ys: [T, *batch, output_size]``.
@@ -57,21 +126,30 @@ def scan(
         raise TypeError(
             f"cell must be an rnn_jax Cell (e.g. rj.lstm(64)); got {type(cell).__name__}"
         )
-    batch_shape = check_xs(cell, params, xs)
-    length = check_length(length, batch_shape, xs.shape[0])
-    initial_state = check_initial_state(cell, params, initial_state, batch_shape)
-    if isinstance(backend, Backend):
-        chosen = backend
-    elif backend == "auto":
-        chosen = choose_backend(cell, xs, length)
-    else:
-        chosen = get_backend(backend)
-    return chosen.run(
-        cell,
-        params,
-        xs,
-        initial_state=initial_state,
-        length=length,
-        reverse=bool(reverse),
-        unroll=unroll,
+    chosen = resolve(backend)
+    unroll = check_unroll(unroll)
+    arguments = Arguments(
+        cell, params, xs, initial_state=initial_state, length=length, mask=mask, resets=resets
     )
+    operands = (
+        params,
+        arguments.xs,
+        arguments.initial_state,
+        arguments.length,
+        arguments.mask,
+        arguments.resets,
+    )
+    flat, tree = jax.tree.flatten(operands)
+    # The batch axis of every leaf: none for the parameters (shared by all sequences),
+    # 1 for the [T, B, ...] inputs and outputs, 0 for [B, ...] carries and lengths.
+    axes = (None, 1, 0, 0, 1, 1)
+    batch_in = tuple(
+        a for part, a in zip(operands, axes, strict=True) for _ in jax.tree.leaves(part)
+    )
+    x = jax.ShapeDtypeStruct(arguments.xs.shape[1:], arguments.xs.dtype)
+    carry, y = jax.eval_shape(cell.step, params, arguments.initial_state, x)
+    batch_out = (0,) * len(jax.tree.leaves(carry)) + (1,) * len(jax.tree.leaves(y))
+    make = partial(_programs, cell, chosen, bool(reverse), unroll, tree)
+    outs = _scan_primitive.bind(make, flat, batch_in, batch_out)
+    final, ys = jax.tree.unflatten(jax.tree.structure((carry, y)), outs)
+    return arguments.restore(final, ys)

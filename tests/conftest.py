@@ -3,8 +3,9 @@
 A test that takes a ``cpu_backend`` argument runs once per registered scan
 backend that runs on a CPU (``HARDWARE_BACKENDS`` have their own tests on
 their hardware, or in interpret mode, which is too slow to repeat here); one
-that takes ``core_backend`` once per ``CORE_BACKENDS``. A backend declining a
-cell raises a ValueError that names the backend; tests skip such cases.
+that takes ``core_backend`` once per ``CORE_BACKENDS``. Where a backend's
+``supports`` gives a reason it cannot run a case, tests skip that case
+(``scan_helpers.skip_unless_supported``).
 
 ``HYPOTHESIS_PROFILE=thorough`` runs the property tests with many more examples.
 """
@@ -40,7 +41,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 def cpu_backends() -> list[str]:
     """Registered backends that run on a CPU, sorted."""
-    return [name for name in rj.backend_names() if name not in HARDWARE_BACKENDS]
+    return [name for name in rj.backends.names() if name not in HARDWARE_BACKENDS]
 
 
 def pytest_generate_tests(metafunc):

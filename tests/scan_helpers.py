@@ -1,4 +1,5 @@
-"""Helpers the scan tests share: both directions of a scan, and a loss over them.
+"""Helpers the scan tests share: both directions of a scan, a loss over them, and the
+question whether a backend supports a case.
 
 On ``sys.path`` through ``pythonpath = ["tests"]`` in pyproject.toml.
 """
@@ -10,8 +11,41 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import pytest
 
 import rnn_jax as rj
+from rnn_jax import _driver
+from rnn_jax.backends.problem import describe
+
+
+def problem_of(cell, params, xs, **kwargs):
+    """The `Problem` ``rj.scan`` makes of these arguments, as shapes."""
+    return describe(cell, params, xs, **kwargs)
+
+
+def refusal(backend, cell, params, xs, **kwargs) -> str | None:
+    """The reason ``backend`` (a name or a Backend) gives for not running this case, or None
+    (``kwargs`` as `problem_of` takes them)."""
+    problem = problem_of(cell, params, xs, **kwargs)
+    chosen = _driver.resolve(backend)
+    if chosen == "auto":
+        return None
+    return rj.backends.contract.refusal(chosen, cell, problem)
+
+
+def inner_jaxprs(eqn):
+    """The jaxprs inside a jaxpr equation: those in its params, and the backend's program
+    inside ``rnn_scan`` (the primitive ``rj.scan`` binds)."""
+    yield from jax.extend.core.jaxprs_in_params(eqn.params)
+    if eqn.primitive.name == "rnn_scan":
+        yield eqn.params["program"].jaxpr
+
+
+def skip_unless_supported(backend, cell, params, xs, **kwargs) -> None:
+    """Skips the calling test when ``backend`` says it cannot run this case."""
+    reason = refusal(backend, cell, params, xs, **kwargs)
+    if reason is not None:
+        pytest.skip(reason)
 
 
 def both_directions(cell, params, xs, h0, length, backend) -> dict[bool, tuple[Any, jax.Array]]:

@@ -1,24 +1,49 @@
-"""The scan kernels (backends) behind ``rj.scan``.
+"""The scan kernels (backends) behind ``rj.scan``, one module each.
 
-Importing this package registers every backend module listed here.
+Every module is callable as its backend's factory::
+
+    rj.scan(cell, params, xs, backend="sequential")                     # defaults
+    rj.scan(cell, params, xs, backend=rj.backends.sequential(chunk=8))  # configured
+
+- `reference`: the plain ``lax.scan`` over ``cell.step``, the oracle.
+- `sequential`: ``lax.scan`` with hoisted projections and a custom backward pass.
+- `checkpointed`: backpropagation through time in O(√T) memory.
+- `parallel`: parallel scans over linear recurrences.
+- `newton`: DEER / quasi-DEER Newton iterations, parallel in time for any cell.
+- `pallas`: fused kernels for GPU and TPU.
+- `cudnn`: cuDNN's LSTM through ``jax.experimental.rnn``.
+
+The contract between them and the driver is in `rnn_jax.backends.contract`;
+``auto`` (`rnn_jax.backends.auto`) picks one from measurements.
 """
 
-from rnn_jax.backends import checkpointed, reference, sequential  # noqa: F401  (registering)
-from rnn_jax.backends import cudnn as _cudnn  # noqa: F401  (registers "cudnn")
+from rnn_jax.backends import (
+    checkpointed,
+    cudnn,
+    newton,
+    pallas,
+    parallel,
+    reference,
+    sequential,
+)
+from rnn_jax.backends.contract import Backend, Problem, get, names, register
 from rnn_jax.backends.masking import flip_valid
-from rnn_jax.backends.newton import NewtonInfo, newton_backend, newton_scan  # registers "newton"
-from rnn_jax.backends.pallas import backend as _pallas  # noqa: F401  (registers "pallas")
-from rnn_jax.backends.parallel import parallel_backend  # registers "parallel"
-from rnn_jax.backends.registry import Backend, backend_names, get_backend, register_backend
+from rnn_jax.backends.newton import NewtonInfo, newton_scan
 
 __all__ = [
     "Backend",
     "NewtonInfo",
-    "backend_names",
+    "Problem",
+    "checkpointed",
+    "cudnn",
     "flip_valid",
-    "get_backend",
-    "newton_backend",
+    "get",
+    "names",
+    "newton",
     "newton_scan",
-    "parallel_backend",
-    "register_backend",
+    "pallas",
+    "parallel",
+    "reference",
+    "register",
+    "sequential",
 ]

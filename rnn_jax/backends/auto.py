@@ -4,28 +4,31 @@ Both read the packaged table ``rnn_jax/backends/dispatch.json``, which
 ``python benchmarks/dispatch_table.py`` compiles from the results files in
 ``benchmarks/results/`` (the suites' JSON; ``--quick`` runs never count).
 
-The rule for ``choose_backend(cell, xs, length)``:
+The rule for `choose` (cell, problem):
 
 1. The platform is ``jax.default_backend()`` (``cpu``, ``gpu``, ``tpu``); the
-   shape is ``B`` = the product of the batch axes, ``T``, ``I`` = the feature
-   axis of ``xs`` and ``H`` = the cell's ``hidden_size`` (else the width of
-   its carry); the dtype is ``xs``'s.
+   shape is ``B`` (the problem's batch: under ``vmap`` the mapped axis is
+   already folded in), ``T``, ``I`` = the last feature axis and ``H`` = the
+   cell's ``hidden_size`` (else the width of its carry); the dtype is ``xs``'s.
 2. Candidates are the table's entries for that platform and the cell's
-   ``name``, of ``xs``'s dtype if any is recorded, else of any dtype.
+   ``name`` (measurements are of that cell), of ``xs``'s dtype if any is
+   recorded, else of any dtype.
 3. Among them, the nearest shape wins: the smallest sum over ``B, T, I, H``
    of ``(log(recorded) - log(actual))**2``.
 4. At that shape, the entry's forward-and-backward medians decide (the
    forward medians where no backward was recorded): the fastest backend that
-   is registered, is not ``pallas`` on a CPU and was measured at least
-   `MARGIN` times faster than ``sequential`` there. A backend is never chosen
+   is registered, is not ``pallas`` on a CPU, was measured at least `MARGIN`
+   times faster than ``sequential`` there, and *supports* this cell and
+   problem (its ``supports`` returns no reason). A backend is never chosen
    where the measurements show it slower than ``sequential``, nor on a lead
-   that run-to-run noise could reverse.
-5. Nothing recorded, or the winner declines the cell at trace time (a
-   ``ValueError`` naming it): ``sequential``.
+   that run-to-run noise could reverse, nor where it cannot be exact.
+5. Nothing recorded or nothing qualifies: ``sequential``, which computes
+   every cell.
 
-``tuned_sequential(cell, xs)`` applies rules 1–3 to the ``sequential``
-backend's own sweeps (``unroll``, ``chunk``, ``residuals``, ``pipeline`` and
-``weight_grads`` per shape), and falls back to `SEQUENTIAL_DEFAULTS` for settings not swept.
+`tuned_sequential` applies rules 1–3 to the ``sequential`` backend's own
+sweeps (``unroll``, ``chunk``, ``residuals``, ``pipeline`` and
+``weight_grads`` per shape), and falls back to `SEQUENTIAL_DEFAULTS` for
+settings not swept.
 """
 
 from __future__ import annotations
@@ -37,9 +40,9 @@ from importlib import resources
 from typing import Any
 
 import jax
-import numpy as np
 
-from rnn_jax.backends.registry import Backend, backend_names, get_backend
+from rnn_jax.backends import contract
+from rnn_jax.backends.contract import Backend, Problem
 
 TABLE = "dispatch.json"
 DEFAULT_BACKEND = "sequential"
@@ -70,17 +73,22 @@ def packaged_table() -> dict[str, Any]:
     return json.loads(text)
 
 
-def shape_of(cell, xs) -> dict[str, int]:
-    """``{"B", "T", "I", "H"}`` of a scan: batch size, steps, features, hidden units."""
-    batch = int(np.prod(xs.shape[1:-1], dtype=np.int64))
-    hidden = (cell.config or {}).get("hidden_size")
-    if not isinstance(hidden, int):
-        try:
-            carry = jax.eval_shape(lambda: cell.initial_state(None, ()))
-            hidden = int(jax.tree.leaves(carry)[0].shape[-1])
-        except Exception:  # a cell whose zeros need real params: the shape barely matters
-            hidden = int(xs.shape[-1])
-    sizes = {"B": batch, "T": int(xs.shape[0]), "I": int(xs.shape[-1]), "H": hidden}
+def hidden_size(cell, problem: Problem) -> int:
+    """The cell's ``hidden_size`` (its config), else the width of its carry's first leaf."""
+    hidden = cell.config.get("hidden_size")
+    if isinstance(hidden, int):
+        return hidden
+    return int(jax.tree.leaves(problem.initial_state)[0].shape[-1])
+
+
+def shape_of(cell, problem: Problem) -> dict[str, int]:
+    """``{"B", "T", "I", "H"}`` of a problem: batch size, steps, features, hidden units."""
+    sizes = {
+        "B": problem.batch,
+        "T": problem.steps,
+        "I": int(problem.xs.shape[-1]),
+        "H": hidden_size(cell, problem),
+    }
     return {k: max(v, 1) for k, v in sizes.items()}
 
 
@@ -98,62 +106,57 @@ def nearest(entries: list[dict], cell_name: str, dtype: str, shape: dict) -> dic
     return min(pool, key=lambda e: log_distance(e, shape))
 
 
-def fastest(entry: dict, platform: str, available: list[str]) -> str:
-    """Rule 4: the recorded backend to run at ``entry``'s shape."""
+def ranked(entry: dict, platform: str, available: list[str]) -> list[str]:
+    """Rule 4 before ``supports``: the backends measured at least `MARGIN` times faster than
+    ``sequential`` at ``entry``'s shape, fastest first."""
     medians = entry.get("forward_backward") or entry.get("forward") or {}
     if DEFAULT_BACKEND not in medians:
-        return DEFAULT_BACKEND  # never chosen against an unmeasured baseline
-    best, best_time = DEFAULT_BACKEND, medians[DEFAULT_BACKEND] / MARGIN
-    for name, seconds in medians.items():
-        if name not in available or (platform == "cpu" and name.startswith(NEVER_ON_CPU)):
-            continue
-        if seconds < best_time:
-            best, best_time = name, seconds
-    return best
+        return []  # never chosen against an unmeasured baseline
+    bar = medians[DEFAULT_BACKEND] / MARGIN
+    rivals = [
+        name
+        for name, seconds in medians.items()
+        if name in available
+        and name != DEFAULT_BACKEND
+        and not (platform == "cpu" and name.startswith(NEVER_ON_CPU))
+        and seconds < bar
+    ]
+    return sorted(rivals, key=medians.__getitem__)
 
 
-def choose_backend_name(cell, xs, *, table: dict | None = None, platform: str | None = None) -> str:
-    """The name of the backend ``auto`` picks (rules 1–4), from ``table`` or the packaged one."""
+def candidates(cell, problem: Problem, *, table: dict | None = None, platform: str | None = None):
+    """Rules 1–4 before ``supports``: the names ``auto`` would try, best first."""
     table = packaged_table() if table is None else table
     platform = platform or jax.default_backend()
     entries = table.get("backends", {}).get(platform, [])
-    entry = nearest(entries, cell.name, str(xs.dtype), shape_of(cell, xs))
+    entry = nearest(entries, cell.name, str(problem.xs.dtype), shape_of(cell, problem))
     if entry is None:
-        return DEFAULT_BACKEND
-    return fastest(entry, platform, backend_names())
+        return []
+    return ranked(entry, platform, contract.names())
 
 
-def choose_backend(cell, xs, length) -> Backend:
-    """The backend ``auto`` runs for this cell and input (see the module docstring)."""
-    del length
-    name = choose_backend_name(cell, xs)
-    if name == DEFAULT_BACKEND:
-        return get_backend(DEFAULT_BACKEND)
-    chosen = get_backend(name)
-
-    def run(cell, params, xs, **kwargs):
-        try:
-            return chosen.run(cell, params, xs, **kwargs)
-        except ValueError as error:
-            if name not in str(error):
-                raise
-            return get_backend(DEFAULT_BACKEND).run(cell, params, xs, **kwargs)
-
-    return Backend(f"auto:{name}", run)
+def choose(
+    cell, problem: Problem, *, table: dict | None = None, platform: str | None = None
+) -> Backend:
+    """The backend ``auto`` runs for this cell and problem (see the module docstring)."""
+    for name in candidates(cell, problem, table=table, platform=platform):
+        backend = contract.get(name)
+        if backend.supports(cell, problem) is None:
+            return backend
+    return contract.get(DEFAULT_BACKEND)
 
 
 def tuned_sequential(
-    cell, xs, *, table: dict | None = None, platform: str | None = None
+    cell, problem: Problem, *, table: dict | None = None, platform: str | None = None
 ) -> dict[str, Any]:
     """`SEQUENTIAL_DEFAULTS`' settings for ``sequential``, as measured (see the module doc)."""
     table = packaged_table() if table is None else table
     platform = platform or jax.default_backend()
     entries = table.get("sequential", {}).get(platform, [])
-    entry = nearest(entries, cell.name, str(xs.dtype), shape_of(cell, xs))
+    shape, dtype = shape_of(cell, problem), str(problem.xs.dtype)
+    entry = nearest(entries, cell.name, dtype, shape)
     if entry is None:  # another cell's sweep at the nearest shape beats no measurement
-        entry = nearest(
-            [dict(e, cell=cell.name) for e in entries], cell.name, str(xs.dtype), shape_of(cell, xs)
-        )
+        entry = nearest([dict(e, cell=cell.name) for e in entries], cell.name, dtype, shape)
     if entry is None:
         return dict(SEQUENTIAL_DEFAULTS)
     return {key: entry.get(key, default) for key, default in SEQUENTIAL_DEFAULTS.items()}

@@ -9,27 +9,29 @@ before running its reverse sweep. Memory for a gradient: ``T / S`` carries
 plus one segment's residuals, instead of every step's; time: one more forward
 pass. Values and gradients equal the reference's.
 
-Lengths and ``reverse`` follow the reference (`masking.scan_steps`): each
-segment gets its sequences' lengths relative to its first step, so a step
-``t`` of a sequence of length ``L`` counts exactly when ``t < L``. When ``S``
+A segment is a `Problem` of its own: its slice of the inputs, valid steps and
+restarts, entered with the carry the segments before it left. When ``S``
 does not divide ``T`` the input is padded to whole segments with steps that
 count for no sequence.
 
 Example:
-    >>> carry, ys = rj.scan(cell, params, xs, backend="checkpointed")
-    >>> carry, ys = rj.scan(cell, params, xs, backend=checkpointed(segment=64))
+    >>> cell = rj.lstm(8)
+    >>> params = cell.init(jax.random.key(0), 4)
+    >>> xs = jnp.ones((100, 2, 4))
+    >>> carry, ys = rj.scan(cell, params, xs, backend=rj.backends.checkpointed(segment=16))
 """
 
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import cache, partial
 
 import jax
 import jax.numpy as jnp
 
 from rnn_jax.backends import sequential
-from rnn_jax.backends.registry import Backend, register_backend
+from rnn_jax.backends.contract import Backend, Problem, always, callable_module, register
+from rnn_jax.backends.masking import pad_steps
 
 
 def segment_size(steps: int) -> int:
@@ -37,55 +39,42 @@ def segment_size(steps: int) -> int:
     return math.isqrt(steps - 1) + 1 if steps > 1 else 1
 
 
-def run(cell, params, xs, *, initial_state, length, reverse, unroll, segment=None):
-    steps = xs.shape[0]
+def run(cell, params, problem: Problem, *, segment: int | None = None):
+    steps = problem.steps
     if steps == 0:
-        return sequential.run(
-            cell,
-            params,
-            xs,
-            initial_state=initial_state,
-            length=length,
-            reverse=reverse,
-            unroll=unroll,
-        )
+        return sequential.run(cell, params, problem)
     size = segment_size(steps) if segment is None else min(segment, steps)
-    count = -(-steps // size)
-    padding = count * size - steps
-    batch_shape = xs.shape[1:-1]
-    if padding:
-        xs = jnp.concatenate([xs, jnp.zeros((padding, *xs.shape[1:]), xs.dtype)])
-        if length is None:
-            length = jnp.full(batch_shape, steps, jnp.int32)
-    segments = xs.reshape(count, size, *xs.shape[1:])
-    starts = jnp.arange(count, dtype=jnp.int32) * size
+    padded = pad_steps(problem, size)
+
+    def split(x):
+        return None if x is None else x.reshape(-1, size, *x.shape[1:])
 
     @jax.checkpoint
     def run_segment(carry, inputs):
-        xs_segment, start = inputs
-        local = None if length is None else jnp.clip(length - start, 0, size)
-        return sequential.run(
-            cell,
-            params,
-            xs_segment,
-            initial_state=carry,
-            length=local,
-            reverse=reverse,
-            unroll=unroll,
+        xs, valid, starts, first = inputs
+        # A prefix of valid steps stays a prefix in every segment.
+        length = None if padded.length is None else jnp.clip(padded.length - first, 0, size)
+        part = padded._replace(
+            xs=xs, initial_state=carry, valid=valid, starts=starts, length=length
         )
+        return sequential.run(cell, params, part)
 
-    final, ys = jax.lax.scan(run_segment, initial_state, (segments, starts), reverse=reverse)
-    ys = jax.tree.map(lambda y: y.reshape(count * size, *y.shape[2:])[:steps], ys)
+    firsts = jnp.arange(padded.steps // size, dtype=jnp.int32) * size
+    segments = (split(padded.xs), split(padded.valid), split(padded.starts), firsts)
+    final, ys = jax.lax.scan(run_segment, padded.initial_state, segments, reverse=padded.reverse)
+    ys = jax.tree.map(lambda y: y.reshape(-1, *y.shape[2:])[:steps], ys)
     return final, ys
 
 
-def checkpointed(*, segment: int | None = None) -> Backend:
+@cache
+def configure(*, segment: int | None = None) -> Backend:
     """The ``checkpointed`` backend with segments of ``segment`` steps (default ``ceil(√T)``)."""
     if segment is not None and (
         isinstance(segment, bool) or not isinstance(segment, int) or segment <= 0
     ):
         raise ValueError(f"segment must be a positive int or None; got {segment!r}")
-    return Backend("checkpointed", partial(run, segment=segment))
+    return Backend("checkpointed", always, partial(run, segment=segment))
 
 
-register_backend(checkpointed())
+DEFAULT = register(configure())
+callable_module(__name__)

@@ -17,16 +17,21 @@ down to 0, ``h_t = a_t h_{t+1} + b_t``, and ``h0`` is the state after ``T - 1``.
 - `chunked_full`: the chunked solve with matrices, as three ``lax.scan`` passes
   (``O(sqrt T)`` depth; a program whose size does not grow with ``T``).
 
-These are plain functions: JAX differentiates them by their structure. The
-``parallel`` backend wraps them in a custom VJP (`rnn_jax.backends.parallel.solve`).
+These are plain functions: JAX differentiates them by their structure.
+`solve` and `solve_log` pick one by ``method`` and differentiate it with a
+custom VJP (the transposed recurrence, solved the other way), which the
+``parallel`` and ``newton`` backends use.
 """
 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import jax
 import jax.numpy as jnp
+
+METHODS = ("auto", "associative", "chunked")
 
 
 def _fold_initial(a: jax.Array, b: jax.Array, h0: jax.Array, reverse: bool, matrix: bool):
@@ -213,3 +218,112 @@ def chunked_full(
     _, hs = jax.lax.scan(inside, entering, (a, b), reverse=reverse)
     hs = jnp.swapaxes(hs, 0, 1).reshape((K * chunk,) + b.shape[2:])
     return hs[:T]
+
+
+def resolve_method(method: str) -> str:
+    """``"auto"`` is the chunked scan on CPU and the associative scan on GPU and TPU."""
+    if method == "auto":
+        return "chunked" if jax.default_backend() == "cpu" else "associative"
+    return method
+
+
+def _solve(a, b, h0, reverse, method, chunk):
+    if method == "chunked":
+        return chunked(a, b, h0, reverse=reverse, chunk=chunk)
+    return associative(a, b, h0, reverse=reverse)
+
+
+def previous_states(hs: jax.Array, h0: jax.Array, reverse: bool) -> jax.Array:
+    """The state before each step in scan order: ``h_{t-1}`` (``h_{t+1}`` in reverse)."""
+    if reverse:
+        return jnp.concatenate([hs[1:], h0[None]], axis=0)
+    return jnp.concatenate([h0[None], hs[:-1]], axis=0)
+
+
+def _adjoint(a, g, reverse, method, chunk):
+    """``lam_t = g_t + a_{n(t)} lam_{n(t)}``, ``n(t)`` the next step in scan order: the
+    cotangent of every ``b_t`` given the cotangents ``g`` of the states (a transposed
+    recurrence, run the other way)."""
+    following = jnp.roll(a, -1 if not reverse else 1, axis=0)  # a_{n(t)} at t (0 at the end)
+    return _solve(following, g, jnp.zeros_like(g[0]), not reverse, method, chunk)
+
+
+def _pullback(a, h0, hs, g, reverse, method, chunk):
+    """Cotangents ``(da, db, dh0)`` of ``h_t = a_t h_{t-1} + b_t`` (JAX's transpose
+    convention: no conjugation for complex values)."""
+    lam = _adjoint(a, g, reverse, method, chunk)
+    first = -1 if reverse else 0
+    return lam * previous_states(hs, h0, reverse), lam, lam[first] * a[first]
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _recurrence(a, b, h0, reverse, method, chunk):
+    return _solve(a, b, h0, reverse, method, chunk)
+
+
+def _recurrence_fwd(a, b, h0, reverse, method, chunk):
+    hs = _solve(a, b, h0, reverse, method, chunk)
+    return hs, (a, h0, hs)
+
+
+def _recurrence_bwd(reverse, method, chunk, residuals, g):
+    a, h0, hs = residuals
+    return _pullback(a, h0, hs, g, reverse, method, chunk)
+
+
+_recurrence.defvjp(_recurrence_fwd, _recurrence_bwd)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _log_recurrence(log_a, log_b, h0, reverse, method, chunk):
+    return log_space(log_a, log_b, h0, reverse=reverse)
+
+
+def _log_recurrence_fwd(log_a, log_b, h0, reverse, method, chunk):
+    hs = log_space(log_a, log_b, h0, reverse=reverse)
+    return hs, (log_a, log_b, h0, hs)
+
+
+def _log_recurrence_bwd(reverse, method, chunk, residuals, g):
+    # The states' cotangents propagate back through a = exp(log a) in linear space, which
+    # stays finite (0 < a <= 1 for the cells with a log form); then d/dlog x = x d/dx.
+    log_a, log_b, h0, hs = residuals
+    a = jnp.exp(log_a)
+    da, db, dh0 = _pullback(a, h0, hs, g, reverse, method, chunk)
+    return da * a, db * jnp.exp(log_b), dh0
+
+
+_log_recurrence.defvjp(_log_recurrence_fwd, _log_recurrence_bwd)
+
+
+def solve(
+    a: jax.Array,
+    b: jax.Array,
+    h0: jax.Array,
+    *,
+    reverse: bool,
+    method: str = "auto",
+    chunk: int = 8,
+) -> jax.Array:
+    """All states ``[T, *batch, H]`` of ``h_t = a_t * h_{t-1} + b_t`` by the chosen method.
+
+    Differentiable with a custom VJP: the cotangents come from one more scan of the
+    transposed recurrence, backwards (no autodiff through the scan's structure).
+    """
+    a = jnp.broadcast_to(a, b.shape)
+    return _recurrence(a, b, h0, reverse, resolve_method(method), chunk)
+
+
+def solve_log(
+    log_a: jax.Array,
+    log_b: jax.Array,
+    h0: jax.Array,
+    *,
+    reverse: bool,
+    method: str = "auto",
+    chunk: int = 8,
+) -> jax.Array:
+    """`solve` from ``log a, log b`` (positive ``a, b``) by the log-space associative scan;
+    its VJP scans the transposed recurrence in linear space with ``method``."""
+    log_a = jnp.broadcast_to(log_a, log_b.shape)
+    return _log_recurrence(log_a, log_b, h0, reverse, resolve_method(method), chunk)

@@ -22,6 +22,9 @@ the diagonal of ``J_t``: ``O(T D)`` memory and elementwise scans instead of
   after ``max_iters``; if it has not converged then (or produced non-finite
   values), the result is the sequential scan's (``lax.cond``), so the answer is
   always the reference's up to ``tol``.
+- Valid steps and restarts enter the step itself: a step that does not count
+  returns its entering state, and at a restart the entering state is the
+  restart state (so that step's Jacobian is zero).
 - Gradients do not differentiate the iterations: at the solution, the adjoint
   ``lam_t = g_t + J_{t+1}^T lam_{t+1}`` (the implicit function theorem) is one
   more linear recurrence, run backwards in time and solved in parallel (full
@@ -30,28 +33,28 @@ the diagonal of ``J_t``: ``O(T D)`` memory and elementwise scans instead of
   not converge).
 
 `newton_scan` returns ``(carry, ys, NewtonInfo(iterations, converged))``;
-`newton_backend` configures a `Backend` for ``rj.scan`` (which drops the
-info); ``backend="newton"`` is the default configuration.
+``rj.backends.newton(...)`` configures a backend for ``rj.scan`` (which drops
+the info); ``backend="newton"`` is the default configuration.
 
-Under ``jax.vmap`` of the whole scan, ``lax.cond`` evaluates both branches, so
-the sequential fallback always runs: batch inside the scan (``xs [T, B, F]``)
-instead, which the solver treats as one system.
+``jax.vmap`` of ``rj.scan`` folds the mapped axis into the batch, which the
+solver treats as one system (a ``lax.cond`` under ``vmap`` would evaluate both
+branches, so the sequential fallback would always run).
 """
 
 from __future__ import annotations
 
 import math
+from functools import cache, partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from rnn_jax.backends import linear_solve
+from rnn_jax.backends.contract import Backend, Problem, always, callable_module, register
+from rnn_jax.backends.linear_solve import METHODS, previous_states, resolve_method
 from rnn_jax.backends.masking import zero_where_not
-from rnn_jax.backends.parallel import METHODS, previous_states, resolve_method, valid_steps
-from rnn_jax.backends.parallel import solve as solve_diagonal
-from rnn_jax.backends.registry import Backend, register_backend
-from rnn_jax.backends.validation import check_initial_state, check_length, check_xs
+from rnn_jax.backends.problem import Arguments, check_unroll, make_problem
 
 JACOBIANS = ("auto", "full", "diagonal")
 FULL_JACOBIAN_MAX_STATE = 32
@@ -186,232 +189,309 @@ def _default_tol(dtype) -> float:
     return 100.0 * float(jnp.finfo(dtype).eps)
 
 
-class _Solver(NamedTuple):
-    states: Any  # (params, xp, h0, valid) -> (states [T, N, D], iterations, converged)
-    outputs: Any  # (params, prev [T, N, D], xp) -> ys [T, N, ...]
-    shift: Any  # (states, h0) -> prev
+class Setup(NamedTuple):
+    """The static side of one solve: the cell, its flattening and the options."""
+
+    cell: Any
+    flat: _Flat
+    reverse: bool
+    tol: float
+    max_iters: int
+    full: bool  # full [D, D] Jacobians (DEER), else their diagonals (quasi-DEER)
+    method: str
+    structured: bool  # the shapes allow the unit-wise diagonal (checked at run time)
 
 
-def _build(
-    cell, flat: _Flat, *, reverse, tol, max_iters, full, masked, method, structured
-) -> _Solver:
-    """The Newton solver of one cell and configuration, with its implicit-gradient rule."""
-    hoist = cell.project is not None and cell.recur is not None
-    advance = cell.recur if hoist else cell.step
+class System(NamedTuple):
+    """One problem's trajectory equation ``s_t = f(s_{t-1})``, every sequence flattened.
 
-    def f1(params, h, xp, ok):  # one sequence, one step: h [D] -> [D]
-        new, _ = advance(params, flat.unflatten(h), xp)
-        new = flat.flatten(new)
-        return jnp.where(ok, new, h) if masked else new
+    ``xp [T, N, ...]`` (projected) inputs, ``valid`` and ``starts [T, N]``
+    (the steps that count; where the entering state is ``restart [N, D]``),
+    ``h0 [N, D]`` the state before the first step in scan order.
+    """
 
-    over_batch = jax.vmap(f1, (None, 0, 0, 0))
-    over_all = jax.vmap(over_batch, (None, 0, 0, 0))
-
-    def f1_and_jacobian(params, h, xp, ok):
-        both = lambda h: (f1(params, h, xp, ok),) * 2
-        jac, value = jax.jacfwd(both, has_aux=True)(h)
-        return value, (jac if full else jnp.diagonal(jac))
-
-    def f1_and_unitwise(params, h, xp, ok):  # one JVP per carry leaf; see unitwise_diagonal
-        value, diagonal = unitwise_diagonal(cell.gates, params, flat.unflatten(h), xp)
-        value, diagonal = flat.flatten(value), flat.flatten(diagonal)
-        if masked:
-            return jnp.where(ok, value, h), jnp.where(ok, diagonal, 1.0)
-        return value, diagonal
-
-    general_batch = jax.vmap(f1_and_jacobian, (None, 0, 0, 0))
-    unitwise_batch = jax.vmap(f1_and_unitwise, (None, 0, 0, 0))
-
-    def probe(params, h0, xp):
-        """Whether the unit-wise diagonal is the Jacobian's at a generic point of this run
-        (near the first step's state and input): a mixing of units shows there."""
-        x = jax.tree.map(lambda v: v[0, 0], xp)
-        h = h0[0] + 0.25 * jnp.sin(1.0 + jnp.arange(h0.shape[-1], dtype=h0.dtype))
-        return unitwise_matches(cell, params, flat, h, x)
-
-    def general(params, prev, xp, valid):
-        T, N, D = prev.shape
-        per_step = lambda args: general_batch(params, *args)
-        if full or T * N * D * D <= _JACOBIAN_BUDGET:
-            return jax.vmap(per_step)((prev, xp, valid))
-        batch = max(1, _JACOBIAN_BUDGET // (N * D * D))
-        return jax.lax.map(per_step, (prev, xp, valid), batch_size=batch)
-
-    def values_and_jacobians(params, prev, xp, valid, unitwise):
-        """Step values and Jacobians (full, or diagonals) at every step: ``unitwise`` (a
-        traced bool, or None where the shapes rule it out) picks the cheap diagonal."""
-        if unitwise is None:
-            return general(params, prev, xp, valid)
-        cheap = lambda: jax.vmap(lambda *a: unitwise_batch(params, *a))(prev, xp, valid)
-        return jax.lax.cond(unitwise, cheap, lambda: general(params, prev, xp, valid))
-
-    def check_unitwise(params, h0, xp):
-        return probe(params, h0, xp) if structured else None
-
-    def shift(states, h0):
-        return previous_states(states, h0, reverse)
-
-    def lin_solve(a, c, h0, backwards):
-        if full and method == "chunked":
-            return linear_solve.chunked_full(a, c, h0, reverse=backwards)
-        if full:
-            return linear_solve.full(a, c, h0, reverse=backwards)
-        return solve_diagonal(a, c, h0, reverse=backwards, method=method)
-
-    def sequential(params, xp, h0, valid):
-        def body(h, inputs):
-            x_t, ok_t = inputs
-            h = over_batch(params, h, x_t, ok_t)
-            return h, h
-
-        return jax.lax.scan(body, h0, (xp, valid), reverse=reverse)[1]
-
-    def error(new, old):
-        return jnp.max(jnp.abs(new - old) / (1.0 + jnp.abs(new)))
-
-    def newton(params, xp, h0, valid):
-        unitwise = check_unitwise(params, h0, xp)
-
-        def iterate(states):
-            prev = shift(states, h0)
-            value, jac = values_and_jacobians(params, prev, xp, valid, unitwise)
-            if full:
-                offset = value - jnp.einsum("...ij,...j->...i", jac, prev)
-            else:
-                offset = value - jac * prev
-            return lin_solve(jac, offset, h0, reverse)
-
-        def cond(state):
-            k, _, err = state
-            return (k < max_iters) & (err > tol)
-
-        def body(state):
-            k, states, _ = state
-            new = iterate(states)
-            return k + 1, new, error(new, states)
-
-        T = valid.shape[0]
-        guess = jnp.broadcast_to(h0, (T,) + h0.shape)
-        start = (jnp.int32(0), guess, jnp.asarray(jnp.inf, flat.dtype))
-        k, states, err = jax.lax.while_loop(cond, body, start)
-        converged = err <= tol
-        states = jax.lax.cond(converged, lambda: states, lambda: sequential(params, xp, h0, valid))
-        return states, k, converged
-
-    def adjoint(params, prev, xp, h0, valid, g):
-        """The adjoint ``lam_t = g_t + J_{n(t)}^T lam_{n(t)}``, ``n(t)`` the next step."""
-        step_back = -1 if not reverse else 1  # roll that moves J_{next(t)} to position t
-        boundary = -1 if not reverse else 0  # the last step in scan order has no next
-        _, jvp_t = jax.vjp(lambda p: over_all(params, p, xp, valid), prev)
-
-        def next_transposed(lam):  # (J_{next(t)}^T lam_{next(t)})_t
-            moved = jnp.roll(jvp_t(lam)[0], step_back, axis=0)
-            return moved.at[boundary].set(0.0)
-
-        def sequential_adjoint():
-            def body(carry, inputs):
-                p_t, x_t, ok_t, g_t = inputs
-                lam = g_t + carry
-                _, back = jax.vjp(lambda h: over_batch(params, h, x_t, ok_t), p_t)
-                return back(lam)[0], lam
-
-            zero = jnp.zeros_like(g[0])
-            return jax.lax.scan(body, zero, (prev, xp, valid, g), reverse=not reverse)[1]
-
-        _, jac = values_and_jacobians(params, prev, xp, valid, check_unitwise(params, h0, xp))
-        if full:
-            a = jnp.roll(jnp.swapaxes(jac, -1, -2), step_back, axis=0)
-            lam = lin_solve(a, g, jnp.zeros_like(g[0]), not reverse)
-            ok = jnp.all(jnp.isfinite(lam))
-            return jax.lax.cond(ok, lambda: lam, sequential_adjoint)
-
-        a = jnp.roll(jac, step_back, axis=0)
-        zero = jnp.zeros_like(g[0])
-        precondition = lambda r: lin_solve(a, r, zero, not reverse)
-
-        def cond(state):
-            k, _, err = state
-            return (k < max_iters) & (err > tol)
-
-        def body(state):
-            k, lam, _ = state
-            delta = precondition(g + next_transposed(lam) - lam)
-            new = lam + delta
-            return k + 1, new, jnp.max(jnp.abs(delta) / (1.0 + jnp.abs(new)))
-
-        start = (jnp.int32(0), precondition(g), jnp.asarray(jnp.inf, flat.dtype))
-        _, lam, err = jax.lax.while_loop(cond, body, start)
-        return jax.lax.cond(err <= tol, lambda: lam, sequential_adjoint)
-
-    @jax.custom_vjp
-    def states_of(params, xp, h0, valid):
-        return newton(params, xp, h0, valid)
-
-    def states_fwd(params, xp, h0, valid):
-        states, k, converged = newton(params, xp, h0, valid)
-        return (states, k, converged), (params, xp, h0, valid, states)
-
-    def states_bwd(residuals, cotangents):
-        params, xp, h0, valid, states = residuals
-        g = cotangents[0]
-        prev = shift(states, h0)
-        lam = adjoint(params, prev, xp, h0, valid, g)
-        _, pullback = jax.vjp(lambda q, p, x: over_all(q, p, x, valid), params, prev, xp)
-        d_params, d_prev, d_xp = pullback(lam)
-        d_h0 = d_prev[-1] if reverse else d_prev[0]
-        return d_params, d_xp, d_h0, None
-
-    states_of.defvjp(states_fwd, states_bwd)
-
-    def output1(params, h, xp):
-        return advance(params, flat.unflatten(h), xp)[1]
-
-    outputs = jax.vmap(jax.vmap(output1, (None, 0, 0)), (None, 0, 0))
-    return _Solver(states_of, outputs, shift)
+    xp: Any
+    valid: jax.Array
+    starts: jax.Array
+    restart: jax.Array
+    h0: jax.Array
 
 
-def _solve(cell, params, xs, initial_state, length, reverse, *, tol, max_iters, jacobian, method):
-    """``(carry, ys, info)`` for validated arguments."""
-    T = xs.shape[0]
-    batch = xs.shape[1:-1]
-    N = math.prod(batch)
-    example = jax.eval_shape(lambda p: cell.initial_state(p, ()), params)
-    flat = _flat_carry(example)
-    full = jacobian == "full" or (jacobian == "auto" and flat.size <= FULL_JACOBIAN_MAX_STATE)
-    tol = _default_tol(flat.dtype) if tol is None else float(tol)
+def advance(cell):
+    """The step over a carry and a (projected) input: ``recur`` where the cell splits."""
+    return cell.recur if cell.project is not None and cell.recur is not None else cell.step
 
-    def to_rows(leaf):  # [*batch, ...] -> [N, ...]
-        return leaf.reshape((N,) + leaf.shape[len(batch) :])
 
-    h0 = flat.flatten(jax.tree.map(to_rows, initial_state))
+def entering(h, start, restart):
+    return jnp.where(start, restart, h)
+
+
+def step_one(setup: Setup, params, h, xp, ok, start, restart):
+    """One sequence, one step, flat: ``h [D] -> [D]`` (masked and restarted)."""
+    e = entering(h, start, restart)
+    new, _ = advance(setup.cell)(params, setup.flat.unflatten(e), xp)
+    return jnp.where(ok, setup.flat.flatten(new), e)
+
+
+def step_and_jacobian(setup: Setup, params, h, xp, ok, start, restart):
+    """The step and its Jacobian in ``h`` (full, or its diagonal), by forward mode."""
+    both = lambda h: (step_one(setup, params, h, xp, ok, start, restart),) * 2
+    jac, value = jax.jacfwd(both, has_aux=True)(h)
+    return value, (jac if setup.full else jnp.diagonal(jac))
+
+
+def step_and_unitwise(setup: Setup, params, h, xp, ok, start, restart):
+    """The step and its Jacobian's diagonal by `unitwise_diagonal` (one JVP per carry leaf)."""
+    e = entering(h, start, restart)
+    value, diagonal = unitwise_diagonal(setup.cell.gates, params, setup.flat.unflatten(e), xp)
+    value, diagonal = setup.flat.flatten(value), setup.flat.flatten(diagonal)
+    # d/dh of where(ok, step(e), e) with e = where(start, restart, h).
+    diagonal = jnp.where(start, 0.0, jnp.where(ok, diagonal, 1.0))
+    return jnp.where(ok, value, e), diagonal
+
+
+def over_steps(fn, setup: Setup):
+    """``fn(setup, params, h, xp, ok, start, restart)`` mapped over ``[T, N]``."""
+    per_sequence = jax.vmap(partial(fn, setup), (None, 0, 0, 0, 0, 0))
+    return jax.vmap(per_sequence, (None, 0, 0, 0, 0, None))
+
+
+def steps_of(setup: Setup, params, prev, system: System):
+    """``f`` at every step and sequence from the previous states ``prev [T, N, D]``."""
+    f = over_steps(step_one, setup)
+    return f(params, prev, system.xp, system.valid, system.starts, system.restart)
+
+
+def general_jacobians(setup: Setup, params, prev, system: System):
+    """Values and Jacobians (full, or diagonals) at every step, within a memory budget."""
+    T, N, D = prev.shape
+    per_step = jax.vmap(partial(step_and_jacobian, setup), (None, 0, 0, 0, 0, 0))
+
+    def at(args):
+        p, x, ok, start = args
+        return per_step(params, p, x, ok, start, system.restart)
+
+    args = (prev, system.xp, system.valid, system.starts)
+    if setup.full or T * N * D * D <= _JACOBIAN_BUDGET:
+        return jax.vmap(at)(args)
+    return jax.lax.map(at, args, batch_size=max(1, _JACOBIAN_BUDGET // (N * D * D)))
+
+
+def values_and_jacobians(setup: Setup, params, prev, system: System, unitwise):
+    """Step values and Jacobians at every step: ``unitwise`` (a traced bool, or None where
+    the shapes rule it out) picks the cheap diagonal."""
+    if unitwise is None:
+        return general_jacobians(setup, params, prev, system)
+    cheap = over_steps(step_and_unitwise, setup)
+    args = (params, prev, system.xp, system.valid, system.starts, system.restart)
+    return jax.lax.cond(
+        unitwise, lambda: cheap(*args), lambda: general_jacobians(setup, params, prev, system)
+    )
+
+
+def unitwise_applies(setup: Setup, params, system: System):
+    """Whether the unit-wise diagonal is the Jacobian's at a generic point of this run (near
+    the first step's state and input: a mixing of units shows there); None where the shapes
+    rule it out."""
+    if not setup.structured:
+        return None
+    x = jax.tree.map(lambda v: v[0, 0], system.xp)
+    h = system.h0[0] + 0.25 * jnp.sin(1.0 + jnp.arange(system.h0.shape[-1], dtype=system.h0.dtype))
+    return unitwise_matches(setup.cell, params, setup.flat, h, x)
+
+
+def linear_states(setup: Setup, a, c, h0, backwards: bool):
+    """All states of the linearised recurrence ``s_t = a_t s_{t-1} + c_t``."""
+    if setup.full and setup.method == "chunked":
+        return linear_solve.chunked_full(a, c, h0, reverse=backwards)
+    if setup.full:
+        return linear_solve.full(a, c, h0, reverse=backwards)
+    return linear_solve.solve(a, c, h0, reverse=backwards, method=setup.method)
+
+
+def sequential_states(setup: Setup, params, system: System):
+    """Every state by the plain loop: the fallback when Newton does not converge."""
+    step = jax.vmap(partial(step_one, setup), (None, 0, 0, 0, 0, 0))
+
+    def body(h, inputs):
+        x_t, ok_t, start_t = inputs
+        h = step(params, h, x_t, ok_t, start_t, system.restart)
+        return h, h
+
+    inputs = (system.xp, system.valid, system.starts)
+    return jax.lax.scan(body, system.h0, inputs, reverse=setup.reverse)[1]
+
+
+def change(new, old):
+    return jnp.max(jnp.abs(new - old) / (1.0 + jnp.abs(new)))
+
+
+def newton_states(setup: Setup, params, system: System):
+    """``(states [T, N, D], iterations, converged)``: Newton iterations from ``h0`` everywhere;
+    the sequential loop's states where they do not converge."""
+    unitwise = unitwise_applies(setup, params, system)
+
+    def iterate(states):
+        prev = previous_states(states, system.h0, setup.reverse)
+        value, jac = values_and_jacobians(setup, params, prev, system, unitwise)
+        if setup.full:
+            offset = value - jnp.einsum("...ij,...j->...i", jac, prev)
+        else:
+            offset = value - jac * prev
+        return linear_states(setup, jac, offset, system.h0, setup.reverse)
+
+    def cond(state):
+        k, _, err = state
+        return (k < setup.max_iters) & (err > setup.tol)
+
+    def body(state):
+        k, states, _ = state
+        new = iterate(states)
+        return k + 1, new, change(new, states)
+
+    T = system.valid.shape[0]
+    guess = jnp.broadcast_to(system.h0, (T,) + system.h0.shape)
+    start = (jnp.int32(0), guess, jnp.asarray(jnp.inf, setup.flat.dtype))
+    k, states, err = jax.lax.while_loop(cond, body, start)
+    converged = err <= setup.tol
+    states = jax.lax.cond(
+        converged, lambda: states, lambda: sequential_states(setup, params, system)
+    )
+    return states, k, converged
+
+
+def sequential_adjoint(setup: Setup, params, prev, system: System, g):
+    """The adjoint by backpropagation step by step: the fallback of the parallel adjoints."""
+    step = jax.vmap(partial(step_one, setup), (None, 0, 0, 0, 0, 0))
+
+    def body(carry, inputs):
+        p_t, x_t, ok_t, start_t, g_t = inputs
+        lam = g_t + carry
+        _, back = jax.vjp(lambda h: step(params, h, x_t, ok_t, start_t, system.restart), p_t)
+        return back(lam)[0], lam
+
+    inputs = (prev, system.xp, system.valid, system.starts, g)
+    return jax.lax.scan(body, jnp.zeros_like(g[0]), inputs, reverse=not setup.reverse)[1]
+
+
+def adjoint(setup: Setup, params, prev, system: System, g):
+    """The adjoint ``lam_t = g_t + J_{n(t)}^T lam_{n(t)}``, ``n(t)`` the next step in scan
+    order: one linear recurrence run backwards (full Jacobians), or quasi-Newton iterations
+    with exact ``J^T lam`` products (diagonals); step by step where either fails."""
+    step_back = -1 if not setup.reverse else 1  # the roll moving J_{next(t)} to position t
+    boundary = -1 if not setup.reverse else 0  # the last step in scan order has no next
+    zero = jnp.zeros_like(g[0])
+    fallback = partial(sequential_adjoint, setup, params, prev, system, g)
+    unitwise = unitwise_applies(setup, params, system)
+    _, jac = values_and_jacobians(setup, params, prev, system, unitwise)
+    if setup.full:
+        a = jnp.roll(jnp.swapaxes(jac, -1, -2), step_back, axis=0)
+        lam = linear_states(setup, a, g, zero, not setup.reverse)
+        return jax.lax.cond(jnp.all(jnp.isfinite(lam)), lambda: lam, fallback)
+
+    _, jvp_t = jax.vjp(lambda p: steps_of(setup, params, p, system), prev)
+
+    def next_transposed(lam):  # (J_{next(t)}^T lam_{next(t)})_t
+        moved = jnp.roll(jvp_t(lam)[0], step_back, axis=0)
+        return moved.at[boundary].set(0.0)
+
+    a = jnp.roll(jac, step_back, axis=0)
+    precondition = lambda r: linear_states(setup, a, r, zero, not setup.reverse)
+
+    def cond(state):
+        k, _, err = state
+        return (k < setup.max_iters) & (err > setup.tol)
+
+    def body(state):
+        k, lam, _ = state
+        delta = precondition(g + next_transposed(lam) - lam)
+        new = lam + delta
+        return k + 1, new, jnp.max(jnp.abs(delta) / (1.0 + jnp.abs(new)))
+
+    start = (jnp.int32(0), precondition(g), jnp.asarray(jnp.inf, setup.flat.dtype))
+    _, lam, err = jax.lax.while_loop(cond, body, start)
+    return jax.lax.cond(err <= setup.tol, lambda: lam, fallback)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(0,))
+def trajectory(setup: Setup, params, system: System):
+    """``(states [T, N, D], iterations, converged)``, differentiated by the implicit adjoint."""
+    return newton_states(setup, params, system)
+
+
+def _trajectory_fwd(setup, params, system):
+    states, k, converged = newton_states(setup, params, system)
+    return (states, k, converged), (params, system, states)
+
+
+def _trajectory_bwd(setup, residuals, cotangents):
+    params, system, states = residuals
+    g = cotangents[0]
+    prev = previous_states(states, system.h0, setup.reverse)
+    lam = adjoint(setup, params, prev, system, g)
+
+    def steps(q, p, x, r):
+        return steps_of(setup, q, p, system._replace(xp=x, restart=r))
+
+    _, pullback = jax.vjp(steps, params, prev, system.xp, system.restart)
+    d_params, d_prev, d_xp, d_restart = pullback(lam)
+    d_h0 = d_prev[-1] if setup.reverse else d_prev[0]
+    return d_params, System(d_xp, None, None, d_restart, d_h0)
+
+
+trajectory.defvjp(_trajectory_fwd, _trajectory_bwd)
+
+
+def outputs(setup: Setup, params, prev, system: System):
+    """Every step's output from the state before it (restarted where a segment starts)."""
+
+    def output_one(params, h, xp, start, restart):
+        e = setup.flat.unflatten(entering(h, start, restart))
+        return advance(setup.cell)(params, e, xp)[1]
+
+    per_sequence = jax.vmap(output_one, (None, 0, 0, 0, 0))
+    all_steps = jax.vmap(per_sequence, (None, 0, 0, 0, None))
+    ys = all_steps(params, prev, system.xp, system.starts, system.restart)
+    return zero_where_not(system.valid, ys)
+
+
+def solve(cell, params, problem: Problem, *, tol, max_iters, jacobian, method):
+    """``(carry, ys, info)`` of a `Problem` by Newton iterations."""
+    T, N = problem.steps, problem.batch
+    flat = _flat_carry(jax.eval_shape(lambda p: cell.initial_state(p, ()), params))
+    h0 = flat.flatten(problem.initial_state)
     if T == 0:
-        x = jax.ShapeDtypeStruct(xs.shape[1:], xs.dtype)
-        y = jax.eval_shape(lambda p, c, x: cell.step(p, c, x)[1], params, initial_state, x)
+        x = jax.ShapeDtypeStruct(problem.xs.shape[1:], problem.xs.dtype)
+        y = jax.eval_shape(lambda p, c, x: cell.step(p, c, x)[1], params, problem.initial_state, x)
         ys = jax.tree.map(lambda s: jnp.zeros((0,) + s.shape, s.dtype), y)
-        info = NewtonInfo(jnp.int32(0), jnp.bool_(True))
-        return initial_state, ys, info
-    solver = _build(
-        cell,
-        flat,
-        reverse=reverse,
-        tol=tol,
+        return problem.initial_state, ys, NewtonInfo(jnp.int32(0), jnp.bool_(True))
+    full = jacobian == "full" or (jacobian == "auto" and flat.size <= FULL_JACOBIAN_MAX_STATE)
+    setup = Setup(
+        cell=cell,
+        flat=flat,
+        reverse=problem.reverse,
+        tol=_default_tol(flat.dtype) if tol is None else float(tol),
         max_iters=int(max_iters),
         full=full,
-        masked=length is not None,
         method=resolve_method(method),
         structured=not full and has_unitwise_shape(cell, params, flat),
     )
-    rows = xs.reshape((T, N, xs.shape[-1]))
-    xp = cell.project(params, rows) if cell.project is not None and cell.recur else rows
-    valid = valid_steps(length, T)
-    valid = jnp.ones((T, N), bool) if valid is None else valid.reshape((T, N))
-    states, k, converged = solver.states(params, xp, h0, valid)
-    prev = solver.shift(states, h0)
-    ys = solver.outputs(params, prev, xp)
-    ys = zero_where_not(valid, ys)
-    ys = jax.tree.map(lambda y: y.reshape((T, *batch) + y.shape[2:]), ys)
-    final = flat.unflatten(states[0] if reverse else states[-1])
-    final = jax.tree.map(lambda leaf: leaf.reshape(batch + leaf.shape[1:]), final)
+    hoist = cell.project is not None and cell.recur is not None
+    xp = cell.project(params, problem.xs) if hoist else problem.xs
+    no_steps = jnp.zeros((T, N), bool)
+    system = System(
+        xp=xp,
+        valid=jnp.ones((T, N), bool) if problem.valid is None else problem.valid,
+        starts=no_steps if problem.starts is None else problem.starts,
+        restart=jnp.zeros_like(h0)
+        if problem.starts is None
+        else flat.flatten(problem.restart_state),
+        h0=h0,
+    )
+    states, k, converged = trajectory(setup, params, system)
+    prev = previous_states(states, h0, problem.reverse)
+    ys = outputs(setup, params, prev, system)
+    final = flat.unflatten(states[0] if problem.reverse else states[-1])
     return final, ys, NewtonInfo(k, converged)
 
 
@@ -434,6 +514,8 @@ def newton_scan(
     initial_state: Any = None,
     length: jax.Array | None = None,
     reverse: bool = False,
+    resets: jax.Array | None = None,
+    mask: jax.Array | None = None,
     tol: float | None = None,
     max_iters: int = 64,
     jacobian: str = "auto",
@@ -441,7 +523,7 @@ def newton_scan(
 ) -> tuple[Any, Any, NewtonInfo]:
     """``rj.scan`` by Newton iterations (DEER), also reporting how they went.
 
-    Arguments as `rnn_jax.backends`, and:
+    Arguments as `rnn_jax.scan`, and:
 
     Args:
         tol: convergence when no state moves by more than ``tol * (1 + |s|)``
@@ -468,58 +550,52 @@ def newton_scan(
         (True, True)
     """
     _check_options(tol, max_iters, jacobian, method)
-    batch_shape = check_xs(cell, params, xs)
-    length = check_length(length, batch_shape, xs.shape[0])
-    initial_state = check_initial_state(cell, params, initial_state, batch_shape)
-    return _solve(
+    arguments = Arguments(
+        cell, params, xs, initial_state=initial_state, length=length, mask=mask, resets=resets
+    )
+    problem = make_problem(
         cell,
         params,
-        xs,
-        initial_state,
-        length,
-        bool(reverse),
-        tol=tol,
-        max_iters=max_iters,
-        jacobian=jacobian,
-        method=method,
+        arguments.xs,
+        arguments.initial_state,
+        arguments.length,
+        arguments.mask,
+        arguments.resets,
+        reverse=bool(reverse),
+        unroll=check_unroll(None),
     )
+    carry, ys, info = solve(
+        cell, params, problem, tol=tol, max_iters=max_iters, jacobian=jacobian, method=method
+    )
+    carry, ys = arguments.restore(carry, ys)
+    return carry, ys, info
 
 
-def newton_backend(
+def run(cell, params, problem: Problem, **options):
+    carry, ys, _ = solve(cell, params, problem, **options)
+    return carry, ys
+
+
+@cache
+def configure(
     *,
     tol: float | None = None,
     max_iters: int = 64,
     jacobian: str = "auto",
     method: str = "auto",
-    name: str = "newton",
 ) -> Backend:
-    """A ``newton`` backend with the given options (see `newton_scan`).
+    """The ``newton`` backend with the given options (see `newton_scan`).
 
     Example:
-        >>> backend = rj.newton_backend(jacobian="diagonal", max_iters=200)
+        >>> backend = rj.backends.newton(jacobian="diagonal", max_iters=200)
         >>> cell = rj.lstm(8)
         >>> params = cell.init(jax.random.key(0), 4)
         >>> carry, ys = rj.scan(cell, params, jnp.ones((64, 4)), backend=backend)
     """
     _check_options(tol, max_iters, jacobian, method)
-
-    def run(cell, params, xs, *, initial_state, length, reverse, unroll):
-        del unroll
-        carry, ys, _ = _solve(
-            cell,
-            params,
-            xs,
-            initial_state,
-            length,
-            reverse,
-            tol=tol,
-            max_iters=max_iters,
-            jacobian=jacobian,
-            method=method,
-        )
-        return carry, ys
-
-    return Backend(name, run)
+    options = {"tol": tol, "max_iters": max_iters, "jacobian": jacobian, "method": method}
+    return Backend("newton", always, partial(run, **options))
 
 
-newton = register_backend(newton_backend())
+DEFAULT = register(configure())
+callable_module(__name__)

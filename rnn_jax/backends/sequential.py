@@ -1,7 +1,7 @@
 """The ``sequential`` backend: a tuned ``lax.scan`` with a custom backward pass.
 
-For a cell with `Gates` (``simple``, ``lstm``, ``gru``), time is cut into
-chunks of ``chunk`` steps (``chunk = T``: one chunk):
+For a cell with `Gates` (``simple``, ``lstm``, ``gru``, the multi-head cells),
+time is cut into chunks of ``chunk`` steps (``chunk = T``: one chunk):
 
 - the carry-free input projection is one ``[chunk * batch, F] @ [F, G*H]``
   matmul per chunk (``cell.project``), outside the step loop, which keeps only
@@ -21,10 +21,12 @@ chunks of ``chunk`` steps (``chunk = T``: one chunk):
   the recurrent pre-activations (``combine`` re-run per step, the projection
   per chunk); ``"carries"``, the carries only (the pre-activations of a chunk
   re-formed by one matmul over its rows). Carry leaves that are the step's
-  output (an LSTM's or GRU's ``h``) are never stored: the outputs hold them;
+  output (an LSTM's or GRU's ``h``) are never stored where the valid steps
+  are a prefix: the outputs hold them;
 - where ``combine`` reads ``xp`` and the pre-activation only through their
-  sum (LSTM, Elman; `reads_only_sum`), the two share one cotangent, and
-  ``"recompute"`` stores the sum, so the backward pass forms no projection;
+  sum (LSTM, Elman; `rnn_jax.backends.jaxprs.reads_only_sum`), the two share
+  one cotangent, and ``"recompute"`` stores the sum, so the backward pass
+  forms no projection;
 - ``weight_grads``: each chunk's share of the weight gradients right after
   its reverse sweep (``"per_chunk"``), or one matmul over all ``T * batch``
   rows once every chunk is swept (``"after_sweep"``: small batches make
@@ -39,31 +41,38 @@ an LSTM forward at B32 T128 H256 with one chunk). Full-length
 ``[T, batch, G*H]`` buffers for the projection and its gradient often cross
 that line; chunks keep them small and in cache, and the matmuls still see
 ``chunk * batch`` rows (``chunk=0`` is one chunk: one matmul over all ``T *
-batch`` rows, as DESIGN.md sketches). The measured best ``chunk``, ``unroll``
-and ``residuals`` per platform and shape live in the packaged dispatch table
-(see `rnn_jax.backends.auto`); ``python benchmarks/cpu_suite.py --sweep`` measures
+batch`` rows). The measured best ``chunk``, ``unroll`` and ``residuals`` per
+platform and shape live in the packaged dispatch table (see
+`rnn_jax.backends.auto`); ``python benchmarks/cpu_suite.py --sweep`` measures
 them.
 
-Lengths and ``reverse`` follow the reference exactly (see `masking.scan_steps`):
-a step past a sequence's length passes the carry (and its cotangent) through.
-Cells without `Gates` run the hoisted ``lax.scan`` (projection outside the
-loop, ``recur`` inside) under JAX's autodiff; cells without a projection split
-run the reference loop.
+Valid steps and restarts follow the reference exactly (`rnn_jax.backends.masking`):
+a step that does not count passes the carry (and its cotangent) through, and
+at a restart the carry's cotangent goes to the restart state. Cells without
+`Gates` run the hoisted ``lax.scan`` (projection outside the loop, ``recur``
+inside) under JAX's autodiff; cells without a projection split run the
+reference loop.
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import NamedTuple
+from functools import cache, partial
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax.extend.core import Literal
 
-from rnn_jax.backends import auto
-from rnn_jax.backends.masking import keep_where, scan_steps, zero_where_not
-from rnn_jax.backends.reference import run as run_reference
-from rnn_jax.backends.registry import Backend, register_backend
+from rnn_jax.backends import auto, reference
+from rnn_jax.backends.contract import Backend, Problem, always, callable_module, register
+from rnn_jax.backends.jaxprs import Reads, outputs_fed_back, parameters_read, reads_only_sum
+from rnn_jax.backends.masking import (
+    keep_where,
+    pad_steps,
+    restarted,
+    scan_steps,
+    zero_where_not,
+)
+from rnn_jax.backends.numerics import matmul, rows_product
 
 RESIDUALS = ("store", "recompute", "carries")
 WEIGHT_GRADS = ("per_chunk", "after_sweep")
@@ -79,74 +88,10 @@ class Plan(NamedTuple):
     pipeline: bool
     weight_grads: str
 
-    def scan(self, f, init, xs, *, reverse):
+    def loop(self, f, init, xs, *, reverse):
         """The step loop: `pipelined_scan` or a plain ``lax.scan``."""
-        loop = pipelined_scan if self.pipeline else jax.lax.scan
-        return loop(f, init, xs, reverse=reverse, unroll=self.unroll)
-
-
-# ----------------------------------------------------------------------------- helpers
-
-
-def is_low_precision(dtype) -> bool:
-    """True for floating dtypes narrower than float32 (bf16, fp16, fp8)."""
-    return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
-
-
-def matmul(a: jax.Array, b: jax.Array, out_dtype) -> jax.Array:
-    """``a @ b`` in ``b``'s precision when that is low (float32 accumulation), else as given."""
-    if is_low_precision(b.dtype):
-        return jnp.matmul(a.astype(b.dtype), b, preferred_element_type=out_dtype)
-    return jnp.matmul(a, b)
-
-
-def rows_product(a: jax.Array, b: jax.Array, dtype) -> jax.Array:
-    """``a^T @ b`` over all leading axes (``[..., R]``, ``[..., G]`` to ``[R, G]``) in ``dtype``.
-
-    One matmul over every row (step and batch element); low-precision
-    ``dtype`` multiplies in that precision with float32 accumulation.
-    """
-    a = a.reshape(-1, a.shape[-1])
-    b = b.reshape(-1, b.shape[-1])
-    if is_low_precision(dtype):
-        a, b = a.astype(dtype), b.astype(dtype)
-    product = jax.lax.dot_general(
-        a, b, (((0,), (0,)), ((), ())), preferred_element_type=jnp.float32
-    )
-    return product.astype(dtype)
-
-
-def read_leaves(fn, params, *args) -> tuple[list, callable]:
-    """``(leaves, rebuild)``: the inexact leaves of ``params`` that ``fn(params, *args)`` reads.
-
-    Found from ``fn``'s jaxpr (``args`` may be arrays or shape structs);
-    ``rebuild(leaves)`` puts (possibly traced) replacements back into ``params``.
-    """
-    leaves, treedef = jax.tree.flatten(params)
-    jaxpr = jax.make_jaxpr(lambda ls, *a: fn(treedef.unflatten(ls), *a))(leaves, *args).jaxpr
-    read = {id(v) for eqn in jaxpr.eqns for v in eqn.invars if not isinstance(v, Literal)}
-    read |= {id(v) for v in jaxpr.outvars if not isinstance(v, Literal)}
-    picked = [
-        i
-        for i, (leaf, var) in enumerate(zip(leaves, jaxpr.invars, strict=False))
-        if id(var) in read and jnp.issubdtype(jnp.result_type(leaf), jnp.inexact)
-    ]
-
-    def rebuild(replacements):
-        full = list(leaves)
-        for i, leaf in zip(picked, replacements, strict=True):
-            full[i] = leaf
-        return treedef.unflatten(full)
-
-    return [leaves[i] for i in picked], rebuild
-
-
-def add_trees(a, b):
-    return jax.tree.map(jnp.add, a, b)
-
-
-def shapes(tree, drop_leading: int = 0):
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[drop_leading:], a.dtype), tree)
+        scan = pipelined_scan if self.pipeline else jax.lax.scan
+        return scan(f, init, xs, reverse=reverse, unroll=self.unroll)
 
 
 def pipelined_scan(f, init, xs, *, reverse: bool = False, unroll: int | bool = 1):
@@ -176,27 +121,16 @@ def pipelined_scan(f, init, xs, *, reverse: bool = False, unroll: int | bool = 1
     return final, ys
 
 
-def reads_only_sum(combine, *args) -> bool:
-    """True when ``combine(params, carry, xp, hu)`` reads ``xp`` and ``hu`` only as ``xp + hu``.
+def add_trees(a, b):
+    return jax.tree.map(jnp.add, a, b)
 
-    ``args`` are the four arguments (arrays or shape structs). Decided from the
-    jaxpr: one ``add`` of the two, and no other use of either.
-    """
-    xp, hu = args[2], args[3]
-    if not (isinstance(xp, jax.ShapeDtypeStruct) and isinstance(hu, jax.ShapeDtypeStruct)):
-        return False
-    if (xp.shape, xp.dtype) != (hu.shape, hu.dtype):
-        return False
-    jaxpr = jax.make_jaxpr(combine)(*args).jaxpr
-    xp_var, hu_var = jaxpr.invars[-2], jaxpr.invars[-1]
-    readers = [eqn for eqn in jaxpr.eqns if {id(v) for v in eqn.invars} & {id(xp_var), id(hu_var)}]
-    returned = {id(v) for v in jaxpr.outvars} & {id(xp_var), id(hu_var)}
-    return (
-        len(readers) == 1
-        and readers[0].primitive.name == "add"
-        and {id(v) for v in readers[0].invars} == {id(xp_var), id(hu_var)}
-        and not returned
-    )
+
+def zeros_like_tree(tree):
+    return jax.tree.map(jnp.zeros_like, tree)
+
+
+def shapes(tree, drop_leading: int = 0):
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[drop_leading:], a.dtype), tree)
 
 
 def is_primal(leaf) -> bool:
@@ -217,19 +151,82 @@ def instantiate(cotangent, like):
     )
 
 
-def valid_steps(length, steps: int, batch_shape) -> jax.Array | None:
-    """``[T, *batch]`` bools: step ``t`` of a sequence of length ``L`` counts when ``t < L``."""
-    if length is None:
-        return None
-    t = jnp.arange(steps).reshape((steps,) + (1,) * len(batch_shape))
-    return t < length
+# ----------------------------------------------------------------------------- what a run knows
 
 
-# ----------------------------------------------------------------------------- the kernel
+class Layout(NamedTuple):
+    """What a run learns about the cell before it runs, from shapes and jaxprs only.
+
+    - ``gates``, ``project_cell``: the cell's `Gates` and ``project``.
+    - ``combine_reads`` / ``project_reads``: the parameters each reads.
+    - ``summed``: ``combine`` reads ``xp`` and the pre-activation only as their sum.
+    - ``tied``: per carry leaf, whether it is the step's output (and need not
+      be stored, the valid steps being a prefix).
+    - ``carry_tree``: the carry's structure; ``out_dtype``: the carry's dtype,
+      in which the recurrent matmuls accumulate.
+    """
+
+    gates: Any
+    project_cell: Any
+    combine_reads: Reads
+    project_reads: Reads
+    summed: bool
+    tied: tuple[bool, ...]
+    carry_tree: Any
+    out_dtype: Any
+
+    def combine(self, c_used, carry, xp_t, hu):
+        return self.gates.combine(self.combine_reads.rebuild(c_used), carry, xp_t, hu)
+
+    def project(self, p_used, x_chunk):
+        """``project`` on rows ``[steps * batch, F]``: a plain 2-D matmul, whose transposes
+        (the weight gradient) XLA runs as fast as the forward; a 3-D operand costs a
+        transposing copy."""
+        lead = x_chunk.shape[:-1]
+        xp = self.project_cell(
+            self.project_reads.rebuild(p_used), x_chunk.reshape(-1, x_chunk.shape[-1])
+        )
+        return jax.tree.map(lambda a: a.reshape(*lead, *a.shape[1:]), xp)
+
+
+def analyse(cell, params, problem: Problem) -> Layout:
+    """The `Layout` of ``cell`` for ``problem`` (nothing runs)."""
+    gates, carry0 = cell.gates, problem.initial_state
+    out_dtype = jax.tree.leaves(carry0)[0].dtype
+    kernel = jax.eval_shape(gates.kernel, params)
+    xp = jax.eval_shape(cell.project, params, shapes(problem.xs, 1))
+    hu = jax.eval_shape(lambda c, k: matmul(gates.fed_back(c), k, out_dtype), carry0, kernel)
+    prefix = problem.valid is None or problem.length is not None
+    tied = outputs_fed_back(gates.combine, params, carry0, xp, hu)
+    return Layout(
+        gates=gates,
+        project_cell=cell.project,
+        combine_reads=parameters_read(gates.combine, params, carry0, xp, hu),
+        project_reads=parameters_read(cell.project, params, shapes(problem.xs, 1)),
+        summed=reads_only_sum(gates.combine, params, carry0, xp, hu),
+        tied=tied if prefix else (False,) * len(tied),
+        carry_tree=jax.tree.structure(carry0),
+        out_dtype=out_dtype,
+    )
+
+
+class Chunks(NamedTuple):
+    """The per-step inputs of a run, ``[n, K, ...]``: ``n`` chunks of ``K`` steps."""
+
+    xs: jax.Array
+    valid: jax.Array | None
+    starts: jax.Array | None
+
+
+def chunked(problem: Problem, size: int) -> Chunks:
+    def split(x):
+        return None if x is None else x.reshape(-1, size, *x.shape[1:])
+
+    return Chunks(split(problem.xs), split(problem.valid), split(problem.starts))
 
 
 def previous_steps(ys, first, reverse: bool):
-    """Per chunk and step, the output of the step before in scan order.
+    """Per chunk and step, the value of the step before in scan order.
 
     ``ys: [n, K, ...]`` (``n`` chunks of ``K`` steps); the step before the very
     first one gets ``first [...]``.
@@ -241,247 +238,309 @@ def previous_steps(ys, first, reverse: bool):
     return jnp.concatenate([before, ys[:, :-1]], axis=1)
 
 
-def gated_scan(cell, plan: Plan, params, carry0, xs, length):
-    """``(final_carry, ys)`` of a cell with `Gates`, with the chunked custom backward pass."""
-    gates = cell.gates
-    steps, batch_shape = xs.shape[0], xs.shape[1:-1]
-    size = max(1, min(plan.chunk, steps))
-    count = -(-steps // size)
-    padding = count * size - steps
-    if padding:
-        xs = jnp.concatenate([xs, jnp.zeros((padding, *xs.shape[1:]), xs.dtype)])
-        if length is None:
-            length = jnp.full(batch_shape, steps, jnp.int32)
-    valid = valid_steps(length, count * size, batch_shape)
-    xs = xs.reshape(count, size, *xs.shape[1:])
-    valid = None if valid is None else valid.reshape(count, size, *batch_shape)
+# ----------------------------------------------------------------------------- forward sweep
 
-    kernel = gates.kernel(params)
-    out_dtype = jax.tree.leaves(carry0)[0].dtype
-    xp_shape = jax.eval_shape(cell.project, params, shapes(xs, 2))
-    hu_shape = jax.eval_shape(lambda c, k: matmul(gates.fed_back(c), k, out_dtype), carry0, kernel)
-    c_used, c_rebuild = read_leaves(gates.combine, params, carry0, xp_shape, hu_shape)
-    # combine(xp + hu) (LSTM, Elman): "recompute" stores the sum, so the backward pass needs
-    # no projection, and one cotangent serves both.
-    summed = reads_only_sum(gates.combine, params, carry0, xp_shape, hu_shape)
-    p_used, p_rebuild = read_leaves(cell.project, params, shapes(xs, 1))
-    carry_leaves, carry_def = jax.tree.flatten(carry0)
-    # Carry leaves that ARE the step's output (an LSTM's h, a GRU's h): the backward pass
-    # reads them from the outputs of the step before instead of storing them twice.
-    tied = [False] * len(carry_leaves)
 
-    def combine(c_used, carry, xp_t, hu):
-        return gates.combine(c_rebuild(c_used), carry, xp_t, hu)
+def forward_step(layout: Layout, residuals, c_used, kernel, restart, carry, inputs):
+    """One step: ``(carry, (y, saved))``; ``saved`` is what ``residuals`` asks to keep."""
+    xp_t, valid_t, start_t = inputs
+    carry = restarted(start_t, restart, carry)
+    fed = layout.gates.fed_back(carry)
+    hu = matmul(fed, kernel, layout.out_dtype)
+    if residuals == "store":
+        (new, y), pullback = jax.vjp(layout.combine, c_used, carry, xp_t, hu)
+        saved = (fed, pullback)
+    else:
+        new, y = layout.combine(c_used, carry, xp_t, hu)
+        untied = [c for c, t in zip(jax.tree.leaves(carry), layout.tied, strict=True) if not t]
+        pre = xp_t + hu if layout.summed else hu
+        saved = {None: None, "recompute": (untied, pre), "carries": (untied, None)}[residuals]
+    if valid_t is not None:
+        new = keep_where(valid_t, new, carry)
+        y = zero_where_not(valid_t, y)
+    return new, (y, saved)
 
-    def project(p_used, x_chunk):
-        # On rows [steps * batch, F]: a plain 2-D matmul, whose transposes (the weight
-        # gradient) XLA runs as fast as the forward; a 3-D operand costs a transposing copy.
-        lead = x_chunk.shape[:-1]
-        xp = cell.project(p_rebuild(p_used), x_chunk.reshape(-1, x_chunk.shape[-1]))
-        return jax.tree.map(lambda a: a.reshape(*lead, *a.shape[1:]), xp)
 
-    def run_forward(p_used, c_used, kernel, carry0, xs, valid, store):
-        def step(carry, inputs):
-            xp_t, valid_t = inputs
-            fb = gates.fed_back(carry)
-            hu = matmul(fb, kernel, out_dtype)
-            if store == "store":
-                (new, y), pullback = jax.vjp(combine, c_used, carry, xp_t, hu)
-                saved = (fb, pullback)
-            else:
-                new, y = combine(c_used, carry, xp_t, hu)
-                tied[:] = [leaf is y for leaf in jax.tree.leaves(new)]
-                untied = [c for c, t in zip(jax.tree.leaves(carry), tied, strict=True) if not t]
-                pre = xp_t + hu if summed else hu
-                saved = {None: None, "recompute": (untied, pre), "carries": (untied, None)}[store]
-            if valid_t is not None:
-                new = keep_where(valid_t, new, carry)
-                y = zero_where_not(valid_t, y)
-            return new, (y, saved)
+def forward_sweep(layout, plan, residuals, p_used, c_used, kernel, carry0, restart, chunks):
+    """``(final_carry, ys [n, K, ...], saved)`` over every chunk."""
+    step = partial(forward_step, layout, residuals, c_used, kernel, restart)
 
-        def chunk(carry, inputs):
-            x_chunk, valid_chunk = inputs
-            xp = project(p_used, x_chunk)
-            return plan.scan(step, carry, (xp, valid_chunk), reverse=plan.reverse)
+    def chunk(carry, inputs):
+        x_chunk, valid_chunk, starts_chunk = inputs
+        xp = layout.project(p_used, x_chunk)
+        return plan.loop(step, carry, (xp, valid_chunk, starts_chunk), reverse=plan.reverse)
 
-        final, (ys, saved) = jax.lax.scan(chunk, carry0, (xs, valid), reverse=plan.reverse)
-        return final, ys, saved
+    final, (ys, saved) = jax.lax.scan(chunk, carry0, chunks, reverse=plan.reverse)
+    return final, ys, saved
 
-    def carries_in(saved_untied, ys_before, valid_before, carry0):
-        """The carries entering each step of the chunks, from stored and output leaves."""
-        untied = iter(saved_untied)
-        leaves = []
-        for is_tied, leaf0 in zip(tied, jax.tree.leaves(carry0), strict=True):
-            if not is_tied:
-                leaves.append(next(untied))
-                continue
-            # A step after an invalid one (only the first valid step of a reversed scan)
-            # starts from the initial carry.
-            leaves.append(
-                ys_before if valid_before is None else keep_where(valid_before, ys_before, leaf0)
-            )
-        return jax.tree.unflatten(carry_def, leaves)
+
+# ----------------------------------------------------------------------------- backward sweep
+
+
+class Saved(NamedTuple):
+    """What the backward pass reads besides the cotangents (the forward's residuals)."""
+
+    p_used: list
+    c_used: list
+    kernel: jax.Array
+    carry0: Any
+    restart: Any
+    chunks: Chunks
+    saved: Any
+    ys: Any
+    xs_perturbed: bool
+
+
+def carries_entering(layout: Layout, untied, ys_before, valid_before, starts, carry0, restart):
+    """The carries entering each step, from the stored leaves and the outputs of the step
+    before (for tied leaves), restarts applied."""
+    untied = iter(untied)
+    leaves = []
+    for is_tied, leaf0 in zip(layout.tied, jax.tree.leaves(carry0), strict=True):
+        if not is_tied:
+            leaves.append(next(untied))
+            continue
+        # A step after one that does not count (only the first valid step of a reversed
+        # scan, the valid steps being a prefix) starts from the initial carry.
+        leaves.append(
+            ys_before if valid_before is None else keep_where(valid_before, ys_before, leaf0)
+        )
+    return restarted(starts, restart, jax.tree.unflatten(layout.carry_tree, leaves))
+
+
+def backward_step(layout: Layout, residuals, c_used, kernel_t, fed_pullback, acc, inputs):
+    """One step of the reverse sweep: cotangents of the carry entering the step."""
+    d_carry, d_c, d_restart = acc
+    d_y, xp_t, valid_t, start_t, saved_t = inputs
+    d_out = (d_carry, d_y)
+    if valid_t is not None:
+        d_out = zero_where_not(valid_t, d_out)
+    if residuals == "store":
+        pullback = saved_t[1]
+    else:
+        carry, hu = saved_t
+        if xp_t is None:  # hu holds xp + hu
+            xp_t, hu = hu, jnp.zeros_like(hu)
+        _, pullback = jax.vjp(layout.combine, c_used, carry, xp_t, hu)
+    dc_t, d_prev, d_xp, d_hu = pullback(d_out)
+    (d_fed,) = fed_pullback(matmul(d_hu, kernel_t, layout.out_dtype))
+    d_prev = add_trees(d_prev, d_fed)
+    if valid_t is not None:
+        d_prev = keep_where(valid_t, d_prev, d_carry)
+    if start_t is not None:  # the carry entering a start was the restart state
+        d_restart = add_trees(d_restart, zero_where_not(start_t, d_prev))
+        d_prev = zero_where_not(~start_t, d_prev)
+    d_xp = None if layout.summed else d_xp
+    return (d_prev, add_trees(d_c, dc_t), d_restart), (d_xp, d_hu)
+
+
+def chunk_residuals(layout: Layout, plan: Plan, res: Saved, saved_chunk, ys_chunk, before):
+    """``(fed [K, B, R], per-step residuals)`` of one chunk for the reverse sweep."""
+    if plan.residuals == "store":
+        return saved_chunk[0], saved_chunk
+    valid_before, starts_chunk = before
+    carry = carries_entering(
+        layout, saved_chunk[0], ys_chunk, valid_before, starts_chunk, res.carry0, res.restart
+    )
+    fed = layout.gates.fed_back(carry)
+    hu = saved_chunk[1]
+    if hu is None:  # "carries": all steps' pre-activations in one matmul
+        hu = matmul(fed, res.kernel, layout.out_dtype)
+    return fed, (carry, hu)
+
+
+def backward_sweep(layout: Layout, plan: Plan, res: Saved, d_final, d_ys):
+    """The cotangents of every input of the recurrence (see `recurrence`)."""
+    _, fed_pullback = jax.vjp(layout.gates.fed_back, res.carry0)  # linear in the carry
+    kernel_t = res.kernel.T
+    after_sweep = plan.weight_grads == "after_sweep"
+    step = partial(backward_step, layout, plan.residuals, res.c_used, kernel_t, fed_pullback)
+    ys_before, valid_before = tied_inputs(layout, plan, res)
+
+    def chunk(acc, inputs):
+        d_carry, d_c, d_restart, d_kernel, d_p = acc
+        d_y, x_chunk, valid_chunk, starts_chunk, saved_chunk, ys_chunk, before_chunk = inputs
+        xp, project_pullback = jax.vjp(layout.project, res.p_used, x_chunk)
+        fed, per_step = chunk_residuals(
+            layout, plan, res, saved_chunk, ys_chunk, (before_chunk, starts_chunk)
+        )
+        xp_in = None if layout.summed and plan.residuals == "recompute" else xp
+        (d_carry, d_c, d_restart), (d_xp, d_hu) = plan.loop(
+            step,
+            (d_carry, d_c, d_restart),
+            (d_y, xp_in, valid_chunk, starts_chunk, per_step),
+            reverse=not plan.reverse,
+        )
+        d_xp = d_hu if layout.summed else d_xp
+        d_xp = jax.tree.map(lambda d, x: d.astype(x.dtype), d_xp, xp)
+        acc = (d_carry, d_c, d_restart, d_kernel, d_p)
+        if after_sweep:  # the weight gradients wait for every chunk's cotangents
+            return acc, (d_xp, d_hu)
+        d_kernel = d_kernel + rows_product(fed, d_hu, res.kernel.dtype)
+        dp_chunk, d_x = project_pullback(d_xp)
+        acc = (d_carry, d_c, d_restart, d_kernel, add_trees(d_p, dp_chunk))
+        return acc, (d_x if res.xs_perturbed else None)
+
+    chunks = res.chunks
+    start = (
+        d_final,
+        zeros_like_tree(res.c_used),
+        zeros_like_tree(res.restart),
+        jnp.zeros_like(res.kernel),
+        zeros_like_tree(res.p_used),
+    )
+    (d_carry0, d_c, d_restart, d_kernel, d_p), per_chunk = jax.lax.scan(
+        chunk,
+        start,
+        (d_ys, chunks.xs, chunks.valid, chunks.starts, res.saved, ys_before, valid_before),
+        reverse=not plan.reverse,
+    )
+    if after_sweep:
+        d_kernel, d_p, d_xs = weight_gradients(
+            layout, plan, res, ys_before, valid_before, *per_chunk
+        )
+    else:
+        d_xs = per_chunk
+    d_xs = d_xs if res.xs_perturbed else None
+    return d_p, d_c, d_kernel, d_carry0, d_restart, d_xs
+
+
+def tied_inputs(layout: Layout, plan: Plan, res: Saved):
+    """The outputs and validity of the step before each step, for the tied carry leaves."""
+    if plan.residuals == "store" or not any(layout.tied):
+        return None, None
+    first = jax.tree.leaves(res.carry0)[layout.tied.index(True)]
+    ys_before = previous_steps(res.ys, first.astype(res.ys.dtype), plan.reverse)
+    valid = res.chunks.valid
+    if valid is None:
+        return ys_before, None
+    batch = valid.shape[2:]
+    return ys_before, previous_steps(valid, jnp.ones(batch, bool), plan.reverse)
+
+
+def weight_gradients(layout, plan, res: Saved, ys_before, valid_before, d_xp, d_hu):
+    """Both weight gradients (and the inputs'), each one matmul over all ``T * B`` rows."""
+    d_xp = d_hu if layout.summed else d_xp  # (summed: xp and hu share one dtype)
+    if plan.residuals == "store":
+        fed = res.saved[0]
+    else:
+        carry = carries_entering(
+            layout,
+            res.saved[0],
+            ys_before,
+            valid_before,
+            res.chunks.starts,
+            res.carry0,
+            res.restart,
+        )
+        fed = layout.gates.fed_back(carry)
+    _, project_pullback = jax.vjp(layout.project, res.p_used, res.chunks.xs)
+    d_p, d_xs = project_pullback(d_xp)
+    return rows_product(fed, d_hu, res.kernel.dtype), d_p, d_xs
+
+
+# ----------------------------------------------------------------------------- the recurrence
+
+
+def recurrence(layout: Layout, plan: Plan):
+    """``(p_used, c_used, kernel, carry0, restart, chunks) -> (final, ys)`` with the custom
+    backward pass."""
 
     @jax.custom_vjp
-    def recurrence(p_used, c_used, kernel, carry0, xs, valid):
-        final, ys, _ = run_forward(p_used, c_used, kernel, carry0, xs, valid, None)
+    def run(p_used, c_used, kernel, carry0, restart, chunks):
+        final, ys, _ = forward_sweep(
+            layout, plan, None, p_used, c_used, kernel, carry0, restart, chunks
+        )
         return final, ys
 
     def fwd(*primals):
         # symbolic_zeros: each argument leaf says whether it is differentiated at all.
         values = [jax.tree.map(lambda a: a.value, p, is_leaf=is_primal) for p in primals]
-        xs_perturbed = any(a.perturbed for a in jax.tree.leaves(primals[4], is_leaf=is_primal))
-        p_used, c_used, kernel, carry0, xs, valid = values
-        final, ys, saved = run_forward(p_used, c_used, kernel, carry0, xs, valid, plan.residuals)
-        return (final, ys), (p_used, c_used, kernel, carry0, xs, valid, saved, ys, xs_perturbed)
-
-    def bwd(res, cts):
-        p_used, c_used, kernel, carry0, xs, valid, saved, ys, xs_perturbed = res
-        d_final, d_ys = instantiate(cts[0], carry0), instantiate(cts[1], ys)
-        _, fb_pullback = jax.vjp(gates.fed_back, carry0)  # fed_back is linear in the carry
-        kernel_t = kernel.T
-        store = plan.residuals == "store"
-        if not store and any(tied):
-            first = jax.tree.leaves(carry0)[tied.index(True)]
-            ys_before = previous_steps(ys, first.astype(ys.dtype), plan.reverse)
-            valid_before = None
-            if valid is not None:
-                valid_before = previous_steps(valid, jnp.ones(batch_shape, bool), plan.reverse)
-        else:
-            ys_before, valid_before = None, None
-
-        def step(acc, inputs):
-            d_carry, d_c = acc
-            d_y, xp_t, valid_t, saved_t = inputs
-            d_out = (d_carry, d_y)
-            if valid_t is not None:
-                d_out = zero_where_not(valid_t, d_out)
-            if store:
-                pullback = saved_t[1]
-            else:
-                carry, hu = saved_t
-                if xp_t is None:  # hu holds xp + hu
-                    xp_t, hu = hu, jnp.zeros_like(hu)
-                _, pullback = jax.vjp(combine, c_used, carry, xp_t, hu)
-            dc_t, d_prev, d_xp, d_hu = pullback(d_out)
-            (d_fed,) = fb_pullback(matmul(d_hu, kernel_t, out_dtype))
-            d_prev = add_trees(d_prev, d_fed)
-            if valid_t is not None:
-                d_prev = keep_where(valid_t, d_prev, d_carry)
-            return (d_prev, add_trees(d_c, dc_t)), (None if summed else d_xp, d_hu)
-
-        def chunk(acc, inputs):
-            d_carry, d_c, d_kernel, d_p = acc
-            d_y, x_chunk, valid_chunk, saved_chunk, ys_chunk, valid_before_chunk = inputs
-            xp, project_pullback = jax.vjp(project, p_used, x_chunk)
-            if store:
-                fb = saved_chunk[0]
-                per_step = saved_chunk
-            else:
-                carry = carries_in(saved_chunk[0], ys_chunk, valid_before_chunk, carry0)
-                fb = gates.fed_back(carry)
-                hu = saved_chunk[1]
-                if hu is None:  # "carries": all steps' pre-activations in one matmul
-                    hu = matmul(fb, kernel, out_dtype)
-                per_step = (carry, hu)
-            xp_in = None if summed and plan.residuals == "recompute" else xp
-            (d_carry, d_c), (d_xp, d_hu) = plan.scan(
-                step, (d_carry, d_c), (d_y, xp_in, valid_chunk, per_step), reverse=not plan.reverse
-            )
-            d_xp = d_hu if summed else d_xp
-            d_xp = jax.tree.map(lambda d, x: d.astype(x.dtype), d_xp, xp)
-            if after_sweep:  # the weight gradients wait for every chunk's cotangents
-                return (d_carry, d_c, d_kernel, d_p), (None if summed else d_xp, d_hu)
-            d_kernel = d_kernel + rows_product(fb, d_hu, kernel.dtype)
-            dp_chunk, d_x = project_pullback(d_xp)
-            if not xs_perturbed:  # then the inputs' gradient (a matmul per chunk) is never formed
-                d_x = None
-            return (d_carry, d_c, d_kernel, add_trees(d_p, dp_chunk)), d_x
-
-        def weight_gradients(d_xp, d_hu):
-            """Both weight gradients (and the inputs'), each one matmul over all T * B rows."""
-            d_xp = d_hu if summed else d_xp  # (summed: xp and hu share one dtype)
-            fb = (
-                saved[0]
-                if store
-                else gates.fed_back(carries_in(saved[0], ys_before, valid_before, carry0))
-            )
-            _, project_pullback = jax.vjp(project, p_used, xs)
-            d_p, d_xs = project_pullback(d_xp)
-            return rows_product(fb, d_hu, kernel.dtype), d_p, d_xs
-
-        after_sweep = plan.weight_grads == "after_sweep"
-        zeros = partial(jax.tree.map, jnp.zeros_like)
-        (d_carry0, d_c, d_kernel, d_p), per_chunk = jax.lax.scan(
-            chunk,
-            (d_final, zeros(c_used), zeros(kernel), zeros(p_used)),
-            (d_ys, xs, valid, saved, ys_before, valid_before),
-            reverse=not plan.reverse,
+        xs_perturbed = any(a.perturbed for a in jax.tree.leaves(primals[5].xs, is_leaf=is_primal))
+        p_used, c_used, kernel, carry0, restart, chunks = values
+        final, ys, saved = forward_sweep(
+            layout, plan, plan.residuals, p_used, c_used, kernel, carry0, restart, chunks
         )
-        if after_sweep:
-            d_kernel, d_p, d_xs = weight_gradients(*per_chunk)
-            d_xs = d_xs if xs_perturbed else None
-        else:
-            d_xs = per_chunk
-        return d_p, d_c, d_kernel, d_carry0, d_xs, None
+        res = Saved(p_used, c_used, kernel, carry0, restart, chunks, saved, ys, xs_perturbed)
+        return (final, ys), res
 
-    recurrence.defvjp(fwd, bwd, symbolic_zeros=True)
-    final, ys = recurrence(p_used, c_used, kernel, carry0, xs, valid)
-    ys = jax.tree.map(lambda y: y.reshape(count * size, *y.shape[2:])[:steps], ys)
+    def bwd(res: Saved, cotangents):
+        d_final, d_ys = instantiate(cotangents[0], res.carry0), instantiate(cotangents[1], res.ys)
+        d_p, d_c, d_kernel, d_carry0, d_restart, d_xs = backward_sweep(
+            layout, plan, res, d_final, d_ys
+        )
+        d_chunks = Chunks(d_xs, None, None)
+        return d_p, d_c, d_kernel, d_carry0, d_restart, d_chunks
+
+    run.defvjp(fwd, bwd, symbolic_zeros=True)
+    return run
+
+
+def gated_scan(cell, plan: Plan, params, problem: Problem):
+    """``(final_carry, ys)`` of a cell with `Gates`, with the chunked custom backward pass."""
+    steps = problem.steps
+    size = max(1, min(plan.chunk, steps))
+    padded = pad_steps(problem, size)
+    layout = analyse(cell, params, padded)
+    restart = padded.restart_state
+    if restart is None:  # no restarts: zeros stand in (never read), so one signature serves
+        restart = zeros_like_tree(padded.initial_state)
+    run = recurrence(layout, plan)
+    final, ys = run(
+        layout.project_reads.leaves,
+        layout.combine_reads.leaves,
+        cell.gates.kernel(params),
+        padded.initial_state,
+        restart,
+        chunked(padded, size),
+    )
+    ys = jax.tree.map(lambda y: y.reshape(-1, *y.shape[2:])[:steps], ys)
     return final, ys
 
 
 # ----------------------------------------------------------------------------- the backend
 
 
-def run(
-    cell,
-    params,
-    xs,
-    *,
-    initial_state,
-    length,
-    reverse,
-    unroll,
-    configured=None,
-):
-    if cell.project is None or cell.recur is None:
-        return run_reference(
-            cell,
-            params,
-            xs,
-            initial_state=initial_state,
-            length=length,
-            reverse=reverse,
-            unroll=unroll,
-        )
-    explicit = {k: v for k, v in (configured or {}).items() if v is not None}
-    if "unroll" not in explicit and (unroll is True or unroll != 1):
-        explicit["unroll"] = unroll  # the caller's own unroll; 1 (the default) means tuned
-    if cell.gates is None:
-        # The sweeps tune the gated kernel, whose unroll=True means one whole chunk; here
-        # it would unroll the whole sequence. So only the caller's unroll applies.
-        return scan_steps(
-            partial(cell.recur, params),
-            initial_state,
-            cell.project(params, xs),
-            length=length,
-            reverse=reverse,
-            unroll=explicit.get("unroll", 1),
-        )
-    settings = {**auto.tuned_sequential(cell, xs), **explicit}
-    plan = Plan(
-        reverse=reverse,
+def plan_for(cell, problem: Problem, configured: dict[str, Any]) -> Plan:
+    """The `Plan` of a run: the configured options over the caller's ``unroll`` over the
+    measured settings for this shape."""
+    explicit = {k: v for k, v in configured.items() if v is not None}
+    if "unroll" not in explicit and problem.unroll is not None:
+        explicit["unroll"] = problem.unroll
+    settings = {**auto.tuned_sequential(cell, problem), **explicit}
+    return Plan(
+        reverse=problem.reverse,
         unroll=settings["unroll"],
-        chunk=settings["chunk"] or xs.shape[0],
+        chunk=settings["chunk"] or problem.steps,
         residuals=settings["residuals"],
         pipeline=settings["pipeline"],
         weight_grads=settings["weight_grads"],
     )
-    return gated_scan(cell, plan, params, initial_state, xs, length)
 
 
-def sequential(
+def run(cell, params, problem: Problem, *, configured: tuple = ()):
+    configured = dict(configured)
+    if cell.project is None or cell.recur is None:
+        return reference.run(cell, params, problem)
+    if cell.gates is None:
+        # The sweeps tune the gated kernel, whose unroll=True means one whole chunk; here
+        # it would unroll the whole sequence. So only the caller's unroll applies.
+        unroll = configured.get("unroll") or problem.unroll or 1
+        return scan_steps(
+            partial(cell.recur, params),
+            problem.initial_state,
+            cell.project(params, problem.xs),
+            valid=problem.valid,
+            starts=problem.starts,
+            restart_state=problem.restart_state,
+            reverse=problem.reverse,
+            unroll=unroll,
+        )
+    return gated_scan(cell, plan_for(cell, problem, configured), params, problem)
+
+
+@cache
+def configure(
     *,
     unroll: int | bool | None = None,
     chunk: int | None = None,
@@ -489,11 +548,10 @@ def sequential(
     pipeline: bool | None = None,
     weight_grads: str | None = None,
 ) -> Backend:
-    """The ``sequential`` backend, configured; None takes the measured default.
+    """The ``sequential`` backend, configured; None takes the measured value.
 
     Args:
-        unroll: steps per loop iteration, overriding the driver's ``unroll``
-            (whose default 1 means the tuned value).
+        unroll: steps per loop iteration, overriding ``rj.scan``'s ``unroll``.
         chunk: steps per chunk (the projection and the weight-gradient matmuls
             run over ``chunk * batch`` rows); ``0`` means one chunk of all steps.
         residuals: ``"store"`` (gate activations), ``"recompute"`` (carries and
@@ -505,7 +563,10 @@ def sequential(
             chunk is swept; the cotangents of all steps are kept for it).
 
     Example:
-        >>> carry, ys = rj.scan(cell, params, xs, backend=sequential(chunk=0))
+        >>> cell = rj.gru(8)
+        >>> params = cell.init(jax.random.key(0), 4)
+        >>> backend = rj.backends.sequential(chunk=0, residuals="store")
+        >>> carry, ys = rj.scan(cell, params, jnp.ones((10, 2, 4)), backend=backend)
     """
     if residuals is not None and residuals not in RESIDUALS:
         raise ValueError(f"residuals must be one of {RESIDUALS}; got {residuals!r}")
@@ -515,14 +576,21 @@ def sequential(
         raise ValueError(f"chunk must be a non-negative int or None; got {chunk!r}")
     if pipeline is not None and not isinstance(pipeline, bool):
         raise ValueError(f"pipeline must be a bool or None; got {pipeline!r}")
-    configured = {
-        "unroll": unroll,
-        "chunk": chunk,
-        "residuals": residuals,
-        "pipeline": pipeline,
-        "weight_grads": weight_grads,
-    }
-    return Backend("sequential", partial(run, configured=configured))
+    if (
+        unroll is not None
+        and not isinstance(unroll, bool)
+        and (not isinstance(unroll, int) or unroll < 1)
+    ):
+        raise ValueError(f"unroll must be None, a bool or a positive int; got {unroll!r}")
+    configured = (
+        ("unroll", unroll),
+        ("chunk", chunk),
+        ("residuals", residuals),
+        ("pipeline", pipeline),
+        ("weight_grads", weight_grads),
+    )
+    return Backend("sequential", always, partial(run, configured=configured))
 
 
-register_backend(sequential())
+DEFAULT = register(configure())
+callable_module(__name__)

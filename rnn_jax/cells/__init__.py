@@ -1,6 +1,16 @@
 """Recurrent cells: one module per family, each a factory returning a `Cell`."""
 
-from rnn_jax.cells.base import Cell, Gates, LinearRecurrence, split_cell
+from rnn_jax.cells.base import (
+    Cell,
+    Config,
+    CudnnLayout,
+    CudnnWeights,
+    Gates,
+    HeadedGates,
+    LinearRecurrence,
+    split_cell,
+    wrap_cell,
+)
 from rnn_jax.cells.gru import GRUParams, gru
 from rnn_jax.cells.indrnn import IndRNNParams, indrnn
 from rnn_jax.cells.lru import LRUParams, lru
@@ -14,7 +24,11 @@ from rnn_jax.cells.simple import SimpleParams, simple
 
 __all__ = [
     "Cell",
+    "Config",
+    "CudnnLayout",
+    "CudnnWeights",
     "Gates",
+    "HeadedGates",
     "LinearRecurrence",
     "GRUParams",
     "IndRNNParams",
@@ -41,4 +55,5 @@ __all__ = [
     "rg_lru",
     "simple",
     "split_cell",
+    "wrap_cell",
 ]

@@ -2,34 +2,47 @@
 
 A factory (``rj.lstm(128)``) closes over the hyperparameters and returns a
 `Cell`. Parameters and carries are pytrees of arrays, so they pass through
-``jit``, ``vmap``, ``grad``, optax and checkpoints unchanged.
+``jit``, ``vmap``, ``grad``, optax and checkpoints unchanged. A cell is
+hashable (its configuration is a `Config`), so it can be a static argument
+of ``jax.jit``.
 
 Required fields::
 
     params = cell.init(key, input_size)
     carry = cell.initial_state(params, batch_shape=())
-    carry, y = cell.step(params, carry, x)          # x: [*batch, input_size]
+    carry, y = cell.step(params, carry, x)          # x: [*batch, *features]
 
-Optional fast paths, which backends ask for and never assume:
+``features`` is one axis (``[input_size]``) unless the cell declares a
+``feature_rank`` above 1 (a convolutional cell reads ``[height, width,
+channels]``).
+
+Optional capabilities, typed fields that backends ask for and never assume:
 
 - ``project(params, x) -> xp`` and ``recur(params, carry, xp) -> (carry, y)``:
   the carry-free part of ``step`` (the input projection, one large matmul over
   ``[T, *batch, F]`` at once) and the recurrent part, with
   ``step(params, carry, x) == recur(params, carry, project(params, x))``.
-- ``input_size(params) -> int``: the feature size ``params`` expect, so the
-  driver can reject a wrong input at trace time.
+- ``input_size(params) -> int``: the feature size ``params`` expect (the last
+  feature axis), so the driver can reject a wrong input at trace time.
 - ``gates``: a `Gates`, the split of ``recur`` around its one recurrent
-  matmul, which fused and custom-gradient kernels use.
+  matmul, which fused and custom-gradient kernels use; its ``heads`` field,
+  where present, is the per-head view of a block-diagonal recurrence.
 - ``linear``: a `LinearRecurrence`, for cells whose state obeys
   ``h_t = a_t * h_{t-1} + b_t``, which parallel scans use.
+- ``cudnn_layout``: a `CudnnLayout`, for cells that compute exactly cuDNN's
+  (and PyTorch's) RNN, LSTM or GRU, which the ``cudnn`` backend and the
+  PyTorch interop use.
 
 ``name`` and ``config`` describe the cell (its factory and hyperparameters);
-they make summaries, exports and checkpoints self-describing.
+they make summaries, exports and checkpoints self-describing, and no backend
+decides anything by them. A wrapper that changes what a step computes
+(dropout, zoneout) builds its cell with `wrap_cell`, which keeps only the
+capabilities the wrapper declares again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -41,20 +54,115 @@ Carry = PyTree
 Initializer = Callable[..., jax.Array]
 
 
+class Config(Mapping):
+    """An immutable, hashable mapping of hyperparameters (of a cell, a layer or a model).
+
+    Lists become tuples and mappings become `Config`, so the whole value is
+    hashable; a value that cannot be hashed is refused with a TypeError
+    naming its key.
+
+    Example:
+        >>> config = Config(hidden_size=64, activation="tanh")
+        >>> config["hidden_size"], hash(config) == hash(Config(activation="tanh", hidden_size=64))
+        (64, True)
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any] | None = None, /, **values: Any):
+        merged = {**dict(items or {}), **values}
+        frozen = {key: _frozen(key, value) for key, value in merged.items()}
+        object.__setattr__(self, "_items", tuple(frozen.items()))
+
+    def __getitem__(self, key: str) -> Any:
+        for name, value in self._items:
+            if name == key:
+                return value
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Mapping):
+            return NotImplemented
+        return dict(self._items) == dict(other.items())
+
+    def __setattr__(self, name: str, value: Any):
+        raise AttributeError("a Config is immutable; use replace")
+
+    def __repr__(self) -> str:
+        return f"Config({dict(self._items)!r})"
+
+    def replace(self, **values: Any) -> Config:
+        """A copy with ``values`` set."""
+        return Config(self, **values)
+
+
+def _frozen(key: str, value: Any) -> Any:
+    if isinstance(value, Mapping) and not isinstance(value, Config):
+        return Config(value)
+    if isinstance(value, list):
+        value = tuple(value)
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(
+            f"config value {key!r} must be hashable (numbers, strings, tuples, cells, functions); "
+            f"got {type(value).__name__}"
+        ) from None
+    return value
+
+
+class HeadedGates(NamedTuple):
+    """`Gates` as ``num_heads`` independent blocks: what a fused kernel runs per head.
+
+    - ``gates``: the `Gates` of one head, over one head's arrays:
+      ``gates.kernel(head_params) : [R_head, G*H_head]``, ``gates.fed_back``
+      and ``gates.combine`` on one head's carry and projected input.
+    - ``head_params(params)``: the parameters one head's ``gates`` read, every
+      leaf with a leading ``[num_heads]`` axis (head ``n`` gets
+      ``tree.map(lambda p: p[n], head_params(params))``).
+    - ``to_heads(tree)``: carry or projected-input leaves ``[*lead, ...]`` to
+      ``[num_heads, *lead, ...]`` (any leading axes: batch, or time and batch).
+    - ``from_heads(tree)``: the inverse, for carries and outputs.
+
+    Running head ``n`` on ``to_heads(carry)[n]`` and ``to_heads(xp)[n]`` for
+    every ``n`` and merging with ``from_heads`` equals ``recur``.
+    """
+
+    num_heads: int
+    gates: Gates
+    head_params: Callable[[Params], PyTree]
+    to_heads: Callable[[PyTree], PyTree]
+    from_heads: Callable[[PyTree], PyTree]
+
+
 class Gates(NamedTuple):
     """``recur`` split around its recurrent matmul.
 
     ``recur(params, carry, xp) == combine(params, carry, xp, fed_back(carry) @ kernel(params))``
     where ``kernel(params): [R, G*H]`` is the recurrent matrix and
-    ``fed_back(carry): [*batch, R]`` the state that multiplies it. Everything
-    else in the step (biases, gates, normalisation, peepholes, projection) is
-    in ``combine``, which a kernel may run wherever it likes, e.g. inside a
-    fused loop that keeps ``kernel`` on chip.
+    ``fed_back(carry): [*batch, R]`` the state that multiplies it (a linear
+    function of the carry). Everything else in the step (biases, gates,
+    normalisation, peepholes, projection) is in ``combine``, which a kernel may
+    run wherever it likes, e.g. inside a fused loop that keeps ``kernel`` on chip.
+
+    ``heads``: for a block-diagonal recurrence (multi-head cells), the
+    `HeadedGates` view of the same step, so a kernel holds only the blocks;
+    None for a dense ``kernel``.
     """
 
     kernel: Callable[[Params], jax.Array]
     fed_back: Callable[[Carry], jax.Array]
     combine: Callable[[Params, Carry, PyTree, jax.Array], tuple[Carry, jax.Array]]
+    heads: HeadedGates | None = None
 
 
 class LinearRecurrence(NamedTuple):
@@ -77,11 +185,42 @@ class LinearRecurrence(NamedTuple):
     log_coefficients: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]] | None = None
 
 
+class CudnnWeights(NamedTuple):
+    """One layer and direction of a cuDNN/PyTorch RNN, in PyTorch's names and shapes.
+
+    ``G`` gates (1 for RNN, 4 for LSTM in order i, f, g, o; 3 for GRU in
+    order r, z, n), ``H`` hidden units, ``F`` inputs, ``R`` fed-back units
+    (``proj_size`` for an LSTM with a projection, else ``H``).
+    """
+
+    weight_ih: jax.Array  # [G*H, F]
+    weight_hh: jax.Array  # [G*H, R]
+    bias_ih: jax.Array  # [G*H]
+    bias_hh: jax.Array  # [G*H]
+    weight_hr: jax.Array | None = None  # [P, H]: LSTM with proj_size only
+
+
+class CudnnLayout(NamedTuple):
+    """The capability of computing exactly cuDNN's (and PyTorch's) RNN of ``mode``.
+
+    - ``mode``: ``"rnn_tanh"``, ``"rnn_relu"``, ``"lstm"`` or ``"gru"``
+      (PyTorch's ``nn.RNN`` with that nonlinearity, ``nn.LSTM``, ``nn.GRU``).
+    - ``hidden_size``, ``proj_size`` (0 without a projection; cuDNN's RNN
+      API in JAX has none, PyTorch has).
+    - ``to_weights(params) -> CudnnWeights`` and ``from_weights(weights) -> params``.
+    """
+
+    mode: str
+    hidden_size: int
+    proj_size: int
+    to_weights: Callable[[Params], CudnnWeights]
+    from_weights: Callable[[CudnnWeights], Params]
+
+
 class Cell(NamedTuple):
     """A recurrent cell: pure functions over parameter and carry pytrees.
 
     Example:
-        >>> import jax, jax.numpy as jnp, rnn_jax as rj
         >>> cell = rj.gru(16)
         >>> params = cell.init(jax.random.key(0), 8)
         >>> carry = cell.initial_state(params, batch_shape=(4,))
@@ -99,7 +238,9 @@ class Cell(NamedTuple):
     gates: Gates | None = None
     linear: LinearRecurrence | None = None
     name: str = "cell"
-    config: Mapping[str, Any] = {}
+    config: Config = Config()
+    cudnn_layout: CudnnLayout | None = None
+    feature_rank: int = 1
 
 
 def split_cell(
@@ -112,13 +253,17 @@ def split_cell(
     input_size: Callable[[Params], int] | None,
     name: str,
     config: Mapping[str, Any],
-    **fast_paths: Any,
+    feature_rank: int = 1,
+    **capabilities: Any,
 ) -> Cell:
     """Builds a `Cell` whose ``step`` is ``recur`` after ``project``.
 
     Give ``recur``, or ``gates`` (then ``recur`` is composed from it). One
     composition serves every built-in cell, so the fast paths and the plain
-    step can never disagree.
+    step can never disagree. ``step`` checks its arguments' shapes at trace
+    time (a carry for another batch shape or width is refused in words, never
+    broadcast); ``capabilities`` are the other optional fields (``linear``,
+    ``cudnn_layout``).
     """
     if (recur is None) == (gates is None):
         raise ValueError("split_cell needs exactly one of recur and gates")
@@ -129,6 +274,7 @@ def split_cell(
             return gates.combine(params, carry, xp, hu)
 
     def step(params, carry, x):
+        check_step_arguments(name, feature_rank, initial_state, input_size, params, carry, x)
         return recur(params, carry, project(params, x))
 
     return Cell(
@@ -140,9 +286,98 @@ def split_cell(
         recur=recur,
         gates=gates,
         name=name,
-        config=dict(config),
-        **fast_paths,
+        config=Config(config),
+        feature_rank=feature_rank,
+        **capabilities,
     )
+
+
+def wrap_cell(
+    cell: Cell,
+    wrapper: str,
+    options: Mapping[str, Any],
+    *,
+    project: Callable[[Params, jax.Array], PyTree],
+    recur: Callable[[Params, Carry, PyTree], tuple[Carry, jax.Array]] | None = None,
+    gates: Gates | None = None,
+    input_size: Callable[[Params], int] | None,
+) -> Cell:
+    """The cell a wrapper makes of ``cell``: same parameters and carry, another step.
+
+    Every capability the wrapper does not declare again (``gates`` unless
+    given, ``linear``, ``cudnn_layout``) is dropped, since the wrapped step
+    no longer computes what it described; a backend that needs one then
+    refuses the wrapped cell in words instead of running the unwrapped one.
+    The name says what was wrapped (``"recurrent_dropout(lstm)"``) and the
+    config holds the wrapped cell and the wrapper's options.
+
+    Example:
+        >>> plain = rj.lstm(8)
+        >>> wrapped = wrap_cell(plain, "identity", {}, project=plain.project,
+        ...                     recur=plain.recur, input_size=plain.input_size)
+        >>> wrapped.name, wrapped.cudnn_layout is None, plain.cudnn_layout is None
+        ('identity(lstm)', True, False)
+    """
+    return split_cell(
+        init=cell.init,
+        initial_state=cell.initial_state,
+        project=project,
+        recur=recur,
+        gates=gates,
+        input_size=input_size,
+        name=f"{wrapper}({cell.name})",
+        config=Config(options, cell=cell),
+        feature_rank=cell.feature_rank,
+    )
+
+
+def check_step_arguments(
+    name: str, feature_rank: int, initial_state, input_size, params, carry, x
+) -> None:
+    """Raises a ValueError unless ``carry`` is the cell's carry for the batch shape of ``x``.
+
+    Shapes are static, so the check costs nothing when the step runs.
+    """
+    shape = tuple(getattr(x, "shape", ()))
+    if len(shape) < feature_rank:
+        raise ValueError(
+            f"x must have shape [*batch, *features] with {feature_rank} feature axes for the "
+            f"{name} cell; got shape {shape}"
+        )
+    batch = shape[: len(shape) - feature_rank]
+    if input_size is not None and shape[-1] != input_size(params):
+        raise ValueError(
+            f"x must have {input_size(params)} features (the {name} cell's input size) in its "
+            f"last axis; got shape {shape}"
+        )
+    expected = jax.eval_shape(lambda p: initial_state(p, batch), params)
+    if jax.tree.structure(carry) != jax.tree.structure(expected):
+        raise ValueError(
+            f"carry must have the structure of the {name} cell's carry "
+            f"{jax.tree.structure(expected)}; got {jax.tree.structure(carry)}"
+        )
+    paths = jax.tree_util.tree_flatten_with_path(expected)[0]
+    for (path, want), got in zip(paths, jax.tree.leaves(carry), strict=True):
+        got_shape = tuple(getattr(got, "shape", ()))
+        if got_shape != tuple(want.shape):
+            raise ValueError(
+                f"carry{jax.tree_util.keystr(path)} must have shape {tuple(want.shape)} for "
+                f"inputs of batch shape {batch} (the {name} cell never broadcasts); got {got_shape}"
+            )
+
+
+def along(vector: jax.Array, y: jax.Array) -> jax.Array:
+    """``vector [*tail]`` with leading unit axes, to broadcast against ``y [*lead, *tail]``.
+
+    Broadcasts are written out so cells also run under
+    ``jax_numpy_rank_promotion="raise"`` (as Equinox runs its tests).
+    """
+    return vector.reshape((1,) * (y.ndim - vector.ndim) + vector.shape)
+
+
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+    """``y + bias`` for ``y [*lead, G]`` and ``bias [G]``."""
+    return y + along(bias, y)
 
 
 def diagonal_recur(params, h: jax.Array, coefficients) -> tuple[jax.Array, jax.Array]:

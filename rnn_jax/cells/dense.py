@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import Initializer, check_positive_int
+from rnn_jax.cells.base import CudnnLayout, CudnnWeights, Initializer, add_bias, check_positive_int
 
 
 def init_gate_weights(
@@ -37,7 +37,7 @@ def init_gate_weights(
 
 def input_projection(params, x: jax.Array) -> jax.Array:
     """``x @ kernel + bias`` over any leading axes: the carry-free part of a gated step."""
-    return x @ params.kernel + params.bias
+    return add_bias(x @ params.kernel, params.bias)
 
 
 def kernel_input_size(params) -> int:
@@ -53,3 +53,24 @@ def recurrent_kernel(params) -> jax.Array:
 def identity(carry):
     """``Gates.fed_back`` of cells whose carry is the state ``h`` itself."""
     return carry
+
+
+def summed_bias_layout(mode: str, hidden_size: int, params_type) -> CudnnLayout:
+    """The `CudnnLayout` of a cell with ``kernel``, ``recurrent_kernel`` and one summed ``bias``.
+
+    PyTorch's two biases add up to ours; exported, ``bias_hh`` is zero.
+    """
+
+    def to_weights(params) -> CudnnWeights:
+        return CudnnWeights(
+            params.kernel.T, params.recurrent_kernel.T, params.bias, jnp.zeros_like(params.bias)
+        )
+
+    def from_weights(weights: CudnnWeights):
+        return params_type(
+            kernel=weights.weight_ih.T,
+            recurrent_kernel=weights.weight_hh.T,
+            bias=weights.bias_ih + weights.bias_hh,
+        )
+
+    return CudnnLayout(mode, hidden_size, 0, to_weights, from_weights)

@@ -10,8 +10,11 @@ import jax.numpy as jnp
 
 from rnn_jax.cells.base import (
     Cell,
+    CudnnLayout,
+    CudnnWeights,
     Gates,
     Initializer,
+    add_bias,
     check_positive_int,
     glorot_uniform,
     resolve_activation,
@@ -82,7 +85,7 @@ def gru(
         return GRUParams(kernel, recurrent, bias, recurrent_bias)
 
     def combine_reset_after(params, h, xp, hu):
-        hu = hu + params.recurrent_bias
+        hu = add_bias(hu, params.recurrent_bias)
         xr, xz, xn = jnp.split(xp, 3, axis=-1)
         hr, hz, hn = jnp.split(hu, 3, axis=-1)
         r = gate(xr + hr)
@@ -105,6 +108,17 @@ def gru(
         if reset_after
         else {"recur": recur_reset_before}
     )
+
+    def to_weights(params) -> CudnnWeights:
+        return CudnnWeights(
+            params.kernel.T, params.recurrent_kernel.T, params.bias, params.recurrent_bias
+        )
+
+    def from_weights(weights: CudnnWeights) -> GRUParams:
+        return GRUParams(weights.weight_ih.T, weights.weight_hh.T, weights.bias_ih, weights.bias_hh)
+
+    # cuDNN's and PyTorch's GRU: reset after the matmul, default activations.
+    standard = reset_after and act is jnp.tanh and gate is jax.nn.sigmoid
     return split_cell(
         init=init,
         initial_state=zeros_state(H),
@@ -118,4 +132,5 @@ def gru(
             "activation": activation,
             "gate_activation": gate_activation,
         },
+        cudnn_layout=CudnnLayout("gru", H, 0, to_weights, from_weights) if standard else None,
     )

@@ -10,8 +10,12 @@ import jax.numpy as jnp
 
 from rnn_jax.cells.base import (
     Cell,
+    CudnnLayout,
+    CudnnWeights,
     Gates,
     Initializer,
+    add_bias,
+    along,
     check_positive_int,
     dtype_of,
     glorot_uniform,
@@ -48,7 +52,8 @@ def apply_layer_norm(x: jax.Array, params: LayerNormParams, eps: float = 1e-5) -
     """Layer normalisation over the last axis, with a learned scale and offset."""
     mean = jnp.mean(x, axis=-1, keepdims=True)
     var = jnp.var(x, axis=-1, keepdims=True)
-    return (x - mean) * jax.lax.rsqrt(var + eps) * params.scale + params.offset
+    normalised = (x - mean) * jax.lax.rsqrt(var + eps)
+    return add_bias(normalised * along(params.scale, x), params.offset)
 
 
 def _norm_params(size: int, dtype) -> LayerNormParams:
@@ -134,7 +139,7 @@ def lstm(
         xw = x @ params.kernel
         if params.input_norm is not None:
             xw = apply_layer_norm(xw, params.input_norm)
-        return xw + params.bias
+        return add_bias(xw, params.bias)
 
     def combine(params, carry, xp, hu):
         c = carry.c
@@ -155,11 +160,11 @@ def lstm(
         else:
             i, f, g, o = jnp.split(z, 4, axis=-1)
             if params.peephole is not None:
-                i = i + params.peephole[0] * c
-                f = f + params.peephole[1] * c
+                i = i + along(params.peephole[0], c) * c
+                f = f + along(params.peephole[1], c) * c
             c = gate(f) * c + gate(i) * act(g)
             if params.peephole is not None:
-                o = o + params.peephole[2] * c
+                o = o + along(params.peephole[2], c) * c
             o = gate(o)
         shown = apply_layer_norm(c, params.cell_norm) if params.cell_norm is not None else c
         h = o * act(shown)
@@ -167,6 +172,23 @@ def lstm(
             h = h @ params.projection
         return LSTMState(h, c), h
 
+    def to_weights(params) -> CudnnWeights:
+        bias = params.bias
+        projection = None if params.projection is None else params.projection.T
+        return CudnnWeights(
+            params.kernel.T, params.recurrent_kernel.T, bias, jnp.zeros_like(bias), projection
+        )
+
+    def from_weights(weights: CudnnWeights) -> LSTMParams:
+        return LSTMParams(
+            kernel=weights.weight_ih.T,
+            recurrent_kernel=weights.weight_hh.T,
+            bias=weights.bias_ih + weights.bias_hh,
+            projection=None if weights.weight_hr is None else weights.weight_hr.T,
+        )
+
+    # cuDNN's and PyTorch's LSTM: default activations, no peepholes, no layer norm.
+    standard = one_sigmoid and not peephole and not layer_norm
     return split_cell(
         init=init,
         initial_state=initial_state,
@@ -183,4 +205,9 @@ def lstm(
             "activation": activation,
             "gate_activation": gate_activation,
         },
+        cudnn_layout=(
+            CudnnLayout("lstm", hidden_size, proj_size or 0, to_weights, from_weights)
+            if standard
+            else None
+        ),
     )

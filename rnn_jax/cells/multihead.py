@@ -15,8 +15,8 @@ head_size]`` holds head 0's gates (in the dense cell's gate order), then head
 
 The cells expose the dense `Gates` contract (their ``kernel`` is the full
 block-diagonal ``[H, G*H]`` matrix, so every backend that uses ``Gates`` runs
-them unchanged) and, as ``cell.gates.heads``, a `HeadedGates`: the per-head
-view that a fused kernel uses to keep only the blocks on chip.
+them unchanged) and, in its typed ``heads`` field, a `HeadedGates`: the
+per-head view that a fused kernel uses to keep only the blocks on chip.
 """
 
 from __future__ import annotations
@@ -30,57 +30,19 @@ import jax.numpy as jnp
 from rnn_jax.cells.base import (
     Cell,
     Gates,
+    HeadedGates,
     Initializer,
-    Params,
     PyTree,
     check_positive_int,
     glorot_uniform,
+    split_cell,
     stacked_orthogonal,
     zeros,
 )
-from rnn_jax.cells.dense import kernel_input_size
+from rnn_jax.cells.dense import input_projection, kernel_input_size
 from rnn_jax.cells.gru import GRUParams, gru
 from rnn_jax.cells.lstm import LSTMParams, lstm
 from rnn_jax.cells.simple import SimpleParams, simple
-
-
-class HeadedGates(NamedTuple):
-    """A cell's `Gates` as ``num_heads`` independent blocks: what a fused kernel runs per head.
-
-    - ``gates``: the `Gates` of one head, over one head's arrays:
-      ``gates.kernel(head_params) : [R_head, G*H_head]``, ``gates.fed_back``
-      and ``gates.combine`` on one head's carry and projected input.
-    - ``head_params(params)``: the parameters one head's ``gates`` read, every
-      leaf with a leading ``[num_heads]`` axis (head ``n`` gets
-      ``tree.map(lambda p: p[n], head_params(params))``).
-    - ``to_heads(tree)``: carry or projected-input leaves ``[*lead, ...]`` to
-      ``[num_heads, *lead, ...]`` (any leading axes: batch, or time and batch).
-    - ``from_heads(tree)``: the inverse, for carries and outputs.
-
-    Running head ``n`` on ``to_heads(carry)[n]`` and ``to_heads(xp)[n]`` for
-    every ``n`` and merging with ``from_heads`` equals ``recur``.
-    """
-
-    num_heads: int
-    gates: Gates
-    head_params: Callable[[Params], PyTree]
-    to_heads: Callable[[PyTree], PyTree]
-    from_heads: Callable[[PyTree], PyTree]
-
-
-class MultiHeadGates(Gates):
-    """A `Gates` (the dense, block-diagonal contract) that also carries its `HeadedGates`.
-
-    ``isinstance(g, Gates)`` holds and ``kernel, fed_back, combine = g`` unpacks
-    as for any `Gates`; ``g.heads`` is the per-head view.
-    """
-
-    heads: HeadedGates
-
-    def __new__(cls, kernel, fed_back, combine, *, heads: HeadedGates):
-        self = super().__new__(cls, kernel, fed_back, combine)
-        self.heads = heads
-        return self
 
 
 class MultiHeadParams(NamedTuple):
@@ -157,20 +119,6 @@ def _multihead(
             lambda x: jnp.zeros((*x.shape[:-1], NH * x.shape[-1]), x.dtype), one_head
         )
 
-    def project(params, x):
-        return x @ params.kernel + params.bias
-
-    def recur(params, carry, xp):
-        hp = head_params(params)
-        carry_h = to_heads(carry)
-        fed = head_gates.fed_back(carry_h)  # [NH, *batch, Hh]
-        hu = jnp.einsum("n...r,nrg->n...g", fed, params.recurrent_kernel)
-        new, y = jax.vmap(head_gates.combine)(hp, carry_h, to_heads(xp), hu)
-        return merge_heads(new), merge_heads(y)
-
-    def step(params, carry, x):
-        return recur(params, carry, project(params, x))
-
     def dense_kernel(params):
         return block_diagonal(params.recurrent_kernel)
 
@@ -190,14 +138,12 @@ def _multihead(
         to_heads=to_heads,
         from_heads=merge_heads,
     )
-    return Cell(
+    return split_cell(
         init=init,
         initial_state=initial_state,
-        step=step,
+        project=input_projection,
+        gates=Gates(dense_kernel, fed_back, combine, heads=heads),
         input_size=kernel_input_size,
-        project=project,
-        recur=recur,
-        gates=MultiHeadGates(dense_kernel, fed_back, combine, heads=heads),
         name=name,
         config=config,
     )
@@ -350,8 +296,6 @@ def multihead_simple(
 
 
 __all__ = [
-    "HeadedGates",
-    "MultiHeadGates",
     "MultiHeadParams",
     "block_diagonal",
     "merge_heads",

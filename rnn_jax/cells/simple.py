@@ -26,7 +26,16 @@ from rnn_jax.cells.dense import (
     input_projection,
     kernel_input_size,
     recurrent_kernel,
+    summed_bias_layout,
 )
+
+# Activations cuDNN and PyTorch have for their plain RNN, by the mode they name.
+_CUDNN_MODES = {
+    "tanh": "rnn_tanh",
+    jnp.tanh: "rnn_tanh",
+    "relu": "rnn_relu",
+    jax.nn.relu: "rnn_relu",
+}
 
 
 class SimpleParams(NamedTuple):
@@ -85,4 +94,9 @@ def simple(
         input_size=kernel_input_size,
         name="simple",
         config={"hidden_size": hidden_size, "activation": activation},
+        cudnn_layout=(
+            summed_bias_layout(_CUDNN_MODES[activation], hidden_size, SimpleParams)
+            if activation in _CUDNN_MODES
+            else None
+        ),
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 import jax
 
-from rnn_jax.cells.base import Cell, split_cell
+from rnn_jax.cells.base import Cell, wrap_cell
 
 
 def check_rate(name: str, rate: float) -> float:
@@ -75,14 +75,13 @@ def recurrent_dropout(cell: Cell, mask: jax.Array) -> Cell:
         dropped = _with_fed_back_state(carry, fed_back_state(carry) * mask)
         return recur(params, dropped, xp)
 
-    return split_cell(
-        init=cell.init,
-        initial_state=cell.initial_state,
+    return wrap_cell(
+        cell,
+        "recurrent_dropout",
+        {},
         project=project,
         recur=masked_recur,
         input_size=cell.input_size,
-        name=cell.name,
-        config=cell.config,
     )
 
 
@@ -136,14 +135,13 @@ def zoneout(cell: Cell, rate: float, *, stochastic: bool) -> Cell:
             blended = blend(carry, new, None)
             return blended, zoned_output(new, y, blended)
 
-        return split_cell(
-            init=cell.init,
-            initial_state=cell.initial_state,
+        return wrap_cell(
+            cell,
+            "zoneout",
+            {"rate": rate, "stochastic": False},
             project=project,
             recur=expected_recur,
             input_size=cell.input_size,
-            name=cell.name,
-            config=cell.config,
         )
 
     if cell.input_size is None:
@@ -162,12 +160,11 @@ def zoneout(cell: Cell, rate: float, *, stochastic: bool) -> Cell:
         blended = blend(carry, new, keep)
         return blended, zoned_output(new, y, blended)
 
-    return split_cell(
-        init=cell.init,
-        initial_state=cell.initial_state,
+    return wrap_cell(
+        cell,
+        "zoneout",
+        {"rate": rate, "stochastic": True},
         project=split_project,
         recur=masked_recur,
         input_size=input_size,
-        name=cell.name,
-        config=cell.config,
     )

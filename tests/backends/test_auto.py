@@ -10,10 +10,11 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import pytest
+import scan_helpers
 
 import rnn_jax as rj
-from rnn_jax.backends import auto
-from rnn_jax.backends.registry import Backend, register_backend
+from rnn_jax.backends import auto, contract
+from rnn_jax.backends.contract import Backend, always
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -62,12 +63,18 @@ TABLE = {
 }
 
 
+def problem_of(cell, B, T, I, dtype=jnp.float32):  # noqa: E741
+    """The `Problem` of ``cell`` over ``[T, B, I]`` inputs (shapes only)."""
+    params = jax.eval_shape(lambda key: cell.init(key, I), jax.random.key(0))
+    return scan_helpers.problem_of(cell, params, jax.ShapeDtypeStruct((T, B, I), dtype))
+
+
+def choose(cell, shape, platform="cpu", table=TABLE):
+    return auto.choose(cell, problem_of(cell, *shape), table=table, platform=platform).name
+
+
 def xs_of(B, T, I, dtype=jnp.float32):  # noqa: E741
-    return jax.ShapeDtypeStruct((T, B, I), dtype)
-
-
-def choose(cell, xs, platform="cpu"):
-    return auto.choose_backend_name(cell, xs, table=TABLE, platform=platform)
+    return (B, T, I, dtype)
 
 
 def test_nearest_shape_in_log_space_and_fastest_backend():
@@ -98,11 +105,14 @@ def test_forward_medians_and_dtype_preference():
 def test_nothing_recorded_means_sequential():
     assert choose(rj.simple(8), xs_of(4, 10, 3)) == "sequential"  # no simple entries
     assert choose(rj.lstm(8), xs_of(4, 10, 3), platform="tpu") == "sequential"
-    assert auto.choose_backend_name(rj.lstm(8), xs_of(4, 10, 3), table={}) == "sequential"
+    assert choose(rj.lstm(8), xs_of(4, 10, 3), table={}) == "sequential"
 
 
 def test_tuned_sequential_nearest_sweep_or_defaults():
-    tuned = auto.tuned_sequential(rj.lstm(64), xs_of(16, 200, 32), table=TABLE, platform="cpu")
+    lstm = rj.lstm(64)
+    tuned = auto.tuned_sequential(
+        lstm, problem_of(lstm, 16, 200, 32), table=TABLE, platform="cpu"
+    )
     assert tuned == {
         "unroll": 4,
         "chunk": 32,
@@ -111,7 +121,8 @@ def test_tuned_sequential_nearest_sweep_or_defaults():
         "weight_grads": "per_chunk",  # not in that sweep: the default
     }
     # another cell borrows the nearest sweep of any cell
-    tuned = auto.tuned_sequential(rj.gru(512), xs_of(64, 64, 128), table=TABLE, platform="cpu")
+    gru = rj.gru(512)
+    tuned = auto.tuned_sequential(gru, problem_of(gru, 64, 64, 128), table=TABLE, platform="cpu")
     # (a sweep from before "pipeline" was swept: that setting's default)
     assert tuned == {
         "unroll": 1,
@@ -120,30 +131,46 @@ def test_tuned_sequential_nearest_sweep_or_defaults():
         "pipeline": True,
         "weight_grads": "per_chunk",
     }
-    tuned = auto.tuned_sequential(rj.gru(8), xs_of(4, 10, 3), table={}, platform="cpu")
+    small = rj.gru(8)
+    tuned = auto.tuned_sequential(small, problem_of(small, 4, 10, 3), table={}, platform="cpu")
     assert tuned == auto.SEQUENTIAL_DEFAULTS
 
 
-def test_a_declining_winner_falls_back_to_sequential(monkeypatch):
-    def decline(cell, params, xs, **kwargs):
-        raise ValueError(f"backend 'declines' cannot run the {cell.name} cell")
+def favouring(name):
+    """A table where ``name`` measured twice as fast as ``sequential`` at one LSTM shape."""
+    rows = [entry(4, 10, 3, 8, forward_backward={"sequential": 1.0, name: 0.5})]
+    return {"backends": {jax.default_backend(): rows}}
 
-    register_backend(Backend("declines", decline))
-    table = {
-        "backends": {
-            jax.default_backend(): [
-                entry(4, 10, 3, 8, forward_backward={"sequential": 1.0, "declines": 0.5})
-            ]
-        }
-    }
-    monkeypatch.setattr(auto, "packaged_table", lambda: table)
+
+def never_run(cell, params, problem):
+    raise AssertionError("auto ran a backend that said it cannot run the cell")
+
+
+def test_auto_skips_a_winner_that_does_not_support_the_cell(monkeypatch):
+    declines = Backend("declines", lambda cell, problem: "it runs no lstm", never_run)
+    monkeypatch.setitem(contract._REGISTRY, "declines", declines)
+    monkeypatch.setattr(auto, "packaged_table", lambda: favouring("declines"))
     cell = rj.lstm(8)
     params = cell.init(jax.random.key(0), 3)
     xs = jnp.ones((10, 4, 3))
-    assert auto.choose_backend(cell, xs, None).name == "auto:declines"
+    assert choose(cell, xs_of(4, 10, 3), table=favouring("declines")) == "sequential"
     got = rj.scan(cell, params, xs)
     want = rj.scan(cell, params, xs, backend="reference")
     assert jnp.allclose(got[1], want[1], atol=1e-6)
+
+
+def test_an_error_inside_the_chosen_backend_is_never_swallowed(monkeypatch):
+    """No message is matched against a backend's name: a real failure surfaces."""
+
+    def broken(cell, params, problem):
+        raise ValueError("the buggy backend failed: a bug, not a refusal")
+
+    monkeypatch.setitem(contract._REGISTRY, "buggy", Backend("buggy", always, broken))
+    monkeypatch.setattr(auto, "packaged_table", lambda: favouring("buggy"))
+    cell = rj.lstm(8)
+    params = cell.init(jax.random.key(0), 3)
+    with pytest.raises(ValueError, match="a bug, not a refusal"):
+        rj.scan(cell, params, jnp.ones((10, 4, 3)))
 
 
 def results_doc(suite, platform, records, quick=False):
@@ -215,10 +242,7 @@ def test_dispatch_table_builder(tmp_path):
     assert row["forward_backward"] == {"sequential": 2.0, "checkpointed": 3.0}  # no pallas, quick
     (tuned,) = table["sequential"]["cpu"]
     assert (tuned["unroll"], tuned["chunk"], tuned["residuals"]) == (4, 16, "store")
-    cell = rj.lstm(5)
-    assert auto.choose_backend_name(cell, xs_of(2, 4, 3), table=table, platform="cpu") == (
-        "sequential"
-    )
+    assert choose(rj.lstm(5), xs_of(2, 4, 3), table=table) == "sequential"
 
 
 def test_dispatch_table_reads_only_the_comparison_suites_and_sweeps():

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.backends.checkpointed import checkpointed, segment_size
+from rnn_jax.backends import checkpointed
+from rnn_jax.backends.checkpointed import segment_size
 
 T, B, F, H = 11, 3, 4, 5
 LENGTH = np.array([11, 0, 6])

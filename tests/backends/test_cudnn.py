@@ -15,7 +15,8 @@ import pytest
 from jax.experimental import rnn as jrnn
 
 import rnn_jax as rj
-from rnn_jax.backends.cudnn import cudnn, pack_lstm_weights, unpack_lstm_weights
+from rnn_jax.backends import cudnn
+from rnn_jax.backends.cudnn import pack_lstm_weights, unpack_lstm_weights
 
 T, B, F, H = 6, 3, 3, 4
 
@@ -32,15 +33,16 @@ def setup(cell, batch=(B,)):
 
 
 def test_packing_round_trip_and_layout():
-    params = rj.lstm(H).init(jax.random.key(0), F)
-    weights = pack_lstm_weights(params)
+    cell = rj.lstm(H)
+    params = cell.init(jax.random.key(0), F)
+    weights = pack_lstm_weights(cell.cudnn_layout.to_weights(params))
     assert weights.shape == (jrnn.get_num_params_in_lstm(F, H, 1, False),)
     W_ih, W_hh, b_ih, b_hh = jrnn.unpack_lstm_weights(weights, F, H, 1, False)
     np.testing.assert_array_equal(W_ih[0], params.kernel.T)
     np.testing.assert_array_equal(W_hh[0], params.recurrent_kernel.T)
     np.testing.assert_array_equal(b_ih[0], params.bias)
     np.testing.assert_array_equal(b_hh[0], 0.0)
-    back = unpack_lstm_weights(weights, F, H)
+    back = cell.cudnn_layout.from_weights(unpack_lstm_weights(weights, F, H))
     for got, want in zip(back, params, strict=True):
         if want is None:
             assert got is None
@@ -52,7 +54,7 @@ def test_cudnn_weights_mapped_to_our_params_agree_with_lstm_ref():
     # Weights in cuDNN's layout (two biases), mapped into our parameters, give
     # what jax.experimental.rnn's reference LSTM gives.
     weights = jrnn.init_lstm_weight(jax.random.key(1), F, H, 1, False)
-    params = unpack_lstm_weights(weights, F, H)
+    params = rj.lstm(H).cudnn_layout.from_weights(unpack_lstm_weights(weights, F, H))
     xs = jax.random.normal(jax.random.key(2), (T, B, F))
     lengths = jnp.array([6, 1, 4], jnp.int32)
     state = rj.LSTMState(jnp.zeros((B, H)), jnp.zeros((B, H)))
@@ -109,19 +111,22 @@ def test_cudnn_refuses_to_run_without_an_nvidia_gpu():
     assert jax.default_backend() == "cpu"
     cell = rj.lstm(H)
     params, xs, _ = setup(cell)
-    with pytest.raises(ValueError, match=r"cudnn backend needs an NVIDIA GPU.*'cpu'"):
+    with pytest.raises(ValueError, match=r"cudnn backend cannot .* needs an NVIDIA GPU.*'cpu'"):
         rj.scan(cell, params, xs, backend="cudnn")
+
+
+NOT_CUDNN = "not cuDNN's LSTM"
 
 
 @pytest.mark.parametrize(
     "cell, reason",
     [
-        (rj.gru(H), "not an rj.lstm"),
-        (rj.lstm(H, peephole=True), "peepholes"),
-        (rj.lstm(H, proj_size=2), "projection"),
-        (rj.lstm(H, layer_norm=True), "layer normalisation"),
-        (rj.lstm(H, activation="relu"), "activation"),
-        (rj.lstm(H, dtype=jnp.bfloat16), "bfloat16"),
+        (rj.gru(H), NOT_CUDNN),
+        (rj.lstm(H, peephole=True), NOT_CUDNN),
+        (rj.lstm(H, proj_size=2), "no projection"),
+        (rj.lstm(H, layer_norm=True), NOT_CUDNN),
+        (rj.lstm(H, activation="relu"), NOT_CUDNN),
+        (rj.lstm(H, dtype=jnp.bfloat16), "float32"),
     ],
     ids=["gru", "peephole", "proj", "layer_norm", "relu", "bf16"],
 )
@@ -129,8 +134,34 @@ def test_cudnn_refuses_other_cells(cell, reason):
     params = cell.init(jax.random.key(0), F)
     xs = jnp.ones((T, B, F), jnp.float32)
     for backend in ("cudnn", cudnn(implementation="reference")):
-        with pytest.raises(ValueError, match=rf"cudnn backend.*{cell.name}.*{reason}"):
+        with pytest.raises(
+            ValueError, match=rf"cudnn backend cannot run the {cell.name} .*{reason}"
+        ):
             rj.scan(cell, params, xs, backend=backend)
+
+
+@pytest.mark.parametrize(
+    "layer_options",
+    [{"recurrent_dropout": 0.3}, {"zoneout": 0.2}],
+    ids=["recurrent_dropout", "zoneout"],
+)
+def test_a_wrapped_lstm_is_refused_not_run_as_the_plain_one(layer_options):
+    layer = rj.rnn(rj.lstm(H), backend=cudnn(implementation="reference"), **layer_options)
+    params, xs, _ = setup(rj.lstm(H))
+    with pytest.raises(ValueError, match=rf"cudnn backend cannot run .*lstm.*{NOT_CUDNN}"):
+        layer.apply(params, xs, key=jax.random.key(1))
+
+
+def test_cudnn_refuses_resets_and_masks_with_holes():
+    cell = rj.lstm(H)
+    params, xs, _ = setup(cell)
+    backend = cudnn(implementation="reference")
+    resets = jnp.zeros((T, B), bool).at[2, 0].set(True)
+    with pytest.raises(ValueError, match="does not restart its carry"):
+        rj.scan(cell, params, xs, resets=resets, backend=backend)
+    mask = jnp.ones((T, B), bool).at[2, 0].set(False)
+    with pytest.raises(ValueError, match="not masks with holes"):
+        rj.scan(cell, params, xs, mask=mask, backend=backend)
 
 
 def test_cudnn_factory_checks_its_options():

@@ -64,16 +64,6 @@ def value_and_grads(params, xs, h0, length, weights, *, name, backend):
     return jax.value_and_grad(loss, argnums=(0, 1, 2))(params, xs, h0)
 
 
-def or_skip(backend, call):
-    """``call()``, skipping the test when ``backend`` declines the cell."""
-    try:
-        return call()
-    except ValueError as error:
-        if backend in str(error):  # a refusal names the backend
-            pytest.skip(f"backend {backend} declines this cell: {error}")
-        raise
-
-
 _STEPS = {}
 
 
@@ -121,7 +111,8 @@ def check_against_the_reference(backend, name):
     length = jnp.asarray(LENGTH)
     weights = normal((T, B, 2 if name == "lstm" else H), 7)
     args = (params, xs, h0, length, weights)
-    got = or_skip(backend, lambda: value_and_grads(*args, name=name, backend=backend))
+    scan_helpers.skip_unless_supported(backend, CELLS[name], params, xs, length=length)
+    got = value_and_grads(*args, name=name, backend=backend)
     assert_trees_close(got, value_and_grads(*args, name=name, backend="reference"))
     # the padding receives no gradient
     d_xs = got[1][1]
@@ -154,9 +145,8 @@ def test_vmap_over_batch_major_sequences_equals_the_batched_call(cpu_backend):
     name = "gru"
     _, params, xs, h0 = problem(name)
     length = jnp.asarray(LENGTH)
-    want = or_skip(
-        backend, lambda: both_directions(params, xs, h0, length, name=name, backend=backend)
-    )
+    scan_helpers.skip_unless_supported(backend, CELLS[name], params, xs, length=length)
+    want = both_directions(params, xs, h0, length, name=name, backend=backend)
     one = lambda x_tf, h, n: both_directions(params, x_tf, h, n, name=name, backend=backend)
     got = jax.jit(jax.vmap(one))(xs.swapaxes(0, 1), h0, length)
     for reverse in (False, True):
@@ -212,7 +202,7 @@ def test_unroll_and_backend_objects_change_nothing():
 
     want = scan(params, xs, h0, length)
     assert_trees_close(scan(params, xs, h0, length, unroll=True), want, 1e-6)
-    reference = rj.get_backend("reference")
+    reference = rj.backends.get("reference")
     assert_trees_close(scan(params, xs, h0, length, backend=reference), want, 0)
     assert_trees_close(scan(params, xs, h0, length, backend="auto"), want)
 
@@ -226,9 +216,9 @@ def test_traced_lengths_are_accepted_under_jit():
 
 
 def test_backends_are_registered_and_named():
-    names = rj.backend_names()
+    names = rj.backends.names()
     assert {"reference", "sequential"} <= set(names) and names == sorted(names)
-    assert rj.get_backend("sequential").name == "sequential"
+    assert rj.backends.get("sequential").name == "sequential"
 
 
 # --- errors in words --------------------------------------------------------------------------
@@ -260,7 +250,8 @@ XS = jnp.ones((5, 2, 3))
         ),
         (
             ValueError,
-            r"^xs must have shape \[T, \*batch, features\] \(rank >= 2\); got shape \(3,\)$",
+            r"^xs must have shape \[T, \*batch, features\] \(rank >= 2 for the lstm cell\); "
+            r"got shape \(3,\)$",
             {"xs": jnp.ones((3,))},
         ),
         (

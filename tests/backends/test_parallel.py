@@ -16,20 +16,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scan_helpers
 from scan_helpers import value_and_grads_both_ways
 
 import rnn_jax as rj
-from rnn_jax.backends import linear_solve
-from rnn_jax.backends.auto import choose_backend, choose_backend_name
+from rnn_jax.backends import auto, linear_solve
 
 T, B, F, H = 13, 4, 3, 5
 LENGTH = np.array([13, 0, 6, 12])  # full, empty, short, one short of full
 CELLS = {name: getattr(rj, name)(H) for name in ("min_gru", "min_lstm", "lru", "rg_lru")}
 BACKENDS = {
-    "default": rj.parallel_backend(),
-    "associative": rj.parallel_backend(method="associative"),
-    "chunked": rj.parallel_backend(method="chunked", chunk=4),  # 13 steps: a padded chunk
-    "log": rj.parallel_backend(log_space=True),
+    "default": rj.backends.parallel(),
+    "associative": rj.backends.parallel(method="associative"),
+    "chunked": rj.backends.parallel(method="chunked", chunk=4),  # 13 steps: a padded chunk
+    "log": rj.backends.parallel(log_space=True),
 }
 CASES = [
     (cell, method)
@@ -170,7 +170,7 @@ def test_cells_without_a_linear_form_are_refused_in_words():
     assert "gru" in message and "parallel" in message
     assert "newton" in message and "sequential" in message
     lru_cell, lru_params, xs, _ = problem("lru")
-    with pytest.raises(ValueError, match="the lru cell has none: use log_space=False"):
+    with pytest.raises(ValueError, match="lru cell exactly: log_space=True needs positive"):
         rj.scan(lru_cell, lru_params, xs, backend=BACKENDS["log"])
 
 
@@ -184,7 +184,7 @@ def test_cells_without_a_linear_form_are_refused_in_words():
 )
 def test_bad_options_are_refused_in_words(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        rj.parallel_backend(**kwargs)
+        rj.backends.parallel(**kwargs)
 
 
 def test_zero_steps():
@@ -220,8 +220,9 @@ def test_auto_never_picks_a_parallel_backend_recorded_as_slower():
         if not slower or not hasattr(rj, entry["cell"]):
             continue
         cell = getattr(rj, entry["cell"])(entry["H"])
+        params = jax.eval_shape(partial(cell.init, input_size=entry["I"]), jax.random.key(0))
         xs = jax.ShapeDtypeStruct((entry["T"], entry["B"], entry["I"]), jnp.dtype(entry["dtype"]))
+        problem = scan_helpers.problem_of(cell, params, xs)
         for table in (built, None):
-            chosen = choose_backend_name(cell, xs, table=table, platform=platform)
-            assert chosen not in slower, (entry, chosen)
-        assert choose_backend(cell, xs, None).name.removeprefix("auto:") not in slower
+            chosen = auto.choose(cell, problem, table=table, platform=platform)
+            assert chosen.name not in slower, (entry, chosen.name)

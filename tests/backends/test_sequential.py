@@ -13,15 +13,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scan_helpers
 
 import rnn_jax as rj
-from rnn_jax.backends.sequential import (
-    pipelined_scan,
-    previous_steps,
-    read_leaves,
-    reads_only_sum,
-    sequential,
-)
+from rnn_jax.backends import sequential
+from rnn_jax.backends.jaxprs import parameters_read, reads_only_sum
+from rnn_jax.backends.sequential import pipelined_scan, previous_steps
 
 T, B, F, H = 7, 3, 4, 5
 LENGTH = np.array([7, 0, 3])  # full, empty, short
@@ -234,9 +231,10 @@ def test_previous_steps_in_scan_order():
     np.testing.assert_array_equal(previous_steps(ys, first, True), [[1, 2], [3, 4], [5, -1]])
 
 
-def test_read_leaves_finds_what_a_function_reads():
+def test_parameters_read_finds_what_a_function_reads():
     params = {"used": jnp.ones(3), "unused": jnp.ones(2), "int": jnp.ones(3, jnp.int32)}
-    leaves, rebuild = read_leaves(lambda p, x: p["used"] * x + p["int"], params, jnp.ones(3))
+    fn = lambda p, x: p["used"] * x + p["int"]
+    leaves, rebuild = parameters_read(fn, params, jnp.ones(3))
     assert len(leaves) == 1 and leaves[0].shape == (3,)
     assert rebuild([jnp.zeros(3)])["used"].sum() == 0
 
@@ -266,7 +264,7 @@ def scan_unrolls(fn, *args) -> list[tuple[int, int]]:
         for eqn in jaxpr.eqns:
             if eqn.primitive.name == "scan":
                 found.append((int(eqn.params["unroll"]), eqn.params["length"]))
-            for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            for sub in scan_helpers.inner_jaxprs(eqn):
                 visit(sub)
 
     visit(jax.make_jaxpr(fn)(*args).jaxpr)

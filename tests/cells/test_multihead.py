@@ -71,7 +71,8 @@ def test_dense_gates_contract_equals_step(kind):
         lambda x: jax.random.normal(jax.random.key(2), x.shape), cell.initial_state(params, (2,))
     )
     x = jax.random.normal(jax.random.key(1), (2, 3))
-    kernel, fed_back, combine = cell.gates
+    kernel, fed_back, combine, heads = cell.gates
+    assert heads.num_heads == 2
     want = cell.step(params, carry, x)
     got = combine(params, carry, cell.project(params, x), fed_back(carry) @ kernel(params))
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):

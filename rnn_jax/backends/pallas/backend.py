@@ -2,34 +2,78 @@
 
 - Cells with a `LinearRecurrence` (minGRU, minLSTM, LRU, RG-LRU) run the
   linear-scan kernel: only elementwise work per step, over time blocks.
-- Cells with `Gates` (LSTM, GRU, Elman, the multi-head cells) run the fused
-  recurrent kernel: one program per (head, batch tile) with that head's block
-  of the recurrent matrix on chip.
-- Other cells are refused with a ValueError naming the cell and the backend.
+- Cells with `Gates` and a projection (LSTM, GRU, Elman, the multi-head
+  cells) run the fused recurrent kernel: one program per (head, batch tile)
+  with that head's block of the recurrent matrix on chip.
+- Other cells are refused by ``supports``, in words.
 
 On GPU and TPU the kernels are compiled; elsewhere (CPU) they run with
 ``interpret=True``, which is for tests: ``backend="auto"`` never picks
 ``pallas`` without measurements showing it faster on the platform.
 
 Example:
-    >>> from rnn_jax.backends.pallas import pallas
     >>> cell = rj.gru(16)
     >>> params = cell.init(jax.random.key(0), 8)
-    >>> tuned = pallas(block_time=64)      # or backend="pallas" for the defaults
+    >>> tuned = rj.backends.pallas(block_time=64)      # or backend="pallas" for the defaults
     >>> carry, ys = rj.scan(cell, params, jnp.ones((10, 4, 8)), backend=tuned)
 """
 
 from __future__ import annotations
 
+from functools import cache, partial
+
+import jax
+
+from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.pallas.fused import fused_scan
 from rnn_jax.backends.pallas.linear_scan import LinearScanOptions, linear_cell_scan
 from rnn_jax.backends.pallas.platform import check_block
-from rnn_jax.backends.registry import Backend, register_backend
 
 KERNELS = ("auto", "fused", "linear")
 
 
-def pallas(
+def kernel_for(cell, kernel: str) -> str | None:
+    """``"linear"`` or ``"fused"``: the kernel that runs ``cell``; None when none can."""
+    if kernel in ("auto", "linear") and cell.linear is not None:
+        return "linear"
+    if kernel in ("auto", "fused") and cell.gates is not None and cell.project is not None:
+        return "fused"
+    return None
+
+
+def supports(cell, problem: Problem, *, kernel: str) -> str | None:
+    chosen = kernel_for(cell, kernel)
+    if chosen is None:
+        wanted = {
+            "auto": "`gates` and `project` (fused kernel) or `linear` (linear-scan kernel)",
+            "fused": "`gates` and `project` (the fused kernel)",
+            "linear": "`linear` (the linear-scan kernel)",
+        }[kernel]
+        return f"it has no {wanted}"
+    if chosen == "linear" and jax.tree.structure(problem.initial_state).num_leaves != 1:
+        return "the linear-scan kernel needs a carry that is one array h [*batch, H]"
+    if chosen == "fused" and problem.valid is not None and problem.length is None:
+        return "the fused kernel takes lengths (right padding), not masks with holes"
+    if chosen == "fused" and problem.starts is not None:
+        return "the fused kernel does not restart its carry (resets)"
+    return None
+
+
+def run(cell, params, problem: Problem, *, kernel, block_batch, block_time, options):
+    if kernel_for(cell, kernel) == "linear":
+        return linear_cell_scan(cell, params, problem, options=options)
+    return fused_scan(
+        cell,
+        params,
+        problem,
+        block_batch=block_batch,
+        block_time=block_time,
+        interpret=options.interpret,
+    )
+
+
+@cache
+def configure(
     *,
     kernel: str = "auto",
     block_batch: int | None = None,
@@ -64,39 +108,11 @@ def pallas(
         ("block_features", block_features),
     ):
         check_block(name, value)
-    linear_options = LinearScanOptions(block_batch, block_time, block_features, interpret)
-
-    def run(cell, params, xs, *, initial_state, length, reverse, unroll):
-        use_linear = kernel == "linear" or (kernel == "auto" and cell.linear is not None)
-        if use_linear:
-            return linear_cell_scan(
-                cell,
-                params,
-                xs,
-                initial_state=initial_state,
-                length=length,
-                reverse=reverse,
-                options=linear_options,
-            )
-        if kernel == "auto" and cell.gates is None:
-            raise ValueError(
-                f"the pallas backend needs a cell with `gates` (fused recurrent kernel) or "
-                f"`linear` (linear-scan kernel); the {cell.name} cell has neither"
-            )
-        return fused_scan(
-            cell,
-            params,
-            xs,
-            initial_state=initial_state,
-            length=length,
-            reverse=reverse,
-            block_batch=block_batch,
-            block_time=block_time,
-            interpret=interpret,
-            unroll=unroll,
-        )
-
-    return Backend("pallas", run)
-
-
-default = register_backend(pallas())
+    options = LinearScanOptions(block_batch, block_time, block_features, interpret)
+    return Backend(
+        "pallas",
+        partial(supports, kernel=kernel),
+        partial(
+            run, kernel=kernel, block_batch=block_batch, block_time=block_time, options=options
+        ),
+    )

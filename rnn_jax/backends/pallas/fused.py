@@ -32,8 +32,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import pallas as pl
-from jax.extend.core import Literal
 
+from rnn_jax.backends.contract import Problem
+from rnn_jax.backends.jaxprs import leaves_read
+from rnn_jax.backends.numerics import is_low_precision
 from rnn_jax.backends.pallas.heads import head_view
 from rnn_jax.backends.pallas.platform import compiler_params, platform, resolve_interpret, tiling
 from rnn_jax.cells.base import Cell, Gates
@@ -61,21 +63,6 @@ def _at_least_2d(tail: tuple[int, ...]) -> tuple[int, ...]:
     return (1,) * (2 - len(tail)) + tail if len(tail) < 2 else tail
 
 
-def _used_leaves(combine, hp, carry, xp, hu) -> tuple[bool, ...]:
-    """Which leaves of the per-head params ``hp`` the traced ``combine`` reads."""
-    leaves, treedef = jax.tree.flatten(hp)
-
-    def f(hp_leaves, carry, xp, hu):
-        return combine(jax.tree.unflatten(treedef, hp_leaves), carry, xp, hu)
-
-    jaxpr = jax.make_jaxpr(f)(leaves, carry, xp, hu).jaxpr
-    used: set[Any] = set()
-    for eqn in jaxpr.eqns:
-        used.update(v for v in eqn.invars if not isinstance(v, Literal))
-    used.update(v for v in jaxpr.outvars if not isinstance(v, Literal))
-    return tuple(v in used for v in jaxpr.invars[: len(leaves)])
-
-
 def _index_map(*prefix):
     """An index map ``(n, b, j) -> (*prefix(n, b, j), 0, ..., 0)`` for a block of given rank."""
 
@@ -100,14 +87,10 @@ def _time_block(descending: bool, blocks: int):
     return lambda n, b, j: j
 
 
-def _low_precision(dtype) -> bool:
-    return jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32
-
-
 def _recurrent_matmul(fed: jax.Array, W: jax.Array) -> jax.Array:
     """``fed @ W``; low-precision (bf16/fp16) weights multiply in their precision with
     float32 accumulation (as the ``sequential`` backend does), others promote."""
-    if _low_precision(W.dtype):
+    if is_low_precision(W.dtype):
         return jax.lax.dot(fed.astype(W.dtype), W, preferred_element_type=jnp.float32)
     return fed @ W
 
@@ -314,7 +297,7 @@ def _backward_call(s: _Static, W, hp_used, xp, states, lengths, dys, dcT):
                 ref[...] = jnp.zeros(ref.shape, ref.dtype)
 
         W = w_ref[...]
-        W_t = W if _low_precision(W.dtype) else W.astype(f32)
+        W_t = W if is_low_precision(W.dtype) else W.astype(f32)
         hp_values = [r[...].reshape(t) for r, t in zip(hp_refs, hp_used_tails, strict=True)]
         length = len_ref[...] if s.has_length else None  # [bb, 1]
         block = (s.time_blocks - 1 - j) if descending else j
@@ -437,7 +420,7 @@ def _core(s: _Static):
         dcT, dys = cts
         dxp, dhu, dc0, dhp = _backward_call(s, W, hp_used, xp, states, lengths, dys, dcT)
         fed = s.gates.fed_back(jax.tree.unflatten(s.carry.treedef, states))
-        mm_dtype = W.dtype if _low_precision(W.dtype) else jnp.float32
+        mm_dtype = W.dtype if is_low_precision(W.dtype) else jnp.float32
         dW = jnp.einsum(
             "ntbr,ntbg->nrg",
             fed.astype(mm_dtype),
@@ -540,7 +523,7 @@ def fused_recurrence(
             f"combine must return a carry of the structure {c_desc.treedef}; "
             f"got {jax.tree.structure(new_carry)}"
         )
-    used = _used_leaves(gates.combine, hp_one, carry_one, xp_one, hu_one)
+    used = leaves_read(gates.combine, hp_one, carry_one, xp_one, hu_one)
     hp_leaves = jax.tree.leaves(head_params)
     s = _Static(
         gates=gates,
@@ -589,48 +572,28 @@ def fused_recurrence(
 def fused_scan(
     cell: Cell,
     params: Any,
-    xs: jax.Array,
+    problem: Problem,
     *,
-    initial_state: Any,
-    length: jax.Array | None,
-    reverse: bool,
     block_batch: int | None = None,
     block_time: int | None = None,
     interpret: bool | None = None,
-    unroll: int | bool = 1,
-    backend: str = "pallas",
 ) -> tuple[Any, jax.Array]:
-    """`rj.scan` of a cell with `Gates` through the fused kernel (inputs already validated)."""
-    heads = head_view(cell, backend)
-    if cell.project is None:
-        raise ValueError(
-            f"the {backend} backend's fused kernel needs the {cell.name} cell's `project` "
-            "(the carry-free input projection); the cell has none"
-        )
-    T = xs.shape[0]
-    batch_shape = tuple(xs.shape[1:-1])
-    B = int(np.prod(batch_shape, dtype=int))
-    xp = cell.project(params, xs)
-    xp = jax.tree.map(lambda x: x.reshape(T, B, *x.shape[1 + len(batch_shape) :]), xp)
-    c0 = jax.tree.map(lambda x: x.reshape(B, *x.shape[len(batch_shape) :]), initial_state)
+    """`rj.scan` of a cell with `Gates` and a projection through the fused kernel."""
+    heads = head_view(cell)
+    xp = cell.project(params, problem.xs)
     hp = heads.head_params(params)
     W = jax.vmap(heads.gates.kernel)(hp)
-    lengths = None if length is None else length.reshape(B)
     cT, ys = fused_recurrence(
         heads.gates,
         W,
         hp,
         heads.to_heads(xp),
-        heads.to_heads(c0),
-        lengths,
-        reverse=reverse,
+        heads.to_heads(problem.initial_state),
+        problem.length,
+        reverse=problem.reverse,
         block_batch=block_batch,
         block_time=block_time,
         interpret=interpret,
-        unroll=unroll,
+        unroll=1 if problem.unroll is None else problem.unroll,
     )
-    cT = heads.from_heads(cT)
-    ys = heads.from_heads(ys)
-    cT = jax.tree.map(lambda x: x.reshape(*batch_shape, *x.shape[1:]), cT)
-    ys = jax.tree.map(lambda x: x.reshape(T, *batch_shape, *x.shape[2:]), ys)
-    return cT, ys
+    return heads.from_heads(cT), heads.from_heads(ys)

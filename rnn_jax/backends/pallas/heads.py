@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import jax
 
-from rnn_jax.cells.base import Cell, Gates
-from rnn_jax.cells.multihead import HeadedGates
+from rnn_jax.cells.base import Cell, Gates, HeadedGates
 
 
 def _add_head_axis(tree):
@@ -40,19 +39,10 @@ def dense_heads(gates: Gates) -> HeadedGates:
     )
 
 
-def head_view(cell: Cell, backend: str = "pallas") -> HeadedGates:
-    """The `HeadedGates` of ``cell``: its own (multi-head cells) or the one-head view.
-
-    Raises a ValueError naming the cell and ``backend`` when the cell has no `Gates`.
-    """
-    if cell.gates is None:
-        raise ValueError(
-            f"the {backend} backend's fused kernel needs a cell with `gates` (its step split "
-            f"around the recurrent matmul); the {cell.name} cell has none"
-        )
-    heads = getattr(cell.gates, "heads", None)
-    if isinstance(heads, HeadedGates):
-        return heads
+def head_view(cell: Cell) -> HeadedGates:
+    """The `HeadedGates` of a cell with `Gates`: its declared ``heads``, or the one-head view."""
+    if cell.gates.heads is not None:
+        return cell.gates.heads
     return dense_heads(cell.gates)
 
 

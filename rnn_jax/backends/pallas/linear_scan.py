@@ -21,9 +21,10 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import pallas as pl
 
+from rnn_jax.backends.contract import Problem
+from rnn_jax.backends.masking import masked_coefficients, zero_where_not
 from rnn_jax.backends.pallas.platform import (
     check_block,
     compiler_params,
@@ -255,58 +256,23 @@ class LinearScanOptions(NamedTuple):
 
 
 def linear_cell_scan(
-    cell: Cell,
-    params: Any,
-    xs: jax.Array,
-    *,
-    initial_state: Any,
-    length: jax.Array | None,
-    reverse: bool,
-    options: LinearScanOptions | None = None,
-    backend: str = "pallas",
+    cell: Cell, params: Any, problem: Problem, *, options: LinearScanOptions
 ) -> tuple[jax.Array, jax.Array]:
     """`rj.scan` of a cell with a `LinearRecurrence` through the linear-scan kernel."""
-    if cell.linear is None:
-        raise ValueError(
-            f"the {backend} backend's linear-scan kernel needs a cell with `linear` "
-            f"(h_t = a_t * h_(t-1) + b_t); the {cell.name} cell has none"
-        )
-    if jax.tree.structure(initial_state).num_nodes != 1:
-        raise ValueError(
-            f"the {backend} backend's linear-scan kernel needs a carry that is one array "
-            f"h [*batch, H]; the {cell.name} cell's carry is {jax.tree.structure(initial_state)}"
-        )
-    T = xs.shape[0]
-    batch_shape = tuple(xs.shape[1:-1])
-    B = int(np.prod(batch_shape, dtype=int))
-    options = options or LinearScanOptions()
-    a, b = cell.linear.coefficients(params, xs)
-    H = a.shape[-1]
-    if a.shape[:-1] != (T, *batch_shape) or b.shape != a.shape:
-        raise ValueError(
-            f"the {cell.name} cell's linear coefficients must be [T, *batch, H] = "
-            f"{(T, *batch_shape, H)}; got a {a.shape}, b {b.shape}"
-        )
-    a, b = a.reshape(T, B, H), b.reshape(T, B, H)
-    valid = None
-    if length is not None:
-        valid = jnp.arange(T)[:, None] < length.reshape(1, B)  # [T, B]
-        a = jnp.where(valid[..., None], a, jnp.ones_like(a))
-        b = jnp.where(valid[..., None], b, jnp.zeros_like(b))
+    a, b = cell.linear.coefficients(params, problem.xs)
+    a = jnp.broadcast_to(a, b.shape)
+    a, b = masked_coefficients(a, b, problem)
     hs, hT = linear_scan(
         a,
         b,
-        jnp.asarray(initial_state).reshape(B, H),
-        reverse=reverse,
+        problem.initial_state,
+        reverse=problem.reverse,
         block_batch=options.block_batch,
         block_time=options.block_time,
         block_features=options.block_features,
         interpret=options.interpret,
     )
-    ys = cell.linear.output(params, hs.reshape(T, *batch_shape, H), xs)
-    if valid is not None:
-        mask = valid.reshape(T, *batch_shape)
-        ys = jax.tree.map(
-            lambda y: jnp.where(mask.reshape(mask.shape + (1,) * (y.ndim - mask.ndim)), y, 0), ys
-        )
-    return hT.reshape(*batch_shape, H), ys
+    ys = cell.linear.output(params, hs, problem.xs)
+    if problem.valid is not None:
+        ys = zero_where_not(problem.valid, ys)
+    return hT, ys

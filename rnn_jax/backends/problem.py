@@ -1,0 +1,227 @@
+"""From ``rj.scan``'s arguments to one `Problem`: trace-time checks in words, then normalisation.
+
+Every check runs on shapes and dtypes only (and on the values of ``length``
+where they are concrete), so it costs nothing when the scan runs. An error
+names the argument, what was expected and what came; nothing is broadcast or
+truncated silently.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnn_jax.backends.contract import Problem
+from rnn_jax.backends.masking import prefix_mask, scan_order_starts
+
+
+def check_xs(cell, params, xs: Any) -> tuple[int, ...]:
+    """Checks ``xs: [T, *batch, *features]`` against the cell; returns the batch shape."""
+    rank = cell.feature_rank
+    if not hasattr(xs, "shape") or not hasattr(xs, "dtype"):
+        raise TypeError(
+            f"xs must be an array of shape [T, *batch, features]; got {type(xs).__name__}"
+        )
+    if xs.ndim < 1 + rank:
+        raise ValueError(
+            f"xs must have shape [T, *batch, features] (rank >= {1 + rank} for the "
+            f"{cell.name} cell); got shape {tuple(xs.shape)}"
+        )
+    if not jnp.issubdtype(xs.dtype, jnp.floating):
+        raise TypeError(f"xs must have a floating dtype; got {xs.dtype}")
+    if cell.input_size is not None:
+        expected = cell.input_size(params)
+        if xs.shape[-1] != expected:
+            raise ValueError(
+                f"xs must have {expected} features (the {cell.name} cell's input size) in its "
+                f"last axis; got shape {tuple(xs.shape)}"
+            )
+    return tuple(xs.shape[1 : xs.ndim - rank])
+
+
+def check_length(length: Any, batch_shape: tuple[int, ...], steps: int) -> jax.Array | None:
+    """Checks ``length`` (an int array of the batch shape, values in ``[0, T]`` when concrete)."""
+    if length is None:
+        return None
+    length = jnp.asarray(length)
+    if not jnp.issubdtype(length.dtype, jnp.integer):
+        raise TypeError(f"length must be an integer array; got dtype {length.dtype}")
+    if tuple(length.shape) != batch_shape:
+        raise ValueError(
+            f"length must have the batch shape {batch_shape} of xs; got shape {tuple(length.shape)}"
+        )
+    try:
+        concrete = np.asarray(length)
+    except jax.errors.TracerArrayConversionError:
+        return length
+    if concrete.size and (concrete.min() < 0 or concrete.max() > steps):
+        raise ValueError(
+            f"length must lie in [0, {steps}] (T = xs.shape[0]); got values from "
+            f"{concrete.min()} to {concrete.max()}"
+        )
+    return length
+
+
+def check_steps_mask(name: str, value: Any, steps: int, batch_shape: tuple[int, ...]):
+    """Checks a per-step bool array ``[T, *batch]`` (``mask``, ``resets``)."""
+    if value is None:
+        return None
+    value = jnp.asarray(value)
+    if value.dtype != jnp.bool_:
+        raise TypeError(
+            f"{name} must be a bool array of shape [T, *batch]; got dtype {value.dtype}"
+        )
+    expected = (steps, *batch_shape)
+    if tuple(value.shape) != expected:
+        raise ValueError(
+            f"{name} must have shape [T, *batch] = {expected} (from xs); got {tuple(value.shape)}"
+        )
+    return value
+
+
+def check_initial_state(cell, params, initial_state: Any, batch_shape: tuple[int, ...]) -> Any:
+    """Returns ``initial_state``, or the cell's zeros when None, after checking its structure."""
+    if initial_state is None:
+        return cell.initial_state(params, batch_shape)
+    expected = jax.eval_shape(lambda p: cell.initial_state(p, batch_shape), params)
+    expected_def = jax.tree.structure(expected)
+    got_def = jax.tree.structure(initial_state)
+    if expected_def != got_def:
+        raise ValueError(
+            f"initial_state must have the structure of the {cell.name} cell's carry "
+            f"{expected_def}; got {got_def}"
+        )
+    paths = jax.tree_util.tree_flatten_with_path(expected)[0]
+    for (path, want), got in zip(paths, jax.tree.leaves(initial_state), strict=True):
+        where = jax.tree_util.keystr(path)
+        shape = tuple(getattr(got, "shape", ()))
+        if shape != tuple(want.shape):
+            raise ValueError(
+                f"initial_state{where} must have shape {tuple(want.shape)} for batch shape "
+                f"{batch_shape}; got {shape}"
+            )
+        if jnp.result_type(got) != want.dtype:
+            raise TypeError(
+                f"initial_state{where} must have dtype {want.dtype}; got {jnp.result_type(got)}"
+            )
+    return initial_state
+
+
+def check_unroll(unroll: Any) -> int | bool | None:
+    """``unroll``: None (the tuned value), a positive int or a bool (whole loop / rolled)."""
+    if unroll is None or isinstance(unroll, bool):
+        return unroll
+    if not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll must be None, a bool or a positive int; got {unroll!r}")
+    return unroll
+
+
+class Arguments:
+    """``rj.scan``'s array arguments checked, with the batch axes flattened to one.
+
+    ``xs [T, B, *features]``, ``initial_state`` leaves ``[B, ...]``, ``length
+    [B]``, ``mask`` and ``resets`` ``[T, B]`` (None where not given), and the
+    ``batch_shape`` to restore.
+    """
+
+    def __init__(self, cell, params, xs, *, initial_state, length, mask, resets):
+        batch_shape = check_xs(cell, params, xs)
+        steps = xs.shape[0]
+        length = check_length(length, batch_shape, steps)
+        mask = check_steps_mask("mask", mask, steps, batch_shape)
+        resets = check_steps_mask("resets", resets, steps, batch_shape)
+        initial_state = check_initial_state(cell, params, initial_state, batch_shape)
+        B = math.prod(batch_shape)
+        lead = len(batch_shape)
+        self.batch_shape = batch_shape
+        self.xs = xs.reshape(steps, B, *xs.shape[1 + lead :])
+        self.initial_state = jax.tree.map(
+            lambda leaf: leaf.reshape(B, *leaf.shape[lead:]), initial_state
+        )
+        self.length = None if length is None else length.reshape(B)
+        self.mask = None if mask is None else mask.reshape(steps, B)
+        self.resets = None if resets is None else resets.reshape(steps, B)
+
+    def restore(self, carry, ys):
+        """``(carry, ys)`` from ``[B, ...]`` and ``[T, B, ...]`` back to the batch shape."""
+        shape = self.batch_shape
+        carry = jax.tree.map(lambda leaf: leaf.reshape(*shape, *leaf.shape[1:]), carry)
+        ys = jax.tree.map(lambda y: y.reshape(y.shape[0], *shape, *y.shape[2:]), ys)
+        return carry, ys
+
+
+def make_problem(
+    cell, params, xs, initial_state, length, mask, resets, *, reverse: bool, unroll
+) -> Problem:
+    """The `Problem` of checked, batch-flattened arguments (see `Arguments`).
+
+    ``length`` and ``mask`` combine (a step counts where both say so);
+    ``resets`` become restarts in scan order, and the restart state is the
+    cell's own initial state for the batch.
+    """
+    steps = xs.shape[0]
+    valid = None if length is None else prefix_mask(length, steps)
+    if mask is not None:
+        valid = mask if valid is None else valid & mask
+    starts = restart_state = None
+    if resets is not None:
+        starts = scan_order_starts(resets, valid, reverse)
+        restart_state = cell.initial_state(params, (xs.shape[1],))
+    return Problem(
+        xs=xs,
+        initial_state=initial_state,
+        valid=valid,
+        length=length if mask is None else None,
+        starts=starts,
+        restart_state=restart_state,
+        reverse=bool(reverse),
+        unroll=unroll,
+        param_dtypes=floating_dtypes(params),
+    )
+
+
+def floating_dtypes(params) -> frozenset:
+    """The dtypes of the floating leaves of ``params``."""
+    leaves = jax.tree.leaves(params)
+    return frozenset(jnp.dtype(x.dtype) for x in leaves if jnp.issubdtype(x.dtype, jnp.floating))
+
+
+def describe(cell, params, xs, *, reverse: bool = False, unroll=None, **arrays) -> Problem:
+    """The `Problem` ``rj.scan`` would hand a backend for these arguments, as shapes only.
+
+    ``params``, ``xs`` and ``arrays`` (``initial_state``, ``length``, ``mask``,
+    ``resets``) may be arrays or shape structs; nothing runs. What ``supports``
+    and ``auto`` read, without tracing a scan.
+
+    Example:
+        >>> cell = rj.lstm(8)
+        >>> params = jax.eval_shape(lambda key: cell.init(key, 4), jax.random.key(0))
+        >>> problem = describe(cell, params, jax.ShapeDtypeStruct((10, 2, 3, 4), jnp.float32))
+        >>> problem.xs.shape, problem.batch
+        ((10, 6, 4), 6)
+    """
+    arrays = {"initial_state": None, "length": None, "mask": None, "resets": None, **arrays}
+
+    def make(params, xs, arrays):
+        args = Arguments(cell, params, xs, **arrays)
+        problem = make_problem(
+            cell,
+            params,
+            args.xs,
+            args.initial_state,
+            args.length,
+            args.mask,
+            args.resets,
+            reverse=reverse,
+            unroll=unroll,
+        )
+        return problem._replace(reverse=None, unroll=None, param_dtypes=None)  # arrays only
+
+    shapes = jax.eval_shape(make, params, xs, arrays)
+    return shapes._replace(
+        reverse=bool(reverse), unroll=unroll, param_dtypes=floating_dtypes(params)
+    )
