@@ -12,7 +12,7 @@ Training, models, tasks and diagnostics are subpackages: ``rj.train``,
 ``rj.models``, ``rj.data``, ``rj.diagnostics`` (and the ``rnn-jax`` command line).
 """
 
-from rnn_jax import data, diagnostics, models, train
+from rnn_jax import app, data, diagnostics, models, train
 from rnn_jax._driver import scan
 from rnn_jax.backends import (
     Backend,
@@ -85,6 +85,7 @@ __all__ = [
     "MultiHeadParams",
     "RGLRUParams",
     "SimpleParams",
+    "app",
     "as_layer",
     "backend_names",
     "bidirectional",
