@@ -8,11 +8,13 @@ Example:
     >>> ys.shape
     (100, 8, 64)
 
-Training, models, tasks and diagnostics are subpackages: ``rj.train``,
-``rj.models``, ``rj.data``, ``rj.diagnostics`` (and the ``rnn-jax`` command line).
+The scan kernels are ``rj.backends``; training, models, tasks and diagnostics
+are subpackages ``rj.train``, ``rj.models``, ``rj.data``, ``rj.diagnostics``,
+and ``rj.app`` runs configured experiments (what the ``rnn-jax`` command line
+drives).
 """
 
-from rnn_jax import backends, data, diagnostics, models, train
+from rnn_jax import app, backends, data, diagnostics, models, train
 from rnn_jax._driver import scan
 from rnn_jax.backends import Backend, NewtonInfo, Problem, flip_valid, newton_scan
 from rnn_jax.backends import get as get_backend
@@ -88,6 +90,7 @@ __all__ = [
     "Problem",
     "RGLRUParams",
     "SimpleParams",
+    "app",
     "as_layer",
     "backend_names",
     "backends",

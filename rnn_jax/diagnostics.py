@@ -10,19 +10,17 @@ task's test batch, per sequence, averaged over the batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax.cells.base import Cell
+from rnn_jax.cells import Cell, get_cell
 from rnn_jax.data import Batch, Task
 from rnn_jax.layers import rnn
 from rnn_jax.layers.dropout import fed_back_state
 from rnn_jax.models import classifier, tagger
-from rnn_jax.train.history import plot_curves, results_document, table, write_json
 from rnn_jax.train.losses import LOSSES
 
 
@@ -161,73 +159,11 @@ def train_probed(
     return result.params
 
 
-def report(
-    cells: dict[str, Cell],
-    task: Task,
-    *,
-    batch_size: int = 64,
-    seed: int = 0,
-    train_steps: int = 0,
-    lr: float = 1e-2,
-    out_dir: str | Path | None = None,
-    command: str | None = None,
-) -> dict[str, Any]:
-    """Gradient norms for several cells on one task: a table, and with ``out_dir`` a plot and JSON.
-
-    The table shows ``||dL/dh_t||`` at a few ``t`` and ``log10`` of the ratio
-    between the first and the last step: strongly negative is vanishing,
-    positive exploding. At initialisation, or after ``train_steps`` of Adam
-    at learning rate ``lr`` (`train_probed`).
-    """
-    norms = {}
-    for name, cell in cells.items():
-        params = None
-        if train_steps:
-            params = train_probed(cell, task, train_steps, batch_size=batch_size, seed=seed, lr=lr)
-        norms[name] = gradient_norms(cell, task, batch_size=batch_size, seed=seed, params=params)
-    when = f"after {train_steps} training steps" if train_steps else "at initialisation"
-    steps = len(next(iter(norms.values())))
-    marks = sorted({1, max(1, steps // 4), max(1, steps // 2), max(1, 3 * steps // 4), steps})
-    rows = []
-    for name, values in norms.items():
-        ratio = float(np.log10(max(values[0], 1e-300) / max(values[-1], 1e-300)))
-        rows.append([name, *[float(values[t - 1]) for t in marks], ratio])
-    header = ["cell", *[f"t={t}" for t in marks], "log10(first/last)"]
-    text = table(rows, header)
-    summary = {
-        "task": task.name,
-        "description": task.description,
-        "batch_size": batch_size,
-        "seed": seed,
-        "train_steps": train_steps,
-        "when": when,
-        "table": text,
-        "norms": {name: values.tolist() for name, values in norms.items()},
-    }
-    if out_dir is not None:
-        out = Path(out_dir)
-        write_json(
-            out / "gradflow.json", results_document(f"gradflow-{task.name}", command, **summary)
-        )
-        curves = {
-            name: (list(range(1, steps + 1)), values.tolist()) for name, values in norms.items()
-        }
-        plot_curves(
-            curves,
-            out / "gradflow.png",
-            title=f"||dL/dh_t|| {when}, {task.description}",
-            xlabel="t",
-            ylabel="||dL/dh_t||",
-        )
-    return summary
-
-
 def cells_by_name(names: Sequence[str], hidden: int) -> dict[str, Cell]:
-    """Cells from factory names (``rj.train.available_cells``) at size ``hidden``."""
-    from rnn_jax.train.experiment import available_cells
+    """The registered cells ``names`` (`rj.cells.CELLS`) of ``hidden`` units, by name.
 
-    factories = available_cells()
-    unknown = [n for n in names if n not in factories]
-    if unknown:
-        raise ValueError(f"cells must be among {sorted(factories)}; got {unknown}")
-    return {name: factories[name](hidden) for name in names}
+    Example:
+        >>> sorted(rj.diagnostics.cells_by_name(["gru", "lstm"], 8))
+        ['gru', 'lstm']
+    """
+    return {name: get_cell(name, hidden) for name in names}

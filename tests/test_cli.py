@@ -1,5 +1,6 @@
 """The rnn-jax command line: each command end to end, and bad input as one line with exit code 2."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rnn_jax import cli
+from rnn_jax.app import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--hidden", "8", "--batch", "16", "--steps", "20", "--no-progress"]
@@ -22,6 +24,78 @@ def fails_cleanly(capsys, argv, message, tmp_path=None):
     assert message in lines[0], lines[0]
     if tmp_path is not None:
         assert not (tmp_path / "out").exists() and not (tmp_path / "ckpt").exists()
+
+
+def parsed(argv):
+    return cli.build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_the_options_are_the_run_config_fields_with_their_defaults(command):
+    args = parsed([command])
+    cell = {"cell": args.cells[0]} if command == "compare" else {}
+    assert cli.config_from_args(args, **cell) == RunConfig(**cell)
+    names = {field.name for field in dataclasses.fields(RunConfig)}
+    assert names - set(cell) <= set(vars(args))
+
+
+def test_every_field_is_an_option_with_its_help():
+    parser = cli.build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, cli.argparse._SubParsersAction)]
+    train = commands.choices["train"]
+    options = {flag: action for action in train._actions for flag in action.option_strings}
+    for field in dataclasses.fields(RunConfig):
+        action = options[cli.option_flag(field)]
+        assert action.dest == field.name and field.metadata["help"] in action.help
+    assert "--no-bidirectional" in options
+
+
+def test_every_option_reaches_its_field():
+    argv = (
+        "train --task translate --task-option symbols=5 --length 12 --op sort --cell gru "
+        "--cell-option reset_after=false --hidden 12 --layers 2 --embed 8 --bidirectional "
+        "--dropout 0.1 --backend sequential --attention none --optimizer sgd --lr 0.5 "
+        "--schedule cosine --warmup 2 --clip 0 --weight-decay 0.01 --batch 3 --steps 7 "
+        "--epochs 1.5 --eval-every 2 --patience 3 --seed 9"
+    )
+    expected = RunConfig(
+        task="translate",
+        task_options={"symbols": 5, "length": 12, "op": "sort"},
+        cell="gru",
+        cell_options={"reset_after": False},
+        hidden=12,
+        layers=2,
+        embed=8,
+        bidirectional=True,
+        dropout=0.1,
+        backend="sequential",
+        attention=None,
+        optimizer="sgd",
+        lr=0.5,
+        schedule="cosine",
+        warmup=2,
+        clip=0.0,
+        weight_decay=0.01,
+        batch=3,
+        steps=7,
+        epochs=1.5,
+        eval_every=2,
+        patience=3,
+        seed=9,
+    )
+    assert cli.config_from_args(parsed(argv.split())) == expected
+    unchanged = [
+        f.name
+        for f in dataclasses.fields(RunConfig)
+        if getattr(expected, f.name)
+        == (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+    ]
+    assert not unchanged, f"give these fields a value other than their default here: {unchanged}"
+
+
+def test_a_task_shortcut_overrides_an_earlier_task_option():
+    args = parsed(["train", "--task-option", "length=5", "--length", "7"])
+    assert cli.config_from_args(args).task_options == {"length": 7}
 
 
 @pytest.fixture
@@ -195,19 +269,6 @@ def test_gradflow_table_and_plot(capsys, tmp_path):
     assert "log10(first/last)" in printed and "lstm" in printed
     assert len(json.loads((out / "gradflow.json").read_text())["norms"]["simple"]) == 20
     assert (out / "gradflow.png").exists()
-
-
-def test_bench_explains_a_missing_suite(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(cli, "find_suite", lambda: tmp_path / "benchmarks" / "cpu_suite.py")
-    fails_cleanly(capsys, ["bench", "--quick"], "benchmark suite")
-
-
-def test_bench_passes_its_arguments_to_the_suite(monkeypatch, tmp_path):
-    suite = tmp_path / "benchmarks" / "cpu_suite.py"
-    suite.parent.mkdir()
-    suite.write_text("import sys\nsys.exit(len(sys.argv[1:]))\n")
-    monkeypatch.setattr(cli, "find_suite", lambda: suite)
-    assert cli.main(["bench", "--quick", "--json", "x.json"]) == 3
 
 
 def test_python_dash_m_runs_the_command_line():

@@ -19,10 +19,12 @@ from rnn_jax.cells.mgu import MGUParams, mgu
 from rnn_jax.cells.min_gru import MinGRUParams, min_gru
 from rnn_jax.cells.min_lstm import MinLSTMParams, min_lstm
 from rnn_jax.cells.multihead import MultiHeadParams, multihead_gru, multihead_lstm, multihead_simple
+from rnn_jax.cells.registry import CELLS, cell_factory, cell_names, get_cell
 from rnn_jax.cells.rg_lru import RGLRUParams, rg_lru
 from rnn_jax.cells.simple import SimpleParams, simple
 
 __all__ = [
+    "CELLS",
     "Cell",
     "Config",
     "CudnnLayout",
@@ -42,6 +44,9 @@ __all__ = [
     "MultiHeadParams",
     "RGLRUParams",
     "SimpleParams",
+    "cell_factory",
+    "cell_names",
+    "get_cell",
     "gru",
     "indrnn",
     "lru",

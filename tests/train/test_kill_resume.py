@@ -58,12 +58,9 @@ def saved_steps(directory: Path) -> list[int]:
 
 
 def final_params(directory: Path):
-    checkpointer = rj.train.Checkpointer(directory)
-    meta = checkpointer.read_meta()
-    config = rj.train.RunConfig.from_dict(meta["config"])
-    model = rj.train.make_model(config, meta["task_info"])
-    assert checkpointer.latest_step() == STEPS and meta["finished"]
-    return checkpointer.restore("params", model.init(jax.random.key(0)))
+    loaded = rj.app.load_run(directory)
+    assert loaded.step == STEPS and loaded.finished
+    return loaded.params
 
 
 def test_killed_run_resumes_to_the_uninterrupted_parameters(tmp_path):

@@ -1,0 +1,164 @@
+"""One training run from a `RunConfig`: train, test, and the record of what happened.
+
+`run` trains the model the config describes on its task, reports test
+metrics beside the task's baselines and, when asked, writes
+``results.json`` and ``history.png``; `diverged` is the record of a run whose
+loss stopped being finite.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+
+from rnn_jax.app.build import make_model, make_objective, make_task
+from rnn_jax.app.config import DEFAULT_STEPS, RunConfig
+from rnn_jax.app.plots import plot_history
+from rnn_jax.app.records import results_document, write_json
+from rnn_jax.data import Task, is_solved
+from rnn_jax.summary import count_params
+from rnn_jax.train.checkpoint import Checkpointer
+from rnn_jax.train.loop import EarlyStopping, TrainingError, evaluate, fit
+from rnn_jax.train.optim import make_optimizer
+
+
+def total_steps(config: RunConfig, task: Task) -> int:
+    """The updates ``config`` asks for: ``steps``, else ``epochs`` of the task's training data."""
+    if config.steps is not None:
+        return config.steps
+    if config.epochs is not None:
+        return max(1, math.ceil(config.epochs * task.train.steps_per_epoch(config.batch)))
+    return DEFAULT_STEPS
+
+
+def evaluation_batch_size(config: RunConfig, task: Task) -> int:
+    """Sequences per evaluation batch: at least 256, but a stateful task's training batch."""
+    return config.batch if task.stateful else max(config.batch, 256)
+
+
+def solved_when(task: Task) -> str | None:
+    """The task's bar in words (``"mse < 0.01"``), or None."""
+    return None if task.solved is None else " ".join(map(str, task.solved))
+
+
+def loss_baselines(task: Task) -> dict[str, float]:
+    """The task's baselines on its loss, by name."""
+    loss = task.info()["loss"]
+    return {name: values[loss] for name, values in task.baselines.items() if loss in values}
+
+
+def run(
+    config: RunConfig,
+    *,
+    task: Task | None = None,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    out_dir: str | Path | None = None,
+    progress: bool | None = None,
+    command: str | None = None,
+) -> dict[str, Any]:
+    """Trains one run and returns its results (JSON): test metrics, baselines, history, timing.
+
+    ``task`` is ``make_task(config)`` unless given (built once, shared by the
+    runs of a comparison). With ``checkpoint_dir``, checkpoints as `rj.train.fit`
+    does (never over another run's; ``resume`` continues one exactly); with
+    ``out_dir``, writes ``results.json`` and ``history.png`` there once
+    training is done. ``command`` is recorded in ``results.json``.
+
+    Example:
+        >>> config = rj.app.RunConfig(task="adding", task_options={"length": 10}, cell="gru",
+        ...                           hidden=8, batch=16, steps=20)
+        >>> results = rj.app.run(config, progress=False)
+        >>> sorted(results["test"]), results["steps"]
+        (['loss', 'mse'], 20)
+    """
+    config.check()
+    task = task or make_task(config)
+    info = task.info()
+    model = make_model(config, info)
+    objective = make_objective(model, info)
+    steps = total_steps(config, task)
+    optimizer, learning_rate = make_optimizer(
+        config.optimizer,
+        config.lr,
+        steps=steps,
+        schedule_name=config.schedule,
+        warmup=config.warmup,
+        clip_norm=config.clip or None,
+        weight_decay=config.weight_decay,
+    )
+    eval_batch = evaluation_batch_size(config, task)
+    result = fit(
+        objective,
+        model.init(jax.random.key(config.seed)),
+        optimizer,
+        lambda step: task.train.batch(step, config.batch, config.seed),
+        steps=steps,
+        seed=config.seed,
+        batch_size=config.batch,
+        val=lambda: task.val.batches(eval_batch),
+        eval_every=config.eval_every or max(1, steps // 20),
+        early_stopping=EarlyStopping(config.patience) if config.patience else None,
+        checkpointer=Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        config=config.to_dict(),
+        meta={"task_info": info},
+        learning_rate=learning_rate,
+        progress=progress,
+        description=f"{config.cell} on {task.name}",
+    )
+    started = time.perf_counter()
+    test = evaluate(objective, result.params, task.test.batches(eval_batch))
+    results = {
+        "task": task.name,
+        "description": task.description,
+        "config": config.to_dict(),
+        "cell": config.cell,
+        "params": count_params(result.params),
+        "steps": result.step,
+        "train_seconds": round(result.seconds, 2),
+        "test_seconds": round(time.perf_counter() - started, 2),
+        "stopped_early": result.stopped_early,
+        "best_step": result.best_step,
+        "test": test,
+        "val": result.history["val"][-1] if result.history["val"] else None,
+        "baselines": task.baselines,
+        "solved": is_solved(task.solved, test),
+        "solved_when": solved_when(task),
+        "history": result.history,
+    }
+    if out_dir is not None:
+        out = Path(out_dir)
+        document = results_document(f"training-run-{task.name}", command, **results)
+        write_json(out / "results.json", document)
+        plot_history(
+            result.history,
+            out / "history.png",
+            title=f"{config.cell} on {task.description}",
+            baselines=loss_baselines(task),
+        )
+    return results
+
+
+def diverged(config: RunConfig, info: dict[str, Any], error: TrainingError) -> dict[str, Any]:
+    """The record of a run whose loss stopped being finite: its history, no test metrics."""
+    shapes = jax.eval_shape(make_model(config, info).init, jax.random.key(config.seed))
+    seconds = error.history["train"][-1]["seconds"] if error.history["train"] else 0.0
+    return {
+        "task": info["name"],
+        "config": config.to_dict(),
+        "cell": config.cell,
+        "params": count_params(shapes),
+        "steps": error.step,
+        "train_seconds": seconds,
+        "diverged": str(error),
+        "test": {},
+        "solved": False,
+        "history": error.history,
+    }
