@@ -16,7 +16,7 @@ import jax
 from rnn_jax import _scan_primitive
 from rnn_jax.backends import auto, contract, reference
 from rnn_jax.backends.contract import Backend
-from rnn_jax.backends.problem import Arguments, check_unroll, make_problem
+from rnn_jax.backends.problem import Arguments, carry_passed_on, check_unroll, make_problem
 from rnn_jax.cells.base import Cell
 
 
@@ -46,20 +46,19 @@ def choose(cell, problem, backend: str | Backend) -> Backend:
 def _programs(cell, backend, reverse, unroll, tree):
     """``(solve, reference)`` over the flat arguments of one scan (see `_scan_primitive.bind`)."""
 
-    def problem_of(flat):
+    def run_with(flat, pick):
         params, xs, h0, length, mask, resets = jax.tree.unflatten(tree, flat)
         problem = make_problem(
             cell, params, xs, h0, length, mask, resets, reverse=reverse, unroll=unroll
         )
-        return params, problem
+        carry, ys = pick(problem).run(cell, params, problem)
+        return jax.tree.leaves((carry_passed_on(problem, resets, carry), ys))
 
     def solve(*flat):
-        params, problem = problem_of(flat)
-        return jax.tree.leaves(choose(cell, problem, backend).run(cell, params, problem))
+        return run_with(flat, lambda problem: choose(cell, problem, backend))
 
     def oracle(*flat):
-        params, problem = problem_of(flat)
-        return jax.tree.leaves(reference.run(cell, params, problem))
+        return run_with(flat, lambda problem: reference.DEFAULT)
 
     return solve, oracle
 
@@ -101,6 +100,10 @@ def scan(
             valid step), every other from the cell's initial state; with
             ``reverse`` each segment runs backwards on its own; no gradient
             crosses a boundary. A reset on a masked step counts for nothing.
+            The final carry is the state after the last step processed, except
+            that in reverse a reset at step 0 hands on the cell's initial state:
+            a stream fed chunk by chunk (final carry in, next chunk; from the
+            end when reversed) equals one long scan.
         mask: ``[T, *batch]`` bools: a step where it is False passes the carry
             through and outputs zeros (holes anywhere; ``length`` is the case
             of a prefix). Combines with ``length``.

@@ -12,7 +12,9 @@ it compose with every transformation:
   the program is batched by JAX's own rules.
 - reverse mode: the backend's program under ``jax.vjp`` (its custom backward
   pass, if it has one) stored as residuals of a linear ``rnn_scan_tangent``
-  whose transpose is that pullback.
+  whose transpose is that pullback. Where the cell closes over a value being
+  differentiated, the reference loop is differentiated instead (a custom
+  backward pass knows only its explicit inputs).
 - forward mode (``jax.jvp``, ``jax.jacfwd``): ``rnn_scan_tangent`` evaluated
   forwards is the JVP of the plain ``lax.scan`` reference, which every
   backend equals, so forward mode works whatever the backend.
@@ -159,11 +161,15 @@ def _scan_batching(operands, dims, *, program, oracle, make, batch_in, batch_out
 
 def _scan_jvp(primals, tangents, *, program, oracle, make, batch_in, batch_out):
     moving = tuple(type(t) is not ad.Zero for t in tangents)
+    # A backend's custom backward pass differentiates with respect to its explicit inputs;
+    # where the cell closes over a value being differentiated (say, an encoder's memory),
+    # the reference loop, which JAX differentiates whole, gives those gradients too.
+    chosen = oracle if any(moving[program.arity :]) else program
 
     def differentiable(*values):
         it = iter(values)
         full = [next(it) if m else p for p, m in zip(primals, moving, strict=True)]
-        return program(full)
+        return chosen(full)
 
     outs, pullback = jax.vjp(
         differentiable, *[p for p, m in zip(primals, moving, strict=True) if m]

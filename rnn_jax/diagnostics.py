@@ -19,15 +19,9 @@ import numpy as np
 from rnn_jax.cells import Cell, get_cell
 from rnn_jax.data import Batch, Task
 from rnn_jax.layers import rnn
-from rnn_jax.layers.dropout import fed_back_state
+from rnn_jax.layers.dropout import fed_back_width
 from rnn_jax.models import classifier, tagger
 from rnn_jax.train.losses import LOSSES
-
-
-def state_width(cell: Cell, params: Any) -> int:
-    """The width of the state ``h`` a cell feeds back (its carry, or the carry's ``h``)."""
-    carry = jax.eval_shape(lambda p: cell.initial_state(p, ()), params)
-    return fed_back_state(carry).shape[-1]
 
 
 def probe(cell: Cell, width: int) -> Cell:
@@ -107,7 +101,7 @@ def probed_model(cell: Cell, task: Task):
             f"gradient flow needs a task with float inputs and a target per sequence or per "
             f"step (adding, copy_memory, digits, mackey_glass, sunspots); got {task.name}"
         )
-    width = state_width(cell, jax.eval_shape(lambda: cell.init(jax.random.key(0), 1)))
+    width = fed_back_width(cell, jax.eval_shape(lambda: cell.init(jax.random.key(0), 1)))
     body = rnn(probe(cell, width))
     size = info["input_size"] + width
     if info["kind"] in ("regression", "classification"):

@@ -7,13 +7,20 @@ that takes ``core_backend`` once per ``CORE_BACKENDS``. Where a backend's
 ``supports`` gives a reason it cannot run a case, tests skip that case
 (``scan_helpers.skip_unless_supported``).
 
+The core (cells, backends, layers, models) runs under
+``jax_numpy_rank_promotion="raise"``, as Equinox runs its tests, so no
+implicit broadcast hides in the library.
+
 ``HYPOTHESIS_PROFILE=thorough`` runs the property tests with many more examples.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
+import jax
+import pytest
 from hypothesis import HealthCheck, settings
 
 import rnn_jax as rj
@@ -37,6 +44,21 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+STRICT_DIRECTORIES = ("cells", "backends", "layers", "models")
+TESTS = Path(__file__).resolve().parent
+
+
+@pytest.fixture(autouse=True)
+def strict_rank_promotion(request):
+    """Implicit rank promotion raises in the core's tests."""
+    relative = Path(str(request.node.path)).resolve().relative_to(TESTS)
+    if relative.parts[0] not in STRICT_DIRECTORIES:
+        yield
+        return
+    with jax.numpy_rank_promotion("raise"):
+        yield
 
 
 def cpu_backends() -> list[str]:

@@ -109,7 +109,7 @@ def log_space(
     """
     log_a = jnp.broadcast_to(log_a, log_b.shape)
     cum_log_a, log_h = jax.lax.associative_scan(_combine_log, (log_a, log_b), reverse=reverse)
-    return jnp.exp(log_h) + jnp.exp(cum_log_a) * h0
+    return jnp.exp(log_h) + jnp.exp(cum_log_a) * h0[None]
 
 
 def chunked(

@@ -41,16 +41,27 @@ def zero_where_not(mask: jax.Array, tree: Any) -> Any:
 
 
 def restarted(start: jax.Array | None, restart_state: Any, carry: Any) -> Any:
-    """The carry entering a step: ``restart_state`` where ``start [B]`` holds, else ``carry``."""
+    """The carry entering a step: ``restart_state`` where ``start`` holds, else ``carry``.
+
+    ``start [*lead, B]`` and ``carry`` leaves ``[*lead, B, ...]`` (one step, or
+    several at once), ``restart_state`` leaves ``[B, ...]``.
+    """
     if start is None:
         return carry
-    return keep_where(start, restart_state, carry)
+
+    def pick(restart, leaf):
+        restart = jnp.broadcast_to(
+            restart.reshape((1,) * (leaf.ndim - restart.ndim) + restart.shape), leaf.shape
+        )
+        return jnp.where(expand_to(start, leaf), restart, leaf)
+
+    return jax.tree.map(pick, restart_state, carry)
 
 
 def prefix_mask(length: jax.Array, steps: int) -> jax.Array:
     """``[T, *batch]`` bools, ``t < length``: the valid steps of right-padded sequences."""
     t = jnp.arange(steps).reshape((steps,) + (1,) * length.ndim)
-    return t < length
+    return t < length[None]
 
 
 def scan_order_starts(resets: jax.Array, valid: jax.Array | None, reverse: bool) -> jax.Array:
@@ -59,8 +70,8 @@ def scan_order_starts(resets: jax.Array, valid: jax.Array | None, reverse: bool)
     A reset at a valid step ``t`` starts a new segment there: forward, the
     carry entering ``t`` restarts; in reverse the segment ends there in scan
     order, so the carry entering ``t - 1`` restarts, and the segment holding
-    the last valid step starts from the initial state. Resets on masked
-    steps count for nothing.
+    the last valid step starts from the initial state. Resets on masked steps
+    count for nothing.
     """
     counted = resets if valid is None else resets & valid
     if not reverse:
@@ -161,7 +172,7 @@ def flip_valid(xs: Any, length: jax.Array | None) -> Any:
 
     def flip(x):
         steps = jnp.arange(x.shape[0]).reshape((-1,) + (1,) * length.ndim)
-        source = jnp.where(steps < length, length - 1 - steps, steps)
+        source = jnp.where(steps < length[None], length[None] - 1 - steps, steps)
         return jnp.take_along_axis(x, expand_to(source, x), axis=0)
 
     return jax.tree.map(flip, xs)

@@ -54,7 +54,7 @@ from rnn_jax.backends import linear_solve
 from rnn_jax.backends.contract import Backend, Problem, always, callable_module, register
 from rnn_jax.backends.linear_solve import METHODS, previous_states, resolve_method
 from rnn_jax.backends.masking import zero_where_not
-from rnn_jax.backends.problem import Arguments, check_unroll, make_problem
+from rnn_jax.backends.problem import Arguments, carry_passed_on, check_unroll, make_problem
 
 JACOBIANS = ("auto", "full", "diagonal")
 FULL_JACOBIAN_MAX_STATE = 32
@@ -567,7 +567,7 @@ def newton_scan(
     carry, ys, info = solve(
         cell, params, problem, tol=tol, max_iters=max_iters, jacobian=jacobian, method=method
     )
-    carry, ys = arguments.restore(carry, ys)
+    carry, ys = arguments.restore(carry_passed_on(problem, arguments.resets, carry), ys)
     return carry, ys, info
 
 

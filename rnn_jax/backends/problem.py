@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax.backends.contract import Problem
-from rnn_jax.backends.masking import prefix_mask, scan_order_starts
+from rnn_jax.backends.masking import prefix_mask, restarted, scan_order_starts
 
 
 def check_xs(cell, params, xs: Any) -> tuple[int, ...]:
@@ -182,6 +182,21 @@ def make_problem(
         unroll=unroll,
         param_dtypes=floating_dtypes(params),
     )
+
+
+def carry_passed_on(problem: Problem, resets, carry):
+    """The final carry a stream passes on to its next chunk.
+
+    In reverse, a reset at step 0 ends the segment there: the chunk before it
+    in time (fed next) starts from the cell's initial state, so the final carry
+    is that state, and a reversed stream fed chunk by chunk from its end equals
+    one long scan, as a forward one does. Otherwise ``carry``, the state after
+    the last step processed.
+    """
+    if resets is None or not problem.reverse:
+        return carry
+    first = resets[0] if problem.valid is None else resets[0] & problem.valid[0]
+    return restarted(first, problem.restart_state, carry)
 
 
 def floating_dtypes(params) -> frozenset:

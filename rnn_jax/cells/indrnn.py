@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from rnn_jax.cells.base import (
     Cell,
     Initializer,
+    along,
     check_positive_int,
     glorot_uniform,
     resolve_activation,
@@ -80,7 +81,7 @@ def indrnn(
         return jnp.sign(u) * jnp.maximum(magnitude, recurrent_min_abs)
 
     def recur(params, h, xp):
-        h = act(xp + bounded(params.recurrent_weight) * h)
+        h = act(xp + along(bounded(params.recurrent_weight), h) * h)
         return h, h
 
     return split_cell(

@@ -14,7 +14,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import Cell, LinearRecurrence, check_positive_int, dtype_of, split_cell
+from rnn_jax.cells.base import (
+    Cell,
+    LinearRecurrence,
+    along,
+    check_positive_int,
+    dtype_of,
+    split_cell,
+)
 
 
 class LRUParams(NamedTuple):
@@ -106,12 +113,12 @@ def lru(
         """``b = gamma * (x B)``, complex ``[..., N]``."""
         scale = jnp.exp(params.gamma_log)
         bu = (x @ params.B_re) + 1j * (x @ params.B_im)
-        return (bu * scale).astype(complex_dtype(params))
+        return (bu * along(scale, bu)).astype(complex_dtype(params))
 
     def output(params, h, x):
         y = h.real @ params.C_re - h.imag @ params.C_im
         if params.D is not None:
-            y = y + x * params.D
+            y = y + x * along(params.D, x)
         return y
 
     def project(params, x):
@@ -119,7 +126,7 @@ def lru(
 
     def recur(params, h, xp):
         b, x = xp
-        h = lru_lambda(params).astype(h.dtype) * h + b
+        h = along(lru_lambda(params).astype(h.dtype), h) * h + b
         return h, output(params, h, x)
 
     def coefficients(params, xs):

@@ -17,6 +17,8 @@ from rnn_jax.cells.base import (
     Cell,
     Initializer,
     LinearRecurrence,
+    add_bias,
+    along,
     check_positive_int,
     diagonal_recur,
     glorot_uniform,
@@ -105,9 +107,9 @@ def rg_lru(
         )
 
     def project(params, x):
-        gates = x @ params.gate_kernel + params.gate_bias
+        gates = add_bias(x @ params.gate_kernel, params.gate_bias)
         r, i = jax.nn.sigmoid(gates[..., :H]), jax.nn.sigmoid(gates[..., H:])
-        log_a = -c * r * jax.nn.softplus(params.a_param)
+        log_a = -c * r * along(jax.nn.softplus(params.a_param), r)
         value = x if params.input_kernel is None else x @ params.input_kernel
         scale = sqrt_bound_derivative(-jnp.expm1(2.0 * log_a), max_gradient)
         return jnp.exp(log_a), scale * (i * value)

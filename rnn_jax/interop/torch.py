@@ -47,10 +47,10 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from rnn_jax.cells.base import Cell
-from rnn_jax.cells.gru import GRUParams, gru
-from rnn_jax.cells.lstm import LSTMParams, LSTMState, lstm
-from rnn_jax.cells.simple import SimpleParams, simple
+from rnn_jax.cells.base import Cell, CudnnWeights
+from rnn_jax.cells.gru import gru
+from rnn_jax.cells.lstm import LSTMState, lstm
+from rnn_jax.cells.simple import simple
 from rnn_jax.layers.base import Layer
 from rnn_jax.layers.bidirectional import BidirectionalParams, bidirectional
 from rnn_jax.layers.rnn import rnn
@@ -65,6 +65,8 @@ __all__ = [
 ]
 
 _MODES = {"RNN_TANH", "RNN_RELU", "LSTM", "GRU"}
+# PyTorch's module modes by the CudnnLayout mode of the cell that computes them.
+_TORCH_MODES = {"rnn_tanh": "RNN_TANH", "rnn_relu": "RNN_RELU", "lstm": "LSTM", "gru": "GRU"}
 
 
 class TorchConfig(NamedTuple):
@@ -132,18 +134,14 @@ def _suffixes(config: TorchConfig) -> list[str]:
 
 def _cell_params(config: TorchConfig, get: Callable[[str], jax.Array], layer: int, suffix: str):
     names = f"l{layer}{suffix}"
-    kernel = get(f"weight_ih_{names}").T
-    recurrent = get(f"weight_hh_{names}").T
+    weight_ih = get(f"weight_ih_{names}")
     if config.bias:
         b_ih, b_hh = get(f"bias_ih_{names}"), get(f"bias_hh_{names}")
     else:
-        b_ih = b_hh = jnp.zeros((kernel.shape[1],), kernel.dtype)
-    if config.mode == "GRU":
-        return GRUParams(kernel, recurrent, b_ih, b_hh)
-    if config.mode == "LSTM":
-        projection = get(f"weight_hr_{names}").T if config.proj_size else None
-        return LSTMParams(kernel, recurrent, b_ih + b_hh, projection=projection)
-    return SimpleParams(kernel, recurrent, b_ih + b_hh)
+        b_ih = b_hh = jnp.zeros((weight_ih.shape[0],), weight_ih.dtype)
+    weight_hr = get(f"weight_hr_{names}") if config.proj_size else None
+    weights = CudnnWeights(weight_ih, get(f"weight_hh_{names}"), b_ih, b_hh, weight_hr)
+    return _cell_for(config).cudnn_layout.from_weights(weights)
 
 
 def params_from_torch(module: Any, tensors: Mapping[str, Any] | None = None) -> Any:
@@ -203,28 +201,16 @@ def _refuse(what: str) -> ValueError:
 
 
 def _torch_cell(cell: Cell) -> tuple[str, int, int]:
-    """``(mode, hidden_size, proj_size)`` for a cell torch has, else a ValueError."""
-    config = dict(cell.config)
-    hidden = config.get("hidden_size")
-    if cell.name == "simple":
-        activation = config.get("activation")
-        if activation not in ("tanh", "relu"):
-            raise _refuse(f"the simple cell with activation={activation!r} (torch has tanh, relu)")
-        return ("RNN_TANH" if activation == "tanh" else "RNN_RELU"), hidden, 0
-    if cell.name in ("lstm", "gru"):
-        unsupported = {
-            "peephole": False,
-            "layer_norm": False,
-            "reset_after": True,
-            "activation": "tanh",
-            "gate_activation": "sigmoid",
-        }
-        for option, torch_value in unsupported.items():
-            if option in config and config[option] != torch_value:
-                raise _refuse(f"the {cell.name} cell with {option}={config[option]!r}")
-        proj = config.get("proj_size") or 0
-        return cell.name.upper(), hidden, proj
-    raise _refuse(f"the {cell.name} cell (torch has RNN tanh/relu, LSTM and GRU)")
+    """``(mode, hidden_size, proj_size)`` of a cell that declares PyTorch's form, else a
+    ValueError."""
+    layout = cell.cudnn_layout
+    if layout is None:
+        settings = ", ".join(f"{key}={value!r}" for key, value in cell.config.items())
+        raise _refuse(
+            f"the {cell.name} cell ({settings}): it is not one of PyTorch's RNN (tanh, "
+            "relu), LSTM or GRU"
+        )
+    return _TORCH_MODES[layout.mode], layout.hidden_size, layout.proj_size
 
 
 def _rnn_cell(layer: Layer, *, reverse: bool) -> Cell:
@@ -281,19 +267,15 @@ def _to_torch_tensor(value: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(array, dtype=wide))  # a writable copy
 
 
-def _torch_tensors(mode: str, params: Any, names: str) -> dict[str, Any]:
+def _torch_tensors(weights: CudnnWeights, names: str) -> dict[str, Any]:
     tensors = {
-        f"weight_ih_{names}": params.kernel.T,
-        f"weight_hh_{names}": params.recurrent_kernel.T,
+        f"weight_ih_{names}": weights.weight_ih,
+        f"weight_hh_{names}": weights.weight_hh,
+        f"bias_ih_{names}": weights.bias_ih,
+        f"bias_hh_{names}": weights.bias_hh,
     }
-    if mode == "GRU":
-        tensors[f"bias_ih_{names}"] = params.bias
-        tensors[f"bias_hh_{names}"] = params.recurrent_bias
-    else:
-        tensors[f"bias_ih_{names}"] = params.bias
-        tensors[f"bias_hh_{names}"] = jnp.zeros_like(params.bias)
-    if mode == "LSTM" and params.projection is not None:
-        tensors[f"weight_hr_{names}"] = params.projection.T
+    if weights.weight_hr is not None:
+        tensors[f"weight_hr_{names}"] = weights.weight_hr
     return tensors
 
 
@@ -336,8 +318,9 @@ def to_torch(layer: Layer, params: Any, *, batch_first: bool = False) -> Any:
             + ", ".join(sorted(str(d) for d in described))
         )
     ((num_directions, mode, hidden, proj),) = described
-    first = per_layer[0][0][1]
-    dtype = first.kernel.dtype
+    first_cell, first = per_layer[0][0]
+    first_weights = first_cell.cudnn_layout.to_weights(first)
+    dtype = first_weights.weight_ih.dtype
     module_type = {"LSTM": torch.nn.LSTM, "GRU": torch.nn.GRU}.get(mode, torch.nn.RNN)
     kwargs: dict[str, Any] = {}
     if mode == "LSTM":
@@ -345,7 +328,7 @@ def to_torch(layer: Layer, params: Any, *, batch_first: bool = False) -> Any:
     if module_type is torch.nn.RNN:
         kwargs["nonlinearity"] = "tanh" if mode == "RNN_TANH" else "relu"
     module = module_type(
-        int(first.kernel.shape[0]),
+        int(first_weights.weight_ih.shape[1]),
         int(hidden),
         num_layers=len(per_layer),
         bias=True,
@@ -358,8 +341,8 @@ def to_torch(layer: Layer, params: Any, *, batch_first: bool = False) -> Any:
     own = dict(module.named_parameters())
     tensors: dict[str, Any] = {}
     for k, directions in enumerate(per_layer):
-        for (_, p), suffix in zip(directions, ["", "_reverse"], strict=False):
-            tensors.update(_torch_tensors(mode, p, f"l{k}{suffix}"))
+        for (cell, p), suffix in zip(directions, ["", "_reverse"], strict=False):
+            tensors.update(_torch_tensors(cell.cudnn_layout.to_weights(p), f"l{k}{suffix}"))
     with torch.no_grad():
         for name, value in tensors.items():
             target = own[name]
@@ -437,5 +420,10 @@ def initial_state_from_torch(layer: Layer, hx: Any) -> Any:
         raise ValueError(
             f"hx must hold one state per layer and direction; got {h0.shape[0]}, more than "
             "the layer has"
+        )
+    if c0 is not None and c0.shape[0] != h0.shape[0]:
+        raise ValueError(
+            f"hx's c_0 must hold one state per layer and direction, as h_0 does "
+            f"({h0.shape[0]}); got {c0.shape[0]}"
         )
     return state

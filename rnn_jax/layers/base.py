@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import Cell
+from rnn_jax.cells.base import Cell, Config
 
 
 class Layer(NamedTuple):
@@ -18,12 +18,13 @@ class Layer(NamedTuple):
 
     ``spec`` describes how the layer was built (its kind and parts), so exports
     such as ``rj.interop.torch.to_torch`` can read it; it plays no part in
-    ``apply``. Without a ``key``, ``apply`` is deterministic (no dropout).
+    ``apply``. It is a `rnn_jax.cells.Config`, so a layer is hashable (a static
+    argument of ``jax.jit``). Without a ``key``, ``apply`` is deterministic (no dropout).
     """
 
     init: Callable[[jax.Array, int], Any]
     apply: Callable[..., tuple[Any, jax.Array]]
-    spec: Mapping[str, Any] = {}
+    spec: Config = Config()
 
 
 def as_layer(item: Cell | Layer, *, reverse: bool = False) -> Layer:

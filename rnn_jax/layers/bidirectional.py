@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.backends.masking import flip_valid
-from rnn_jax.cells.base import Cell
+from rnn_jax.cells.base import Cell, Config
 from rnn_jax.layers.base import Layer, as_layer, split_key
 
 
@@ -39,7 +39,7 @@ def reversed_layer(layer: Layer) -> Layer:
         )
         return final, flip_valid(ys, length)
 
-    return Layer(init=layer.init, apply=apply, spec={"kind": "reversed", "layer": layer})
+    return Layer(init=layer.init, apply=apply, spec=Config(kind="reversed", layer=layer))
 
 
 def bidirectional(
@@ -103,5 +103,5 @@ def bidirectional(
     return Layer(
         init=init,
         apply=apply,
-        spec={"kind": "bidirectional", "forward": forward, "backward": backward, "merge": merge},
+        spec=Config(kind="bidirectional", forward=forward, backward=backward, merge=merge),
     )

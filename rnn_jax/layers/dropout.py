@@ -2,12 +2,13 @@
 
 Variational dropout (Gal & Ghahramani 2016) on inputs, outputs and the
 recurrent state, and zoneout (Krueger et al. 2017). The recurrent pieces are
-cell wrappers, so every backend runs them; their masks enter the loop either
-closed over (one per sequence) or as extra input features (one per step).
+cell wrappers, so every backend runs them; their masks are drawn before the
+loop and enter it as extra input features, never closed over.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import jax
@@ -35,7 +36,7 @@ def sequence_dropout(key: jax.Array | None, xs: jax.Array, rate: float) -> jax.A
     """
     if key is None or rate == 0.0:
         return xs
-    return xs * keep_mask(key, rate, xs.shape[1:], xs.dtype)
+    return xs * keep_mask(key, rate, xs.shape[1:], xs.dtype)[None]
 
 
 def fed_back_state(carry: Any) -> Any:
@@ -61,28 +62,55 @@ def split_parts(cell: Cell):
     return (lambda params, x: x), cell.step
 
 
-def recurrent_dropout(cell: Cell, mask: jax.Array) -> Cell:
-    """``cell`` with ``h_{t-1}`` multiplied by ``mask [*batch, H]`` as it enters each step.
+def with_step_features(cell: Cell, wrapper: str, options: dict, width, recur_with) -> Cell:
+    """``cell`` reading ``width(params)`` more input features at each step (a mask drawn for
+    every step before the loop), handed to ``recur_with(recur, params, carry, xp, features)``.
 
-    The mask is the same at every step (variational). For cells whose state
-    only feeds the recurrent matmul (simple, LSTM, IndRNN) this is Gal &
-    Ghahramani's recurrent dropout exactly; for GRU and MGU, whose update also
-    interpolates with ``h_{t-1}``, the interpolation sees the masked state too.
+    Masks enter as inputs, never closed over, so every backend (and ``vmap``
+    over sequences) sees them per sequence like any input.
     """
+    if cell.input_size is None:
+        raise ValueError(f"{wrapper} needs a cell with input_size; the {cell.name} cell has none")
     project, recur = split_parts(cell)
 
-    def masked_recur(params, carry, xp):
+    def input_size(params):
+        return cell.input_size(params) + width(params)
+
+    def split_project(params, x):
+        features = cell.input_size(params)
+        return project(params, x[..., :features]), x[..., features:]
+
+    def wrapped_recur(params, carry, xp_and_features):
+        xp, features = xp_and_features
+        return recur_with(recur, params, carry, xp, features)
+
+    return wrap_cell(
+        cell, wrapper, options, project=split_project, recur=wrapped_recur, input_size=input_size
+    )
+
+
+def fed_back_width(cell: Cell, params: Any) -> int:
+    """The width of the state ``h`` a cell feeds back (its carry, or the carry's ``h``)."""
+    carry = jax.eval_shape(lambda p: cell.initial_state(p, ()), params)
+    return fed_back_state(carry).shape[-1]
+
+
+def recurrent_dropout(cell: Cell) -> Cell:
+    """``cell`` with ``h_{t-1}`` multiplied by a mask as it enters each step.
+
+    The mask, ``[*batch, H]`` per sequence, arrives as ``H`` extra input
+    features at every step (the same at every step: variational). For cells
+    whose state only feeds the recurrent matmul (simple, LSTM, IndRNN) this is
+    Gal & Ghahramani's recurrent dropout exactly; for GRU and MGU, whose update
+    also interpolates with ``h_{t-1}``, the interpolation sees the masked state too.
+    """
+
+    def recur_with(recur, params, carry, xp, mask):
         dropped = _with_fed_back_state(carry, fed_back_state(carry) * mask)
         return recur(params, dropped, xp)
 
-    return wrap_cell(
-        cell,
-        "recurrent_dropout",
-        {},
-        project=project,
-        recur=masked_recur,
-        input_size=cell.input_size,
-    )
+    width = partial(fed_back_width, cell)
+    return with_step_features(cell, "recurrent_dropout", {}, width, recur_with)
 
 
 def carry_widths(cell: Cell, params: Any) -> list[int]:
@@ -111,7 +139,6 @@ def zoneout(cell: Cell, rate: float, *, stochastic: bool) -> Cell:
     built-in cell) outputs the zoned-out ``h``, as in the paper, so outputs
     and the final carry agree; other cells' outputs pass through unchanged.
     """
-    project, recur = split_parts(cell)
 
     def zoned_output(new, y, blended):
         # Identity at trace time: the cell returned the very array it feeds back.
@@ -128,43 +155,21 @@ def zoneout(cell: Cell, rate: float, *, stochastic: bool) -> Cell:
             start += width
         return jax.tree.unflatten(tree, blended)
 
-    if not stochastic:
-
-        def expected_recur(params, carry, xp):
-            new, y = recur(params, carry, xp)
-            blended = blend(carry, new, None)
-            return blended, zoned_output(new, y, blended)
-
-        return wrap_cell(
-            cell,
-            "zoneout",
-            {"rate": rate, "stochastic": False},
-            project=project,
-            recur=expected_recur,
-            input_size=cell.input_size,
-        )
-
-    if cell.input_size is None:
-        raise ValueError(f"zoneout needs a cell with input_size; the {cell.name} cell has none")
-
-    def input_size(params):
-        return cell.input_size(params) + sum(carry_widths(cell, params))
-
-    def split_project(params, x):
-        features = cell.input_size(params)
-        return project(params, x[..., :features]), x[..., features:]
-
-    def masked_recur(params, carry, xp_and_keep):
-        xp, keep = xp_and_keep
+    def recur_with(recur, params, carry, xp, keep):
         new, y = recur(params, carry, xp)
         blended = blend(carry, new, keep)
         return blended, zoned_output(new, y, blended)
 
+    options = {"rate": rate, "stochastic": stochastic}
+    if stochastic:
+        width = lambda params: sum(carry_widths(cell, params))  # noqa: E731
+        return with_step_features(cell, "zoneout", options, width, recur_with)
+    project, recur = split_parts(cell)
     return wrap_cell(
         cell,
         "zoneout",
-        {"rate": rate, "stochastic": True},
-        project=split_project,
-        recur=masked_recur,
-        input_size=input_size,
+        options,
+        project=project,
+        recur=lambda params, carry, xp: recur_with(recur, params, carry, xp, None),
+        input_size=cell.input_size,
     )

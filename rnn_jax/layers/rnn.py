@@ -7,7 +7,7 @@ import jax.numpy as jnp
 
 from rnn_jax._driver import scan
 from rnn_jax.backends import Backend
-from rnn_jax.cells.base import Cell
+from rnn_jax.cells.base import Cell, Config
 from rnn_jax.layers import dropout as drop
 from rnn_jax.layers.base import Layer, split_key
 
@@ -51,19 +51,22 @@ def rnn(
     def apply(params, xs, *, length=None, initial_state=None, key=None):
         k_in, k_rec, k_zone, k_out = split_key(key, 4)
         xs = drop.sequence_dropout(k_in, xs, rates["input_dropout"])
-        run_cell = cell
+        run_cell, features = cell, [xs]
         if k_rec is not None and rates["recurrent_dropout"]:
-            carry = jax.eval_shape(lambda p: cell.initial_state(p, xs.shape[1:-1]), params)
-            fed_back = drop.fed_back_state(carry)
-            mask = drop.keep_mask(k_rec, rates["recurrent_dropout"], fed_back.shape, fed_back.dtype)
-            run_cell = drop.recurrent_dropout(run_cell, mask)
+            width = drop.fed_back_width(cell, params)
+            mask = drop.keep_mask(
+                k_rec, rates["recurrent_dropout"], (*xs.shape[1:-1], width), xs.dtype
+            )
+            features.append(jnp.broadcast_to(mask[None], (*xs.shape[:-1], width)))
+            run_cell = drop.recurrent_dropout(run_cell)
         if rates["zoneout"]:
             stochastic = k_zone is not None
             if stochastic:
                 width = sum(drop.carry_widths(cell, params))
                 keep = jax.random.bernoulli(k_zone, rates["zoneout"], (*xs.shape[:-1], width))
-                xs = jnp.concatenate([xs, keep.astype(xs.dtype)], axis=-1)
+                features.append(keep.astype(xs.dtype))
             run_cell = drop.zoneout(run_cell, rates["zoneout"], stochastic=stochastic)
+        xs = jnp.concatenate(features, axis=-1) if len(features) > 1 else xs
         final, ys = scan(
             run_cell,
             params,
@@ -79,5 +82,5 @@ def rnn(
     return Layer(
         init=cell.init,
         apply=apply,
-        spec={"kind": "rnn", "cell": cell, "reverse": reverse, **rates},
+        spec=Config(kind="rnn", cell=cell, reverse=reverse, **rates),
     )

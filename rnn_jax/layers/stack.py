@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import jax
 
-from rnn_jax.cells.base import Cell
+from rnn_jax.cells.base import Cell, Config
 from rnn_jax.layers.base import Layer, as_layer, output_size, split_key
 from rnn_jax.layers.dropout import check_rate, sequence_dropout
 
@@ -73,5 +73,5 @@ def stack(
     return Layer(
         init=init,
         apply=apply,
-        spec={"kind": "stack", "layers": parts, "dropout": rate, "residual": residual},
+        spec=Config(kind="stack", layers=parts, dropout=rate, residual=residual),
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from rnn_jax.cells.base import Config, add_bias
 
 
 class Model(NamedTuple):
@@ -21,7 +23,7 @@ class Model(NamedTuple):
 
     init: Callable[[jax.Array], Any]
     apply: Callable[..., tuple[Any, Any]]
-    spec: Mapping[str, Any] = {}
+    spec: Config = Config()
     decode: Callable[..., jax.Array] | None = None
 
 
@@ -38,7 +40,7 @@ def dense_init(key: jax.Array, in_size: int, out_size: int) -> Dense:
 
 def dense(params: Dense, x: jax.Array) -> jax.Array:
     """``x @ kernel + bias`` over any leading axes."""
-    return x @ params.kernel + params.bias
+    return add_bias(x @ params.kernel, params.bias)
 
 
 def embedding_init(key: jax.Array, vocab_size: int, size: int) -> jax.Array:

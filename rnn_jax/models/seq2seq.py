@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax._driver import scan
-from rnn_jax.cells.base import Cell
+from rnn_jax.cells.base import Cell, Config
 from rnn_jax.layers.base import Layer, as_layer, output_size
 from rnn_jax.models.base import Dense, Model, dense, dense_init, embedding_init
 
@@ -211,4 +211,4 @@ def seq2seq(
         "target_vocab": target_vocab,
         "embed_size": embed_size,
     }
-    return Model(init=init, apply=apply, spec=spec, decode=decode)
+    return Model(init=init, apply=apply, spec=Config(spec), decode=decode)

@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import Cell
+from rnn_jax.cells.base import Cell, Config
 from rnn_jax.layers.base import Layer, as_layer, output_size
 from rnn_jax.models.base import Dense, Model, dense, dense_init, resolve_inputs
 
@@ -30,7 +30,7 @@ def pool(ys: jax.Array, length: jax.Array | None, how: str) -> jax.Array:
     if how == "last":
         index = jnp.clip(length - 1, 0, steps - 1)[None, ..., None]
         return jnp.take_along_axis(ys, jnp.broadcast_to(index, (1, *ys.shape[1:])), axis=0)[0]
-    valid = jnp.arange(steps).reshape((steps,) + (1,) * (ys.ndim - 1)) < length[..., None]
+    valid = jnp.arange(steps).reshape((steps,) + (1,) * (ys.ndim - 1)) < length[None, ..., None]
     if how == "mean":
         return jnp.sum(ys * valid, axis=0) / jnp.maximum(length, 1)[..., None]
     return jnp.max(jnp.where(valid, ys, -jnp.inf), axis=0)
@@ -75,7 +75,7 @@ def _sequence_model(
         "vocab_size": vocab_size,
         "embed_size": embed_size,
     }
-    return Model(init=init, apply=apply, spec=spec)
+    return Model(init=init, apply=apply, spec=Config(spec))
 
 
 def classifier(
@@ -146,7 +146,7 @@ def tagger(
 def forecaster(body: Cell | Layer, input_size: int, num_outputs: int | None = None) -> Model:
     """Many-to-many regression: ``num_outputs`` values (default ``input_size``) at every step."""
     model = tagger(body, num_outputs or input_size, input_size=input_size)
-    return model._replace(spec={**model.spec, "kind": "forecaster"})
+    return model._replace(spec=model.spec.replace(kind="forecaster"))
 
 
 def generator(body: Cell | Layer, vocab_size: int, *, embed_size: int = 32) -> Model:
@@ -160,7 +160,7 @@ def generator(body: Cell | Layer, vocab_size: int, *, embed_size: int = 32) -> M
         (10,)
     """
     model = tagger(body, vocab_size, vocab_size=vocab_size, embed_size=embed_size)
-    return model._replace(spec={**model.spec, "kind": "generator"})
+    return model._replace(spec=model.spec.replace(kind="generator"))
 
 
 def draw(key: jax.Array, logits: jax.Array, temperature: float, top_k: int | None) -> jax.Array:

@@ -110,9 +110,7 @@ def test_nothing_recorded_means_sequential():
 
 def test_tuned_sequential_nearest_sweep_or_defaults():
     lstm = rj.lstm(64)
-    tuned = auto.tuned_sequential(
-        lstm, problem_of(lstm, 16, 200, 32), table=TABLE, platform="cpu"
-    )
+    tuned = auto.tuned_sequential(lstm, problem_of(lstm, 16, 200, 32), table=TABLE, platform="cpu")
     assert tuned == {
         "unroll": 4,
         "chunk": 32,

@@ -58,7 +58,7 @@ def test_log_coefficients_are_the_logarithms(name):
 
 def test_min_lstm_gates_are_normalised():
     cell, params, xs = setup("min_lstm")
-    xp = xs @ params.kernel + params.bias
+    xp = xs @ params.kernel + params.bias[None, None]
     f, i = jax.nn.sigmoid(xp[..., :H]), jax.nn.sigmoid(xp[..., H : 2 * H])
     a, b = cell.linear.coefficients(params, xs)
     np.testing.assert_allclose(a, f / (f + i), rtol=1e-5)

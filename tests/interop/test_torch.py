@@ -176,6 +176,9 @@ def test_initial_states_from_torch(kind):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, b), again, state)
     with pytest.raises(ValueError, match=r"hx must hold one state per layer and direction; got 3"):
         rjt.initial_state_from_torch(layer, jnp.zeros((3, B, H)))
+    if kind == "lstm_proj":  # PyTorch refuses a c_0 of another count; so do we
+        with pytest.raises(ValueError, match=r"c_0 must hold one state .* \(4\); got 2"):
+            rjt.initial_state_from_torch(layer, (hx[0], hx[1][:2]))
 
 
 def test_from_torch_builds_stacks_of_bidirectional_layers():
@@ -275,12 +278,12 @@ def test_to_torch_of_rnn_jax_layers_computes_the_same(layer):
 @pytest.mark.parametrize(
     "layer, match",
     [
-        (rj.rnn(rj.lstm(H, peephole=True)), r"the lstm cell with peephole=True"),
-        (rj.rnn(rj.lstm(H, layer_norm=True)), r"the lstm cell with layer_norm=True"),
-        (rj.rnn(rj.gru(H, reset_after=False)), r"the gru cell with reset_after=False"),
+        (rj.rnn(rj.lstm(H, peephole=True)), r"the lstm cell \(.*peephole=True"),
+        (rj.rnn(rj.lstm(H, layer_norm=True)), r"the lstm cell \(.*layer_norm=True"),
+        (rj.rnn(rj.gru(H, reset_after=False)), r"the gru cell \(.*reset_after=False"),
         (rj.rnn(rj.mgu(H)), r"the mgu cell"),
         (rj.rnn(rj.indrnn(H)), r"the indrnn cell"),
-        (rj.rnn(rj.simple(H, activation="gelu")), r"the simple cell with activation='gelu'"),
+        (rj.rnn(rj.simple(H, activation="gelu")), r"the simple cell \(.*activation='gelu'"),
         (rj.stack([rj.gru(H), rj.gru(H)], residual=True), r"a residual stack"),
         (rj.bidirectional(rj.gru(H), merge="sum"), r"merge='sum'"),
         (rj.rnn(rj.gru(H), zoneout=0.1), r"zoneout=0.1"),

@@ -18,7 +18,7 @@ def test_classifier_reads_each_sequence_at_its_last_valid_step():
     _, logits = jax.jit(model.apply)(params, xs, length=length)
     _, unpadded = jax.jit(lambda p, x: rj.scan(cell, p, x, backend="reference"))(params.body, xs)
     last = unpadded[length - 1, jnp.arange(4)]  # each sequence's output at its last valid step
-    expected = last @ params.head.kernel + params.head.bias
+    expected = rj.models.dense(params.head, last)
     np.testing.assert_allclose(logits, expected, rtol=1e-5, atol=1e-6)
 
 
@@ -38,7 +38,7 @@ def test_tagger_over_tokens_and_bidirectional_layers():
     assert logits.shape == (3, 2, 5)
     xs = params.embed[ids]
     _, ys = jax.jit(rj.bidirectional(rj.lstm(6)).apply)(params.body, xs)
-    np.testing.assert_allclose(logits, ys @ params.head.kernel + params.head.bias, rtol=1e-5)
+    np.testing.assert_allclose(logits, rj.models.dense(params.head, ys), rtol=1e-5)
 
 
 def test_greedy_sampling_is_the_argmax_fed_back():
@@ -85,5 +85,5 @@ def test_seq2seq_decoding_feeds_back_and_ignores_source_padding(attention):
     apply = jax.jit(lambda p, src: model.apply(p, (src, decoder_inputs), length=length)[1])
     logits = apply(params, source)
     np.testing.assert_array_equal(jnp.argmax(logits, -1), tokens)  # teacher forcing agrees
-    noisy = jnp.where(jnp.arange(5)[:, None] < length, source, 6)
+    noisy = jnp.where(jnp.arange(5)[:, None] < length[None], source, 6)
     np.testing.assert_allclose(apply(params, noisy), logits, rtol=1e-5, atol=1e-6)
