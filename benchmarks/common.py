@@ -51,6 +51,8 @@ from typing import Any, NamedTuple
 SCHEMA_VERSION = 1
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = ("forward", "forward_backward")
+# A mode timed only on request: the gradient of sum(outputs), for comparison with older runs.
+EXTRA_MODES = ("forward_backward_sum",)
 PLATFORMS = ("cpu", "gpu", "tpu")
 RECORD_KEYS = ("cell", "B", "T", "I", "H", "dtype", "mode", "median_s")
 VERSION_PACKAGES = (
@@ -197,20 +199,49 @@ class Shape(NamedTuple):
         return f"B{self.B} T{self.T} I{self.I} H{self.H}"
 
 
+def training_loss(apply: Callable[..., Any], *args: Any) -> Callable[..., Any]:
+    """``loss(*args)``: the mean squared error of ``apply(*args)`` (a pytree of outputs)
+    against a fixed random target, the loss every suite's backward is timed on: its
+    cotangent depends on the outputs, as in training (a constant one, as ``sum(outputs)``
+    gives, flatters a custom backward pass)."""
+    import jax
+    import jax.numpy as jnp
+
+    leaves, tree = jax.tree.flatten(jax.eval_shape(apply, *args))
+    keys = jax.random.split(jax.random.key(2), len(leaves))
+    targets = tree.unflatten(
+        [jax.random.normal(k, s.shape, s.dtype) for k, s in zip(keys, leaves, strict=True)]
+    )
+
+    def loss(*args):
+        errors = jax.tree.map(
+            lambda y, t: jnp.mean((y - t).astype(jnp.float32) ** 2), apply(*args), targets
+        )
+        return sum(jax.tree.leaves(errors))
+
+    return loss
+
+
 def rnn_matmul_flops(cell: str, shape: Shape, mode: str) -> float:
     """Matmul FLOPs of a dense gated RNN layer (input and recurrent kernels; 2 per MAC).
 
-    Forward: ``2 * T * B * (I + H) * G * H``. Forward and backward: three times
-    that (the forward, the gradient with respect to the activations and the
-    gradient with respect to the weights), a lower bound that ignores the
-    gradient with respect to the inputs of the first layer (``2 T B I G H``,
-    which peers compute too) so ratios stay comparable.
+    Forward: ``2 * T * B * (I + H) * G * H``. Forward and backward, with the
+    gradient taken with respect to the parameters and the inputs (as the
+    suites take it): three times that (the forward, the gradients with respect
+    to the activations and the inputs, and with respect to the weights).
+    ``forward_backward_sum`` (the parameters only): that less the inputs'
+    ``2 * T * B * I * G * H``.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
     B, T, I, H = shape  # noqa: E741
     forward = 2.0 * T * B * (I + H) * GATE_COUNT[cell] * H
-    return forward if mode == "forward" else 3.0 * forward
+    flops = {
+        "forward": forward,
+        "forward_backward": 3.0 * forward,
+        "forward_backward_sum": 3.0 * forward - 2.0 * T * B * I * GATE_COUNT[cell] * H,
+    }
+    if mode not in flops:
+        raise ValueError(f"mode must be one of {sorted(flops)}; got {mode!r}")
+    return flops[mode]
 
 
 def gemm_gflops(size: int = 2048, repeats: int = 10, dtype: str = "float32") -> float:
@@ -318,8 +349,8 @@ def record(
     """One measurement in the results schema (exactly one of ``backend`` and ``library``)."""
     if (backend is None) == (library is None):
         raise ValueError("a record names exactly one of backend (rnn_jax) and library (a peer)")
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}; got {mode!r}")
+    if mode not in MODES + EXTRA_MODES:
+        raise ValueError(f"mode must be one of {MODES + EXTRA_MODES}; got {mode!r}")
     who = {"backend": backend} if backend is not None else {"library": library}
     out = {"cell": cell, **who, **Shape(*shape)._asdict(), "dtype": dtype, "mode": mode}
     out.update(stats.as_dict())

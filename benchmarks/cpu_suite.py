@@ -1,15 +1,21 @@
 """CPU suite: rnn_jax's scan backends side by side with Flax, Equinox, Keras 3 (JAX) and PyTorch.
 
-Times the forward pass and forward+backward (gradient of the sum of all outputs
-with respect to the parameters) of ``lstm``, ``gru`` and ``simple`` layers at
-shapes S (B16 T256 I32 H64), M (B32 T128 I64 H256) and L (B64 T64 I128 H512),
-float32, in one process, interleaved, medians after compilation. Prints a
+Times the forward pass and forward+backward of ``lstm``, ``gru`` and
+``simple`` layers at shapes S (B16 T256 I32 H64), M (B32 T128 I64 H256) and L
+(B64 T64 I128 H512), float32, in one process, interleaved, medians after
+compilation. Forward+backward is what training does: the gradient, with
+respect to the parameters *and* the inputs (as a layer inside a stack needs),
+of the mean squared error against a fixed random target, whose cotangent
+depends on the outputs; every implementation, ours and the peers', is timed
+on the same loss. (``--with-sum`` adds the gradient of ``sum(outputs)``, a
+constant cotangent no training run has, as a labelled extra mode.) Prints a
 table of times and ratios and writes JSON (machine, versions, shapes, medians,
 achieved FLOP rates, this run's GEMM rate) into ``benchmarks/results/``.
 
     python benchmarks/cpu_suite.py                 # the comparison (~6 min on 2 cores)
     python benchmarks/cpu_suite.py --quick         # a smoke run: few repetitions, not for dispatch
-    python benchmarks/cpu_suite.py --sweep         # sequential's settings per shape (~6 min)
+    python benchmarks/cpu_suite.py --sweep         # sequential's settings per shape and mode
+    python benchmarks/cpu_suite.py --vmap          # jax.vmap of rj.scan against the batched call
     python benchmarks/dispatch_table.py            # then rebuild rnn_jax/backends/dispatch.json
 
 ``--profile`` adds, per rnn_jax case, the time per XLA operation (from
@@ -74,43 +80,60 @@ SWEEP_LOOPS = tuple(
 )
 
 Case = Callable[[], Any]
+LOSS = (
+    "forward_backward: gradient with respect to the parameters and the inputs of the mean "
+    "squared error against a fixed random target (every implementation alike); "
+    "forward_backward_sum (--with-sum only): of sum(outputs)"
+)
 
 
 # ----------------------------------------------------------------------------- cases
 
 
-def sum_of_outputs(apply):
-    return lambda params, x: jnp.sum(apply(params, x))
-
-
-def jax_cases(apply, params, x) -> dict[str, Case]:
-    """Forward and forward+backward of ``apply(params, x) -> outputs``, jitted and compiled."""
-    forward = jax.jit(apply).lower(params, x).compile()
-    gradient = jax.jit(jax.grad(sum_of_outputs(apply))).lower(params, x).compile()
-    return {
-        "forward": common.blocking(forward, params, x),
-        "forward_backward": common.blocking(gradient, params, x),
+def jax_cases(apply, params, x, modes=common.MODES) -> dict[str, Case]:
+    """The ``modes`` of ``apply(params, x) -> outputs``, compiled: the forward, the gradient
+    of `common.training_loss` with respect to the parameters and the inputs, and (extra)
+    of ``sum(outputs)``."""
+    losses = {
+        "forward_backward": common.training_loss(apply, params, x),
+        "forward_backward_sum": lambda p, x: jnp.sum(apply(p, x)),
     }
+    cases = {}
+    for mode in modes:
+        if mode == "forward":
+            compiled = jax.jit(apply).lower(params, x).compile()
+        else:
+            compiled = jax.jit(jax.grad(losses[mode], argnums=(0, 1))).lower(params, x).compile()
+        cases[mode] = common.blocking(compiled, params, x)
+    return cases
 
 
-def rnn_jax_cases(cell_name, shape, backend) -> dict[str, Case]:
+def rnn_jax_cases(cell_name, shape, backend, modes, *, vmap: bool = False) -> dict[str, Case]:
+    """Our layer on time-major ``[T, B, I]``; with ``vmap``, ``jax.vmap`` of a call on one
+    ``[T, I]`` sequence over batch-major ``[B, T, I]`` (what research code writes)."""
     cell = getattr(rj, cell_name)(shape.H)
     params = cell.init(jax.random.key(0), shape.I)
     x = jax.random.normal(jax.random.key(1), (shape.T, shape.B, shape.I))
-    return jax_cases(lambda p, x: rj.scan(cell, p, x, backend=backend)[1], params, x)
+
+    def one(p, x):
+        return rj.scan(cell, p, x, backend=backend)[1]
+
+    if vmap:
+        return jax_cases(jax.vmap(one, in_axes=(None, 0)), params, x.swapaxes(0, 1), modes)
+    return jax_cases(one, params, x, modes)
 
 
-def flax_cases(cell_name, shape) -> dict[str, Case] | None:
+def flax_cases(cell_name, shape, modes) -> dict[str, Case] | None:
     import flax.linen as nn
 
     cell = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell, "simple": nn.SimpleCell}[cell_name]
     model = nn.RNN(cell(shape.H))
     x = jax.random.normal(jax.random.key(1), (shape.B, shape.T, shape.I))
     params = model.init(jax.random.key(0), x)
-    return jax_cases(model.apply, params, x)
+    return jax_cases(model.apply, params, x, modes)
 
 
-def equinox_cases(cell_name, shape) -> dict[str, Case] | None:
+def equinox_cases(cell_name, shape, modes) -> dict[str, Case] | None:
     import equinox as eqx
 
     if cell_name not in ("lstm", "gru"):
@@ -131,10 +154,10 @@ def equinox_cases(cell_name, shape) -> dict[str, Case] | None:
 
         return jax.lax.scan(step, hidden0, x)[1]
 
-    return jax_cases(apply, params, x)
+    return jax_cases(apply, params, x, modes)
 
 
-def keras_cases(cell_name, shape) -> dict[str, Case] | None:
+def keras_cases(cell_name, shape, modes) -> dict[str, Case] | None:
     import keras
 
     layer_type = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU}
@@ -143,27 +166,38 @@ def keras_cases(cell_name, shape) -> dict[str, Case] | None:
     trainable = [v.value for v in layer.trainable_variables]
     frozen = [v.value for v in layer.non_trainable_variables]
     x = jax.random.normal(jax.random.key(1), (shape.B, shape.T, shape.I))
-    return jax_cases(lambda tv, x: layer.stateless_call(tv, frozen, x)[0], trainable, x)
+    return jax_cases(lambda tv, x: layer.stateless_call(tv, frozen, x)[0], trainable, x, modes)
 
 
-def torch_cases(cell_name, shape) -> dict[str, Case] | None:
+def torch_cases(cell_name, shape, modes) -> dict[str, Case] | None:
     import torch
 
     torch.manual_seed(0)
     module = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "simple": torch.nn.RNN}[cell_name]
     layer = module(shape.I, shape.H)  # time-major, as rnn_jax
-    x = torch.randn(shape.T, shape.B, shape.I)
+    x = torch.randn(shape.T, shape.B, shape.I, requires_grad=True)
+    with torch.no_grad():
+        target = torch.randn_like(layer(x)[0])
 
     def forward():
         with torch.no_grad():
             layer(x)
 
-    def forward_backward():
-        for p in layer.parameters():
-            p.grad = None
-        layer(x)[0].sum().backward()
+    def gradient(loss):
+        def run():
+            x.grad = None
+            for p in layer.parameters():
+                p.grad = None
+            loss(layer(x)[0]).backward()
 
-    return {"forward": forward, "forward_backward": forward_backward}
+        return run
+
+    cases = {
+        "forward": forward,
+        "forward_backward": gradient(lambda ys: ((ys - target) ** 2).mean()),
+        "forward_backward_sum": gradient(lambda ys: ys.sum()),
+    }
+    return {mode: cases[mode] for mode in modes}
 
 
 PEER_CASES = {
@@ -184,7 +218,7 @@ def variant_name(settings: dict[str, Any]) -> str:
 def measure(cases, meta, cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
     """Interleaved medians of ``cases`` (name -> mode -> case), as records."""
     records = []
-    for mode in common.MODES:
+    for mode in args.modes:
         runs = {name: modes[mode] for name, modes in cases.items()}
         stats = common.interleaved(
             runs, rounds=args.rounds, per_round=args.per_round, budget_s=args.budget
@@ -215,7 +249,7 @@ def sweep_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
         cases, meta = {}, {}
         for settings in grid:
             name = variant_name(settings)
-            cases[name] = rnn_jax_cases(cell_name, shape, sequential(**settings))
+            cases[name] = rnn_jax_cases(cell_name, shape, sequential(**settings), args.modes)
             meta[name] = {"backend": "sequential", **settings}
         return cases, meta
 
@@ -223,14 +257,28 @@ def sweep_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
     return measure(*variants(grid), cell_name, label, shape, args, machine)
 
 
+def vmap_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
+    """``jax.vmap`` over batch-major sequences against the batched call, each backend."""
+    cases, meta = {}, {}
+    for backend in args.backends:
+        cases[backend] = rnn_jax_cases(cell_name, shape, backend, args.modes)
+        meta[backend] = {"backend": backend}
+        vmapped = rnn_jax_cases(cell_name, shape, backend, args.modes, vmap=True)
+        cases[f"{backend}[vmap]"] = vmapped
+        meta[f"{backend}[vmap]"] = {"backend": backend, "vmap": True}
+    return measure(cases, meta, cell_name, label, shape, args, machine)
+
+
 def measure_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
     """All cases of one cell and shape, interleaved; returns their records."""
     if args.sweep:
         return sweep_shape(cell_name, label, shape, args, machine)
+    if args.vmap:
+        return vmap_shape(cell_name, label, shape, args, machine)
     cases: dict[str, dict[str, Case]] = {}
     meta: dict[str, dict[str, Any]] = {}
     for backend in args.backends:
-        cases[backend] = rnn_jax_cases(cell_name, shape, backend)
+        cases[backend] = rnn_jax_cases(cell_name, shape, backend, args.modes)
         meta[backend] = {"backend": backend}
         if backend == "sequential":
             cell = getattr(rj, cell_name)(shape.H)
@@ -238,7 +286,7 @@ def measure_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]
             xs = jax.ShapeDtypeStruct((shape.T, shape.B, shape.I), jnp.float32)
             meta[backend].update(auto.tuned_sequential(cell, describe(cell, params, xs)))
     for peer in args.peers:
-        built = PEER_CASES[peer](cell_name, shape)
+        built = PEER_CASES[peer](cell_name, shape, args.modes)
         if built is not None:
             cases[peer] = built
             meta[peer] = {"library": peer}
@@ -306,6 +354,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="few repetitions; not for dispatch")
     parser.add_argument("--sweep", action="store_true", help="sequential's settings per shape")
     parser.add_argument("--profile", action="store_true", help="per-op profile of rnn_jax cases")
+    parser.add_argument("--vmap", action="store_true", help="vmap over sequences vs batched")
+    parser.add_argument(
+        "--with-sum", action="store_true", help="also time the gradient of sum(outputs)"
+    )
     parser.add_argument("--cells", default=",".join(CELLS))
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--backends", default=",".join(BACKENDS))
@@ -316,7 +368,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR)
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
-    args.peers = [p for p in args.peers.split(",") if p]
+    args.peers = [] if args.vmap else [p for p in args.peers.split(",") if p]
+    args.modes = common.MODES + common.EXTRA_MODES if args.with_sum else common.MODES
     if args.rounds is None:
         args.rounds = 3 if args.quick else (6 if args.sweep else 12)
     if args.per_round is None:
@@ -339,7 +392,9 @@ def main(argv: list[str] | None = None) -> None:
     machine["load_average_1min_after"] = common.load_average()
     # A --profile run (often of a few cases) is for reading, not for choosing backends.
     suite = "cpu_sweep" if args.sweep else ("cpu_profile" if args.profile else "cpu_suite")
+    suite = "cpu_vmap" if args.vmap else suite
     extra = {} if args.sweep else {"targets": targets_reached(records)}
+    extra["loss"] = LOSS
     path = common.write_results(
         suite, records, machine=machine, quick=args.quick, directory=args.out, **extra
     )

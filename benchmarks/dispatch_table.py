@@ -13,10 +13,11 @@ platform:
   settings (the ``cpu_suite``/``gpu_suite``/``parallel_suite`` runs, not
   sweeps or ``--profile`` runs). Pallas records on a CPU (interpret mode) are
   dropped.
-- ``sequential``: per cell, dtype and shape, the ``unroll``, ``chunk``,
-  ``residuals``, ``pipeline`` and ``weight_grads`` of the fastest
-  forward-and-backward variant in the newest sweep (records that carry the
-  first three; the other two take the value older sweeps ran with).
+- ``sequential``: per cell, dtype, shape and mode (``forward``: inference,
+  ``forward_backward``: training), the ``unroll``, ``chunk``, ``residuals``,
+  ``pipeline`` and ``weight_grads`` of the fastest variant in that mode in the
+  newest sweep (records that carry the first three; the other two take the
+  value older sweeps ran with).
 
 `rnn_jax.backends.auto` documents how the table is read.
 """
@@ -44,7 +45,9 @@ MEDIAN_SUITES = ("cpu_suite", "gpu_suite", "parallel_suite")
 
 
 def usable(record: dict[str, Any], platform: str) -> bool:
-    if "backend" not in record or record.get("compiler_options"):
+    if "backend" not in record or record.get("compiler_options") or record.get("vmap"):
+        return False
+    if record["mode"] not in common.MODES:  # e.g. the labelled sum-of-outputs extra
         return False
     return not (platform == "cpu" and record["backend"].startswith("pallas"))
 
@@ -75,11 +78,11 @@ def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
         # within a run hold on a shared machine, and auto compares backends by them.
         medians.setdefault(platform, {}).update(measured)
         for key, recs in swept.items():
-            timed = [r for r in recs if r["mode"] == "forward_backward"] or recs
-            best = min(timed, key=lambda r: r["median_s"])
-            settings = {k: best[k] for k in SETTINGS}
-            settings.update({k: best.get(k, v) for k, v in LATER_SETTINGS.items()})
-            sweeps.setdefault(platform, {})[key] = settings
+            for mode in sorted({r["mode"] for r in recs}):
+                best = min((r for r in recs if r["mode"] == mode), key=lambda r: r["median_s"])
+                settings = {k: best[k] for k in SETTINGS}
+                settings.update({k: best.get(k, v) for k, v in LATER_SETTINGS.items()})
+                sweeps.setdefault(platform, {})[(*key, mode)] = settings
     return {
         "schema": common.SCHEMA_VERSION,
         "sources": sorted(sources),
@@ -91,7 +94,7 @@ def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "sequential": {
             platform: [
-                dict(zip(KEY, key, strict=True), **settings)
+                dict(zip((*KEY, "mode"), key, strict=True), **settings)
                 for key, settings in sorted(rows.items())
             ]
             for platform, rows in sorted(sweeps.items())

@@ -28,9 +28,9 @@ Groups:
 
 Every record follows `common` (``cell, backend, B, T, I, H, dtype, mode,
 median_s``); newton records add ``iterations``, the Newton iterations of one
-forward solve. Forward+backward is the gradient of ``sum(ys)`` with respect to
-the parameters and the inputs. Results: ``benchmarks/results/parallel_suite-
-<platform>-<UTC time>.json``.
+forward solve. Forward+backward is the gradient with respect to the parameters
+and the inputs of `common.training_loss` (an MSE against a fixed target).
+Results: ``benchmarks/results/parallel_suite-<platform>-<UTC time>.json``.
 """
 
 from __future__ import annotations
@@ -104,16 +104,13 @@ def inputs(cell, shape: common.Shape, seed: int = 0):
     return params, xs
 
 
-def compiled(cell, backend, mode: str):
+def compiled(cell, backend, mode: str, params, xs):
     """A jitted function of ``(params, xs)`` for one backend and mode."""
     if mode == "forward":
         return jax.jit(lambda p, x: rj.scan(cell, p, x, backend=backend))
 
-    def loss(p, x):
-        _, ys = rj.scan(cell, p, x, backend=backend)
-        return jnp.sum(ys.astype(jnp.float32))
-
-    return jax.jit(jax.grad(loss, argnums=(0, 1)))
+    apply = lambda p, x: rj.scan(cell, p, x, backend=backend)[1]  # noqa: E731
+    return jax.jit(jax.grad(common.training_loss(apply, params, xs), argnums=(0, 1)))
 
 
 class Suite:
@@ -135,7 +132,7 @@ class Suite:
         params, xs = inputs(cell, shape)
         cases = {}
         for name, backend in backends.items():
-            run = common.blocking(compiled(cell, backend, mode), params, xs)
+            run = common.blocking(compiled(cell, backend, mode, params, xs), params, xs)
             try:
                 start = time.perf_counter()
                 run()  # compile here, so a failure names its backend

@@ -16,7 +16,13 @@ import jax
 from rnn_jax import _scan_primitive
 from rnn_jax.backends import auto, contract, reference
 from rnn_jax.backends.contract import Backend
-from rnn_jax.backends.problem import Arguments, carry_passed_on, check_unroll, make_problem
+from rnn_jax.backends.problem import (
+    Arguments,
+    carry_passed_on,
+    check_output_dtype,
+    check_unroll,
+    make_problem,
+)
 from rnn_jax.cells.base import Cell
 
 
@@ -43,13 +49,22 @@ def choose(cell, problem, backend: str | Backend) -> Backend:
     return chosen
 
 
-def _programs(cell, backend, reverse, unroll, tree):
+def _programs(cell, backend, reverse, unroll, tree, *, gradient: bool):
     """``(solve, reference)`` over the flat arguments of one scan (see `_scan_primitive.bind`)."""
 
     def run_with(flat, pick):
         params, xs, h0, length, mask, resets = jax.tree.unflatten(tree, flat)
         problem = make_problem(
-            cell, params, xs, h0, length, mask, resets, reverse=reverse, unroll=unroll
+            cell,
+            params,
+            xs,
+            h0,
+            length,
+            mask,
+            resets,
+            reverse=reverse,
+            unroll=unroll,
+            gradient=gradient,
         )
         carry, ys = pick(problem).run(cell, params, problem)
         return jax.tree.leaves((carry_passed_on(problem, resets, carry), ys))
@@ -75,6 +90,7 @@ def scan(
     mask: jax.Array | None = None,
     backend: str | Backend = "auto",
     unroll: int | bool | None = None,
+    output_dtype: Any = None,
 ) -> tuple[Any, Any]:
     """Runs ``cell`` over the time-major sequence ``xs``; returns ``(final_carry, ys)``.
 
@@ -113,6 +129,11 @@ def scan(
             this cell exactly raises a ValueError saying why.
         unroll: steps per loop iteration; None takes the backend's tuned
             value, an int (1 included) or a bool is honoured.
+        output_dtype: the dtype of ``ys``. None keeps the carry's: float32 for
+            bf16/fp16 parameters, whose matmuls run in their precision while the
+            state accumulates in float32 (the mixed-precision policy; Flax's
+            ``nn.RNN`` returns the parameters' dtype instead). A floating dtype
+            casts the outputs, e.g. ``jnp.bfloat16`` to feed bf16 layers.
 
     Returns:
         ``(final_carry, ys)`` with ``ys: [T, *batch, output_size]``.
@@ -131,6 +152,7 @@ def scan(
         )
     chosen = resolve(backend)
     unroll = check_unroll(unroll)
+    output_dtype = check_output_dtype(output_dtype)
     arguments = Arguments(
         cell, params, xs, initial_state=initial_state, length=length, mask=mask, resets=resets
     )
@@ -155,4 +177,6 @@ def scan(
     make = partial(_programs, cell, chosen, bool(reverse), unroll, tree)
     outs = _scan_primitive.bind(make, flat, batch_in, batch_out)
     final, ys = jax.tree.unflatten(jax.tree.structure((carry, y)), outs)
+    if output_dtype is not None:
+        ys = jax.tree.map(lambda leaf: leaf.astype(output_dtype), ys)
     return arguments.restore(final, ys)

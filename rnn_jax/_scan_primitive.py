@@ -78,20 +78,21 @@ class Program:
 
 
 def bind(
-    make: Callable[[], tuple[Callable, Callable]],
+    make: Callable[..., tuple[Callable, Callable]],
     args: Sequence[Any],
     batch_in: tuple[int | None, ...],
     batch_out: tuple[int, ...],
 ) -> list[Any]:
     """Binds ``rnn_scan`` for ``args``; returns its flat outputs.
 
-    ``make() -> (solve, reference)``: the backend's function and the
-    reference one, both ``(*args) -> flat outputs``, closing over nothing
-    traced of their own (so they can be traced again for folded shapes). ``batch_in`` is each
+    ``make(gradient=...) -> (solve, reference)``: the backend's function and
+    the reference one, both ``(*args) -> flat outputs``, closing over nothing
+    traced of their own (so they can be traced again: for folded shapes, and
+    with ``gradient=True`` for the settings tuned for training). ``batch_in`` is each
     argument's batch axis (None: shared by every sequence, e.g. a parameter),
     ``batch_out`` each output's; ``vmap`` folds its axis into these.
     """
-    solve, reference = make()
+    solve, reference = make(gradient=False)
     operands = list(args)
     program = Program(solve, args, operands)
     oracle = Program(reference, args, operands)
@@ -164,7 +165,12 @@ def _scan_jvp(primals, tangents, *, program, oracle, make, batch_in, batch_out):
     # A backend's custom backward pass differentiates with respect to its explicit inputs;
     # where the cell closes over a value being differentiated (say, an encoder's memory),
     # the reference loop, which JAX differentiates whole, gives those gradients too.
-    chosen = oracle if any(moving[program.arity :]) else program
+    if any(moving[program.arity :]):
+        chosen = oracle
+    elif program.closes_over_tracers:
+        chosen = program  # traced once, with the closure; never traced again
+    else:  # the backend's program with the settings tuned for training
+        chosen = Program(make(gradient=True)[0], primals, list(primals))
 
     def differentiable(*values):
         it = iter(values)

@@ -15,8 +15,9 @@ The rule for `choose` (cell, problem):
    recorded, else of any dtype.
 3. Among them, the nearest shape wins: the smallest sum over ``B, T, I, H``
    of ``(log(recorded) - log(actual))**2``.
-4. At that shape, the entry's forward-and-backward medians decide (the
-   forward medians where no backward was recorded): the fastest backend that
+4. At that shape, the medians of the problem's mode decide: forward and
+   backward when a gradient is taken (``problem.gradient``), forward alone for
+   inference (the other mode's where only it was recorded): the fastest backend that
    is registered, is not ``pallas`` on a CPU, was measured at least `MARGIN`
    times faster than ``sequential`` there, and *supports* this cell and
    problem (its ``supports`` returns no reason). A backend is never chosen
@@ -27,8 +28,9 @@ The rule for `choose` (cell, problem):
 
 `tuned_sequential` applies rules 1–3 to the ``sequential`` backend's own
 sweeps (``unroll``, ``chunk``, ``residuals``, ``pipeline`` and
-``weight_grads`` per shape), and falls back to `SEQUENTIAL_DEFAULTS` for
-settings not swept.
+``weight_grads`` per shape and mode: the forward-only path of inference has
+settings of its own), and falls back to `SEQUENTIAL_DEFAULTS` for settings
+not swept.
 """
 
 from __future__ import annotations
@@ -106,10 +108,19 @@ def nearest(entries: list[dict], cell_name: str, dtype: str, shape: dict) -> dic
     return min(pool, key=lambda e: log_distance(e, shape))
 
 
-def ranked(entry: dict, platform: str, available: list[str]) -> list[str]:
+MODES = ("forward", "forward_backward")
+
+
+def mode_of(problem: Problem) -> str:
+    """``"forward_backward"`` when a gradient is taken, ``"forward"`` for inference."""
+    return "forward_backward" if problem.gradient else "forward"
+
+
+def ranked(entry: dict, platform: str, available: list[str], mode: str) -> list[str]:
     """Rule 4 before ``supports``: the backends measured at least `MARGIN` times faster than
-    ``sequential`` at ``entry``'s shape, fastest first."""
-    medians = entry.get("forward_backward") or entry.get("forward") or {}
+    ``sequential`` at ``entry``'s shape in ``mode`` (else the other mode), fastest first."""
+    other = MODES[1 - MODES.index(mode)]
+    medians = entry.get(mode) or entry.get(other) or {}
     if DEFAULT_BACKEND not in medians:
         return []  # never chosen against an unmeasured baseline
     bar = medians[DEFAULT_BACKEND] / MARGIN
@@ -132,7 +143,7 @@ def candidates(cell, problem: Problem, *, table: dict | None = None, platform: s
     entry = nearest(entries, cell.name, str(problem.xs.dtype), shape_of(cell, problem))
     if entry is None:
         return []
-    return ranked(entry, platform, contract.names())
+    return ranked(entry, platform, contract.names(), mode_of(problem))
 
 
 def choose(
@@ -152,7 +163,10 @@ def tuned_sequential(
     """`SEQUENTIAL_DEFAULTS`' settings for ``sequential``, as measured (see the module doc)."""
     table = packaged_table() if table is None else table
     platform = platform or jax.default_backend()
-    entries = table.get("sequential", {}).get(platform, [])
+    swept = table.get("sequential", {}).get(platform, [])
+    # sweeps from before modes were swept tuned forward and backward
+    same_mode = [e for e in swept if e.get("mode", "forward_backward") == mode_of(problem)]
+    entries = same_mode or swept
     shape, dtype = shape_of(cell, problem), str(problem.xs.dtype)
     entry = nearest(entries, cell.name, dtype, shape)
     if entry is None:  # another cell's sweep at the nearest shape beats no measurement

@@ -50,6 +50,9 @@ class Problem(NamedTuple):
     - ``unroll``: the caller's ``unroll`` (None: the backend's tuned value).
     - ``param_dtypes``: the dtypes of the parameters' floating leaves (what
       precision the cell computes in: bf16 weights multiply in bf16).
+    - ``gradient``: a backward pass follows (the program runs under
+      ``jax.vjp``), so settings tuned for training apply; False for inference,
+      whose forward-only path stores no residuals.
     """
 
     xs: jax.Array
@@ -61,6 +64,7 @@ class Problem(NamedTuple):
     reverse: bool
     unroll: int | bool | None
     param_dtypes: frozenset = frozenset()
+    gradient: bool = False
 
     @property
     def steps(self) -> int:

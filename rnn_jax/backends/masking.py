@@ -64,6 +64,15 @@ def prefix_mask(length: jax.Array, steps: int) -> jax.Array:
     return t < length[None]
 
 
+def valid_steps(length: jax.Array | None, mask: jax.Array | None, steps: int):
+    """``[T, *batch]`` bools: the steps that count by ``length`` and ``mask`` (both where
+    given), or None when every step counts."""
+    valid = None if length is None else prefix_mask(length, steps)
+    if mask is None:
+        return valid
+    return mask if valid is None else valid & mask
+
+
 def scan_order_starts(resets: jax.Array, valid: jax.Array | None, reverse: bool) -> jax.Array:
     """Where the carry entering each step restarts, from ``resets [T, B]`` in time order.
 

@@ -54,7 +54,7 @@ from rnn_jax.backends import linear_solve
 from rnn_jax.backends.contract import Backend, Problem, always, callable_module, register
 from rnn_jax.backends.linear_solve import METHODS, previous_states, resolve_method
 from rnn_jax.backends.masking import zero_where_not
-from rnn_jax.backends.problem import Arguments, carry_passed_on, check_unroll, make_problem
+from rnn_jax.backends.problem import carry_passed_on, checked_problem
 
 JACOBIANS = ("auto", "full", "diagonal")
 FULL_JACOBIAN_MAX_STATE = 32
@@ -550,19 +550,16 @@ def newton_scan(
         (True, True)
     """
     _check_options(tol, max_iters, jacobian, method)
-    arguments = Arguments(
-        cell, params, xs, initial_state=initial_state, length=length, mask=mask, resets=resets
-    )
-    problem = make_problem(
+    arguments, problem = checked_problem(
         cell,
         params,
-        arguments.xs,
-        arguments.initial_state,
-        arguments.length,
-        arguments.mask,
-        arguments.resets,
+        xs,
         reverse=bool(reverse),
-        unroll=check_unroll(None),
+        unroll=None,
+        initial_state=initial_state,
+        length=length,
+        mask=mask,
+        resets=resets,
     )
     carry, ys, info = solve(
         cell, params, problem, tol=tol, max_iters=max_iters, jacobian=jacobian, method=method

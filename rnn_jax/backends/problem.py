@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax.backends.contract import Problem
-from rnn_jax.backends.masking import prefix_mask, restarted, scan_order_starts
+from rnn_jax.backends.masking import restarted, scan_order_starts, valid_steps
 
 
 def check_xs(cell, params, xs: Any) -> tuple[int, ...]:
@@ -120,6 +120,19 @@ def check_unroll(unroll: Any) -> int | bool | None:
     return unroll
 
 
+def check_output_dtype(dtype: Any):
+    """``dtype`` as a NumPy dtype if it is floating, None if None; else a TypeError naming it."""
+    if dtype is None:
+        return None
+    try:
+        dtype = jnp.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"output_dtype must be a floating dtype or None; got {dtype!r}") from None
+    if not jnp.issubdtype(dtype, jnp.inexact):
+        raise TypeError(f"output_dtype must be a floating dtype or None; got {dtype}")
+    return dtype
+
+
 class Arguments:
     """``rj.scan``'s array arguments checked, with the batch axes flattened to one.
 
@@ -155,7 +168,7 @@ class Arguments:
 
 
 def make_problem(
-    cell, params, xs, initial_state, length, mask, resets, *, reverse: bool, unroll
+    cell, params, xs, initial_state, length, mask, resets, *, reverse: bool, unroll, gradient=False
 ) -> Problem:
     """The `Problem` of checked, batch-flattened arguments (see `Arguments`).
 
@@ -163,10 +176,7 @@ def make_problem(
     ``resets`` become restarts in scan order, and the restart state is the
     cell's own initial state for the batch.
     """
-    steps = xs.shape[0]
-    valid = None if length is None else prefix_mask(length, steps)
-    if mask is not None:
-        valid = mask if valid is None else valid & mask
+    valid = valid_steps(length, mask, xs.shape[0])
     starts = restart_state = None
     if resets is not None:
         starts = scan_order_starts(resets, valid, reverse)
@@ -181,6 +191,7 @@ def make_problem(
         reverse=bool(reverse),
         unroll=unroll,
         param_dtypes=floating_dtypes(params),
+        gradient=gradient,
     )
 
 
@@ -205,7 +216,33 @@ def floating_dtypes(params) -> frozenset:
     return frozenset(jnp.dtype(x.dtype) for x in leaves if jnp.issubdtype(x.dtype, jnp.floating))
 
 
-def describe(cell, params, xs, *, reverse: bool = False, unroll=None, **arrays) -> Problem:
+def checked_problem(
+    cell, params, xs, *, reverse: bool, unroll, **arrays
+) -> tuple[Arguments, Problem]:
+    """``rj.scan``'s arguments checked (`Arguments`) and their `Problem`.
+
+    ``arrays``: ``initial_state``, ``length``, ``mask``, ``resets`` (None where
+    not given).
+    """
+    arrays = {"initial_state": None, "length": None, "mask": None, "resets": None, **arrays}
+    args = Arguments(cell, params, xs, **arrays)
+    problem = make_problem(
+        cell,
+        params,
+        args.xs,
+        args.initial_state,
+        args.length,
+        args.mask,
+        args.resets,
+        reverse=reverse,
+        unroll=unroll,
+    )
+    return args, problem
+
+
+def describe(
+    cell, params, xs, *, reverse: bool = False, unroll=None, gradient: bool = False, **arrays
+) -> Problem:
     """The `Problem` ``rj.scan`` would hand a backend for these arguments, as shapes only.
 
     ``params``, ``xs`` and ``arrays`` (``initial_state``, ``length``, ``mask``,
@@ -219,24 +256,15 @@ def describe(cell, params, xs, *, reverse: bool = False, unroll=None, **arrays) 
         >>> problem.xs.shape, problem.batch
         ((10, 6, 4), 6)
     """
-    arrays = {"initial_state": None, "length": None, "mask": None, "resets": None, **arrays}
 
-    def make(params, xs, arrays):
-        args = Arguments(cell, params, xs, **arrays)
-        problem = make_problem(
-            cell,
-            params,
-            args.xs,
-            args.initial_state,
-            args.length,
-            args.mask,
-            args.resets,
-            reverse=reverse,
-            unroll=unroll,
-        )
-        return problem._replace(reverse=None, unroll=None, param_dtypes=None)  # arrays only
+    def arrays_only(params, xs, arrays):
+        _, problem = checked_problem(cell, params, xs, reverse=reverse, unroll=unroll, **arrays)
+        return problem._replace(reverse=None, unroll=None, param_dtypes=None, gradient=None)
 
-    shapes = jax.eval_shape(make, params, xs, arrays)
+    shapes = jax.eval_shape(arrays_only, params, xs, arrays)
     return shapes._replace(
-        reverse=bool(reverse), unroll=unroll, param_dtypes=floating_dtypes(params)
+        reverse=bool(reverse),
+        unroll=unroll,
+        param_dtypes=floating_dtypes(params),
+        gradient=bool(gradient),
     )

@@ -503,7 +503,7 @@ def gated_scan(cell, plan: Plan, params, problem: Problem):
 
 def plan_for(cell, problem: Problem, configured: dict[str, Any]) -> Plan:
     """The `Plan` of a run: the configured options over the caller's ``unroll`` over the
-    measured settings for this shape."""
+    measured settings for this shape and mode (inference or training)."""
     explicit = {k: v for k, v in configured.items() if v is not None}
     if "unroll" not in explicit and problem.unroll is not None:
         explicit["unroll"] = problem.unroll

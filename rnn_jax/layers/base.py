@@ -13,8 +13,9 @@ from rnn_jax.cells.base import Cell, Config
 
 class Layer(NamedTuple):
     """A sequence layer: ``init(key, input_size) -> params`` and
-    ``apply(params, xs, *, length=None, initial_state=None, key=None) -> (final_state, ys)``
-    over time-major ``xs: [T, *batch, F]``.
+    ``apply(params, xs, *, length=None, initial_state=None, key=None, resets=None,
+    mask=None) -> (final_state, ys)`` over time-major ``xs: [T, *batch, F]``
+    (``length``, ``resets`` and ``mask`` as in ``rj.scan``).
 
     ``spec`` describes how the layer was built (its kind and parts), so exports
     such as ``rj.interop.torch.to_torch`` can read it; it plays no part in

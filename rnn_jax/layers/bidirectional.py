@@ -30,10 +30,18 @@ def reversed_layer(layer: Layer) -> Layer:
     """``layer`` run on each sequence's valid prefix reversed, outputs flipped back.
 
     Serves any layer; for a plain cell, ``rj.rnn(cell, reverse=True)`` computes
-    the same without the two gathers.
+    the same without the two gathers. Flipping a prefix has no exact form for
+    ``resets`` or masks with holes: those are refused in words (run a cell in
+    reverse instead, which takes both).
     """
 
-    def apply(params, xs, *, length=None, initial_state=None, key=None):
+    def apply(params, xs, *, length=None, initial_state=None, key=None, resets=None, mask=None):
+        if resets is not None or mask is not None:
+            raise ValueError(
+                "reversed_layer flips each sequence's valid prefix and takes length only, not "
+                "resets or mask; reverse a cell instead (rj.bidirectional(cell) or "
+                "rj.rnn(cell, reverse=True)), which takes both"
+            )
         final, ys = layer.apply(
             params, flip_valid(xs, length), length=length, initial_state=initial_state, key=key
         )
@@ -54,7 +62,8 @@ def bidirectional(
     runs as given, so it should run backwards itself (``rj.rnn(cell,
     reverse=True)`` or ``rj.reversed_layer(layer)``), as Keras's
     ``backward_layer`` does. With lengths, the backward direction starts at each
-    sequence's last valid step, so padded batches are exact. ``merge`` joins
+    sequence's last valid step, so padded batches are exact; with ``resets``
+    (packed episodes) each segment runs backwards on its own. ``merge`` joins
     the two outputs: ``"concat"`` (``[..., 2H]``), ``"sum"``, ``"mul"``,
     ``"ave"``, or None for the pair ``(ys_fwd, ys_bwd)``. The final state is
     ``(fwd_state, bwd_state)``; ``initial_state`` likewise.
@@ -83,7 +92,7 @@ def bidirectional(
             forward.init(k_fwd, input_size), backward.init(k_bwd, input_size)
         )
 
-    def apply(params, xs, *, length=None, initial_state=None, key=None):
+    def apply(params, xs, *, length=None, initial_state=None, key=None, resets=None, mask=None):
         if initial_state is None:
             initial_state = (None, None)
         elif not (isinstance(initial_state, tuple | list) and len(initial_state) == 2):
@@ -92,11 +101,12 @@ def bidirectional(
                 f"got {type(initial_state).__name__}"
             )
         k_fwd, k_bwd = split_key(key, 2)
+        steps = {"length": length, "resets": resets, "mask": mask}
         fwd_state, ys_fwd = forward.apply(
-            params.forward, xs, length=length, initial_state=initial_state[0], key=k_fwd
+            params.forward, xs, initial_state=initial_state[0], key=k_fwd, **steps
         )
         bwd_state, ys_bwd = backward.apply(
-            params.backward, xs, length=length, initial_state=initial_state[1], key=k_bwd
+            params.backward, xs, initial_state=initial_state[1], key=k_bwd, **steps
         )
         return (fwd_state, bwd_state), join(ys_fwd, ys_bwd)
 

@@ -17,7 +17,8 @@ def rnn(
     *,
     reverse: bool = False,
     backend: str | Backend = "auto",
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
+    output_dtype=None,
     input_dropout: float = 0.0,
     recurrent_dropout: float = 0.0,
     output_dropout: float = 0.0,
@@ -31,6 +32,8 @@ def rnn(
     sequence (Gal & Ghahramani 2016), and ``zoneout`` keeps each carry unit's
     previous value with that probability at each step (Krueger et al. 2017;
     without a key, the expected blend). All masks are drawn before the loop.
+    ``apply`` also takes ``rj.scan``'s ``resets`` and ``mask`` (``[T, *batch]``
+    bools); ``backend``, ``unroll`` and ``output_dtype`` are ``rj.scan``'s.
 
     Example:
         >>> layer = rj.rnn(rj.lstm(32), recurrent_dropout=0.25)
@@ -48,16 +51,16 @@ def rnn(
         "zoneout": drop.check_rate("zoneout", zoneout),
     }
 
-    def apply(params, xs, *, length=None, initial_state=None, key=None):
+    def apply(params, xs, *, length=None, initial_state=None, key=None, resets=None, mask=None):
         k_in, k_rec, k_zone, k_out = split_key(key, 4)
         xs = drop.sequence_dropout(k_in, xs, rates["input_dropout"])
         run_cell, features = cell, [xs]
         if k_rec is not None and rates["recurrent_dropout"]:
             width = drop.fed_back_width(cell, params)
-            mask = drop.keep_mask(
+            kept = drop.keep_mask(
                 k_rec, rates["recurrent_dropout"], (*xs.shape[1:-1], width), xs.dtype
             )
-            features.append(jnp.broadcast_to(mask[None], (*xs.shape[:-1], width)))
+            features.append(jnp.broadcast_to(kept[None], (*xs.shape[:-1], width)))
             run_cell = drop.recurrent_dropout(run_cell)
         if rates["zoneout"]:
             stochastic = k_zone is not None
@@ -74,8 +77,11 @@ def rnn(
             initial_state=initial_state,
             length=length,
             reverse=reverse,
+            resets=resets,
+            mask=mask,
             backend=backend,
             unroll=unroll,
+            output_dtype=output_dtype,
         )
         return final, drop.sequence_dropout(k_out, ys, rates["output_dropout"])
 

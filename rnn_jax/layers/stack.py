@@ -49,7 +49,7 @@ def stack(
             input_size = size
         return params
 
-    def apply(params, xs, *, length=None, initial_state=None, key=None):
+    def apply(params, xs, *, length=None, initial_state=None, key=None, resets=None, mask=None):
         if len(params) != len(parts):
             raise ValueError(
                 f"params must hold {len(parts)} entries (one per layer); got {len(params)}"
@@ -64,7 +64,13 @@ def stack(
         for i, layer in enumerate(parts):
             inputs = xs if i == 0 else sequence_dropout(keys[2 * i], xs, rate)
             final, ys = layer.apply(
-                params[i], inputs, length=length, initial_state=states[i], key=keys[2 * i + 1]
+                params[i],
+                inputs,
+                length=length,
+                initial_state=states[i],
+                key=keys[2 * i + 1],
+                resets=resets,
+                mask=mask,
             )
             finals.append(final)
             xs = ys + xs if residual and i > 0 else ys

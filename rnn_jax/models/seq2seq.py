@@ -14,9 +14,11 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax._driver import scan
+from rnn_jax.backends.masking import valid_steps
 from rnn_jax.cells.base import Cell, Config
 from rnn_jax.layers.base import Layer, as_layer, output_size
 from rnn_jax.models.base import Dense, Model, dense, dense_init, embedding_init
+from rnn_jax.models.sequence import pool
 
 ATTENTIONS = ("additive", "multiplicative", None)
 
@@ -132,12 +134,16 @@ def seq2seq(
             head=dense_init(keys[7], head_in, target_vocab),
         )
 
-    def prepare(params, source, length, key):
-        """Encodes the source; returns the attending decoder `Cell` and its initial carry."""
+    def prepare(params, source, length, key, resets=None, mask=None):
+        """Encodes the source; returns the attending decoder `Cell` and its initial carry.
+
+        Attention reads only the source's valid steps (by ``length`` and ``mask``)."""
         xs = jnp.take(params.source_embed, source, axis=0)
-        _, memory = enc.apply(params.encoder, xs, length=length, key=key)  # [S, B, M]
+        _, memory = enc.apply(
+            params.encoder, xs, length=length, key=key, resets=resets, mask=mask
+        )  # [S, B, M]
         steps, batch_shape = memory.shape[0], memory.shape[1:-1]
-        valid = None if length is None else jnp.arange(steps)[:, None] < length[None, :]
+        valid = valid_steps(length, mask, steps)
         att = params.attention
         if attention == "additive":
             keys = memory @ att.memory  # [S, B, A], once per sequence
@@ -148,10 +154,7 @@ def seq2seq(
             keys = memory @ att.kernel  # [S, B, H]
             context = lambda q: attend(jnp.sum(keys * q[None], axis=-1), memory, valid)
         else:
-            index = jnp.full(batch_shape, steps, jnp.int32) if length is None else length
-            last = jnp.take_along_axis(
-                memory, jnp.clip(index - 1, 0, steps - 1)[None, ..., None], axis=0
-            )[0]
+            last = pool(memory, length, "last", mask)
             context = lambda q: last
 
         def step(p, carry, x):
@@ -180,17 +183,19 @@ def seq2seq(
         )
         return cell, carry
 
-    def apply(params, inputs, *, length=None, initial_state=None, key=None):
+    def apply(params, inputs, *, length=None, initial_state=None, key=None, resets=None, mask=None):
+        """``inputs = (source [S, B], decoder_inputs [T, B])``; ``length``, ``resets`` and
+        ``mask`` describe the source."""
         source, decoder_inputs = inputs
-        cell, carry = prepare(params, source, length, key)
+        cell, carry = prepare(params, source, length, key, resets, mask)
         xs = jnp.take(params.target_embed, decoder_inputs, axis=0)
         state, outs = scan(
             cell, params, xs, initial_state=carry if initial_state is None else initial_state
         )
         return state, dense(params.head, outs)
 
-    def decode(params, source, length=None, steps=None, begin=1):
-        cell, carry = prepare(params, source, length, None)
+    def decode(params, source, length=None, steps=None, begin=1, *, resets=None, mask=None):
+        cell, carry = prepare(params, source, length, None, resets, mask)
         first = jnp.full(source.shape[1:], begin, jnp.int32)
 
         def body(state, _):

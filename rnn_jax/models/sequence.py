@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from rnn_jax.backends.masking import valid_steps
 from rnn_jax.cells.base import Cell, Config
 from rnn_jax.layers.base import Layer, as_layer, output_size
 from rnn_jax.models.base import Dense, Model, dense, dense_init, resolve_inputs
@@ -22,18 +23,30 @@ class SequenceParams(NamedTuple):
 POOLINGS = ("last", "mean", "max")
 
 
-def pool(ys: jax.Array, length: jax.Array | None, how: str) -> jax.Array:
-    """``ys: [T, *batch, H]`` reduced over time: the last valid step, the mean or the max."""
+def pool(
+    ys: jax.Array, length: jax.Array | None, how: str, mask: jax.Array | None = None
+) -> jax.Array:
+    """``ys: [T, *batch, H]`` reduced over the valid steps (by ``length [*batch]`` and ``mask
+    [T, *batch]``, as in ``rj.scan``): the last valid step, the mean or the max.
+
+    Example:
+        >>> ys = jnp.arange(4.0).reshape(4, 1, 1)
+        >>> float(pool(ys, jnp.array([3]), "last")[0, 0]), float(pool(ys, None, "mean")[0, 0])
+        (2.0, 1.5)
+    """
     steps = ys.shape[0]
-    if length is None:
-        length = jnp.full(ys.shape[1:-1], steps, jnp.int32)
-    if how == "last":
-        index = jnp.clip(length - 1, 0, steps - 1)[None, ..., None]
+    valid = valid_steps(length, mask, steps)
+    if valid is None:
+        valid = jnp.ones(ys.shape[:-1], bool)
+    if how == "last":  # the latest valid step (the first one where none is)
+        index = steps - 1 - jnp.argmax(jnp.flip(valid, axis=0), axis=0)
+        index = jnp.where(jnp.any(valid, axis=0), index, 0)[None, ..., None]
         return jnp.take_along_axis(ys, jnp.broadcast_to(index, (1, *ys.shape[1:])), axis=0)[0]
-    valid = jnp.arange(steps).reshape((steps,) + (1,) * (ys.ndim - 1)) < length[None, ..., None]
+    counted = valid[..., None]
     if how == "mean":
-        return jnp.sum(ys * valid, axis=0) / jnp.maximum(length, 1)[..., None]
-    return jnp.max(jnp.where(valid, ys, -jnp.inf), axis=0)
+        total = jnp.maximum(jnp.sum(valid, axis=0), 1)[..., None]
+        return jnp.sum(ys * counted, axis=0) / total
+    return jnp.max(jnp.where(counted, ys, -jnp.inf), axis=0)
 
 
 def _sequence_model(
@@ -57,13 +70,19 @@ def _sequence_model(
         width = output_size(layer, params, reader.size)
         return SequenceParams(reader.init(k_embed), params, dense_init(k_head, width, num_outputs))
 
-    def apply(params, inputs, *, length=None, initial_state=None, key=None):
+    def apply(params, inputs, *, length=None, initial_state=None, key=None, resets=None, mask=None):
         xs = reader(params.embed, inputs)
         state, ys = layer.apply(
-            params.body, xs, length=length, initial_state=initial_state, key=key
+            params.body,
+            xs,
+            length=length,
+            initial_state=initial_state,
+            key=key,
+            resets=resets,
+            mask=mask,
         )
         if pooling is not None:
-            ys = pool(ys, length, pooling)
+            ys = pool(ys, length, pooling, mask)
         return state, dense(params.head, ys)
 
     spec = {

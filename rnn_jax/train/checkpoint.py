@@ -49,7 +49,8 @@ class Checkpointer:
     fails its checks leaves nothing behind. ``max_to_keep`` latest steps are kept.
 
     Example:
-        >>> ckpt = rj.train.Checkpointer("runs/demo/checkpoints")
+        >>> import tempfile
+        >>> ckpt = rj.train.Checkpointer(f"{tempfile.mkdtemp()}/checkpoints")
         >>> ckpt.save(10, {"w": jnp.ones(3)}, {"step": 10}, {"config": {}})
         >>> ckpt.latest_step()
         10

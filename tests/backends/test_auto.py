@@ -63,10 +63,11 @@ TABLE = {
 }
 
 
-def problem_of(cell, B, T, I, dtype=jnp.float32):  # noqa: E741
-    """The `Problem` of ``cell`` over ``[T, B, I]`` inputs (shapes only)."""
+def problem_of(cell, B, T, I, dtype=jnp.float32, gradient=True):  # noqa: E741
+    """The `Problem` of ``cell`` over ``[T, B, I]`` inputs (shapes only), differentiated."""
     params = jax.eval_shape(lambda key: cell.init(key, I), jax.random.key(0))
-    return scan_helpers.problem_of(cell, params, jax.ShapeDtypeStruct((T, B, I), dtype))
+    xs = jax.ShapeDtypeStruct((T, B, I), dtype)
+    return scan_helpers.problem_of(cell, params, xs, gradient=gradient)
 
 
 def choose(cell, shape, platform="cpu", table=TABLE):
@@ -238,8 +239,17 @@ def test_dispatch_table_builder(tmp_path):
     table = dispatch_table.build(common.load_results(tmp_path))
     (row,) = table["backends"]["cpu"]
     assert row["forward_backward"] == {"sequential": 2.0, "checkpointed": 3.0}  # no pallas, quick
-    (tuned,) = table["sequential"]["cpu"]
-    assert (tuned["unroll"], tuned["chunk"], tuned["residuals"]) == (4, 16, "store")
+    inference, training = table["sequential"]["cpu"]  # one entry per mode, the fastest
+    assert (inference["mode"], inference["chunk"], inference["unroll"]) == ("forward", 0, 1)
+    assert training["mode"] == "forward_backward"
+    assert (training["unroll"], training["chunk"], training["residuals"]) == (4, 16, "store")
+    # inference and training each take their own mode's settings
+    cell, kwargs = rj.lstm(5), {"table": table, "platform": "cpu"}
+    assert (
+        auto.tuned_sequential(cell, problem_of(cell, 2, 4, 3, gradient=False), **kwargs)["chunk"]
+        == 0
+    )
+    assert auto.tuned_sequential(cell, problem_of(cell, 2, 4, 3), **kwargs)["chunk"] == 16
     assert choose(rj.lstm(5), xs_of(2, 4, 3), table=table) == "sequential"
 
 

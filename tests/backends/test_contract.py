@@ -274,3 +274,39 @@ def test_unroll_one_is_honoured():
     assert 2 in unrolls(unroll=2)
     with pytest.raises(ValueError, match="unroll must be None, a bool or a positive int; got 0"):
         rj.scan(cell, params, xs, unroll=0)
+
+
+def test_inference_and_training_take_their_own_tuned_settings(monkeypatch):
+    """The forward-only path (no gradient taken) and the differentiated one each run the
+    settings measured for their mode: here one chunk for inference, chunks of 2 for training."""
+    from rnn_jax.backends import auto
+
+    row = {"cell": "gru", "dtype": "float32", "B": B, "T": T, "I": F, "H": H}
+    settings = {"unroll": 1, "residuals": "recompute", "pipeline": False}
+    swept = [
+        {**row, **settings, "mode": "forward", "chunk": 0},
+        {**row, **settings, "mode": "forward_backward", "chunk": 2},
+    ]
+    monkeypatch.setattr(auto, "packaged_table", lambda: {"sequential": {"cpu": swept}})
+    cell = rj.gru(H)
+    params = cell.init(jax.random.key(0), F)
+    xs = normal((T, B, F), 10)
+
+    def chunk_counts(fn):
+        found = []
+
+        def visit(jaxpr):
+            for eqn in jaxpr.eqns:
+                if eqn.primitive.name == "scan" and eqn.params["length"] in (1, T // 2):
+                    found.append(eqn.params["length"])
+                for sub in scan_helpers.inner_jaxprs(eqn):
+                    visit(sub)
+
+        visit(jax.make_jaxpr(fn)(xs).jaxpr)
+        return set(found)
+
+    def forward(x):
+        return rj.scan(cell, params, x, backend="sequential")[1]
+
+    assert chunk_counts(forward) == {1}  # one chunk of all T steps
+    assert T // 2 in chunk_counts(jax.grad(lambda x: jnp.sum(forward(x) ** 2)))

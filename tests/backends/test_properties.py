@@ -24,7 +24,7 @@ CELLS = {"lstm": rj.lstm(H), "gru": rj.gru(H)}
 
 def with_padding(xs, length, padding):
     """``xs`` whose steps past each length are replaced by ``padding``."""
-    valid = (jnp.arange(xs.shape[0])[:, None] < length)[..., None]
+    valid = (jnp.arange(xs.shape[0])[:, None] < length[None])[..., None]
     return jnp.where(valid, xs, padding)
 
 
