@@ -14,7 +14,8 @@ from rnn_jax.cells.base import Cell, Config
 class Layer(NamedTuple):
     """A sequence layer: ``init(key, input_size) -> params`` and
     ``apply(params, xs, *, length=None, initial_state=None, key=None) -> (final_state, ys)``
-    over time-major ``xs: [T, *batch, F]``.
+    over time-major ``xs: [T, *batch, F]``. The built-in layers also take
+    ``mask: [T, *batch]`` bools (``rj.scan``'s steps that count).
 
     ``spec`` describes how the layer was built (its kind and parts), so exports
     such as ``rj.interop.torch.to_torch`` can read it; it plays no part in
@@ -52,3 +53,9 @@ def split_key(key: jax.Array | None, count: int) -> list[jax.Array | None]:
     if key is None:
         return [None] * count
     return list(jax.random.split(key, count))
+
+
+def mask_argument(mask: jax.Array | None) -> dict[str, jax.Array]:
+    """``{"mask": mask}``, or nothing for None: a combinator hands a mask only to layers
+    that get one, so layers without a ``mask`` argument still compose."""
+    return {} if mask is None else {"mask": mask}

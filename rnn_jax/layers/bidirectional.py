@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 
 from rnn_jax.backends.masking import flip_valid
 from rnn_jax.cells.base import Cell, Config
-from rnn_jax.layers.base import Layer, as_layer, split_key
+from rnn_jax.layers.base import Layer, as_layer, mask_argument, split_key
 
 
 class BidirectionalParams(NamedTuple):
@@ -33,9 +34,14 @@ def reversed_layer(layer: Layer) -> Layer:
     the same without the two gathers.
     """
 
-    def apply(params, xs, *, length=None, initial_state=None, key=None):
+    def apply(params, xs, *, length=None, mask=None, initial_state=None, key=None):
         final, ys = layer.apply(
-            params, flip_valid(xs, length), length=length, initial_state=initial_state, key=key
+            params,
+            flip_valid(xs, length),
+            length=length,
+            initial_state=initial_state,
+            key=key,
+            **mask_argument(flip_valid(mask, length)),
         )
         return final, flip_valid(ys, length)
 
@@ -45,19 +51,23 @@ def reversed_layer(layer: Layer) -> Layer:
 def bidirectional(
     fwd: Cell | Layer,
     bwd: Cell | Layer | None = None,
-    merge: str | None = "concat",
+    merge: str | Callable[[Any, Any], Any] | None = "concat",
 ) -> Layer:
     """Runs ``fwd`` forwards and ``bwd`` backwards over ``xs: [T, *batch, F]``.
 
     ``fwd``/``bwd`` are cells or layers; ``bwd`` defaults to a fresh copy of
     ``fwd`` run in reverse. A ``bwd`` cell is run in reverse; a ``bwd`` layer
-    runs as given, so it should run backwards itself (``rj.rnn(cell,
-    reverse=True)`` or ``rj.reversed_layer(layer)``), as Keras's
-    ``backward_layer`` does. With lengths, the backward direction starts at each
-    sequence's last valid step, so padded batches are exact. ``merge`` joins
-    the two outputs: ``"concat"`` (``[..., 2H]``), ``"sum"``, ``"mul"``,
-    ``"ave"``, or None for the pair ``(ys_fwd, ys_bwd)``. The final state is
-    ``(fwd_state, bwd_state)``; ``initial_state`` likewise.
+    runs as given, so it should run backwards itself and return its outputs
+    aligned with the inputs (``rj.rnn(cell, reverse=True)`` or
+    ``rj.reversed_layer(layer)``). Keras's ``backward_layer`` is given with
+    ``go_backwards=True`` instead, which returns the outputs in reversed time
+    order for ``Bidirectional`` to flip back. With lengths (or a ``mask``),
+    the backward direction starts at each sequence's last valid step, so
+    padded batches are exact. ``merge`` joins the two outputs: ``"concat"``
+    (``[..., 2H]``), ``"sum"``, ``"mul"``, ``"ave"``, None for the pair
+    ``(ys_fwd, ys_bwd)``, or a function ``merge(ys_fwd, ys_bwd)`` as Flax's
+    ``merge_fn`` (a hashable one, as functions are, keeps the layer hashable).
+    The final state is ``(fwd_state, bwd_state)``; ``initial_state`` likewise.
 
     Example:
         >>> layer = rj.bidirectional(rj.gru(16))
@@ -66,8 +76,8 @@ def bidirectional(
         >>> ys.shape
         (5, 3, 32)
     """
-    if merge not in _MERGES:
-        raise ValueError(f"merge must be one of {list(_MERGES)}; got {merge!r}")
+    if not callable(merge) and merge not in _MERGES:
+        raise ValueError(f"merge must be one of {list(_MERGES)} or a function; got {merge!r}")
     forward = as_layer(fwd)
     if bwd is not None:
         backward = as_layer(bwd, reverse=True)
@@ -75,7 +85,7 @@ def bidirectional(
         backward = as_layer(fwd, reverse=True)
     else:
         backward = reversed_layer(forward)
-    join = _MERGES[merge]
+    join = merge if callable(merge) else _MERGES[merge]
 
     def init(key, input_size):
         k_fwd, k_bwd = jax.random.split(key)
@@ -83,7 +93,7 @@ def bidirectional(
             forward.init(k_fwd, input_size), backward.init(k_bwd, input_size)
         )
 
-    def apply(params, xs, *, length=None, initial_state=None, key=None):
+    def apply(params, xs, *, length=None, mask=None, initial_state=None, key=None):
         if initial_state is None:
             initial_state = (None, None)
         elif not (isinstance(initial_state, tuple | list) and len(initial_state) == 2):
@@ -92,11 +102,12 @@ def bidirectional(
                 f"got {type(initial_state).__name__}"
             )
         k_fwd, k_bwd = split_key(key, 2)
+        masks = mask_argument(mask)
         fwd_state, ys_fwd = forward.apply(
-            params.forward, xs, length=length, initial_state=initial_state[0], key=k_fwd
+            params.forward, xs, length=length, initial_state=initial_state[0], key=k_fwd, **masks
         )
         bwd_state, ys_bwd = backward.apply(
-            params.backward, xs, length=length, initial_state=initial_state[1], key=k_bwd
+            params.backward, xs, length=length, initial_state=initial_state[1], key=k_bwd, **masks
         )
         return (fwd_state, bwd_state), join(ys_fwd, ys_bwd)
 

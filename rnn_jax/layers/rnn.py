@@ -31,6 +31,7 @@ def rnn(
     sequence (Gal & Ghahramani 2016), and ``zoneout`` keeps each carry unit's
     previous value with that probability at each step (Krueger et al. 2017;
     without a key, the expected blend). All masks are drawn before the loop.
+    ``apply`` takes ``length`` and ``mask`` as ``rj.scan`` does.
 
     Example:
         >>> layer = rj.rnn(rj.lstm(32), recurrent_dropout=0.25)
@@ -48,16 +49,16 @@ def rnn(
         "zoneout": drop.check_rate("zoneout", zoneout),
     }
 
-    def apply(params, xs, *, length=None, initial_state=None, key=None):
+    def apply(params, xs, *, length=None, mask=None, initial_state=None, key=None):
         k_in, k_rec, k_zone, k_out = split_key(key, 4)
         xs = drop.sequence_dropout(k_in, xs, rates["input_dropout"])
         run_cell, features = cell, [xs]
         if k_rec is not None and rates["recurrent_dropout"]:
             width = drop.fed_back_width(cell, params)
-            mask = drop.keep_mask(
+            recurrent_keep = drop.keep_mask(
                 k_rec, rates["recurrent_dropout"], (*xs.shape[1:-1], width), xs.dtype
             )
-            features.append(jnp.broadcast_to(mask[None], (*xs.shape[:-1], width)))
+            features.append(jnp.broadcast_to(recurrent_keep[None], (*xs.shape[:-1], width)))
             run_cell = drop.recurrent_dropout(run_cell)
         if rates["zoneout"]:
             stochastic = k_zone is not None
@@ -73,6 +74,7 @@ def rnn(
             xs,
             initial_state=initial_state,
             length=length,
+            mask=mask,
             reverse=reverse,
             backend=backend,
             unroll=unroll,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import jax
 
 from rnn_jax.cells.base import Cell, Config
-from rnn_jax.layers.base import Layer, as_layer, output_size, split_key
+from rnn_jax.layers.base import Layer, as_layer, mask_argument, output_size, split_key
 from rnn_jax.layers.dropout import check_rate, sequence_dropout
 
 
@@ -23,7 +23,8 @@ def stack(
     layers, variational in time), only when ``apply`` gets a ``key``.
     ``residual`` adds each layer's input to its output from the second layer
     on (Wu et al. 2016), which needs equal sizes there. Params, initial and
-    final states are lists with one entry per layer.
+    final states are lists with one entry per layer; ``length`` and ``mask``
+    reach every layer.
 
     Example:
         >>> layer = rj.stack([rj.lstm(32), rj.lstm(32)], dropout=0.1, residual=True)
@@ -49,7 +50,7 @@ def stack(
             input_size = size
         return params
 
-    def apply(params, xs, *, length=None, initial_state=None, key=None):
+    def apply(params, xs, *, length=None, mask=None, initial_state=None, key=None):
         if len(params) != len(parts):
             raise ValueError(
                 f"params must hold {len(parts)} entries (one per layer); got {len(params)}"
@@ -64,7 +65,12 @@ def stack(
         for i, layer in enumerate(parts):
             inputs = xs if i == 0 else sequence_dropout(keys[2 * i], xs, rate)
             final, ys = layer.apply(
-                params[i], inputs, length=length, initial_state=states[i], key=keys[2 * i + 1]
+                params[i],
+                inputs,
+                length=length,
+                initial_state=states[i],
+                key=keys[2 * i + 1],
+                **mask_argument(mask),
             )
             finals.append(final)
             xs = ys + xs if residual and i > 0 else ys
