@@ -39,6 +39,18 @@ def as_layer(item: Cell | Layer, *, reverse: bool = False) -> Layer:
     raise TypeError(f"expected an rnn_jax Cell or Layer; got {type(item).__name__}")
 
 
+def feature_rank(item: Cell | Layer) -> int:
+    """How many feature axes one step of ``item``'s input has: a cell's ``feature_rank``, for a
+    layer that of the first cell its spec holds, 1 where it holds none."""
+    if isinstance(item, Cell):
+        return item.feature_rank
+    for value in item.spec.values():
+        for part in value if isinstance(value, tuple) else (value,):
+            if isinstance(part, Cell | Layer):
+                return feature_rank(part)
+    return 1
+
+
 def output_size(layer: Layer, params: Any, input_size: int, dtype=jnp.float32) -> int:
     """The feature size of ``layer.apply``'s outputs for ``input_size`` inputs (shape-only)."""
     _, ys = jax.eval_shape(lambda p: layer.apply(p, jnp.zeros((1, input_size), dtype)), params)
