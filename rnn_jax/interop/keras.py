@@ -258,7 +258,7 @@ def _valid_steps(ys: jax.Array, length: jax.Array | None, mask: jax.Array | None
     """``[T, *batch]``: the steps that count under ``length`` and ``mask``."""
     valid = jnp.ones(ys.shape[:-1], bool)
     if mask is not None:
-        valid = valid & jnp.asarray(mask, bool)
+        valid = valid & mask
     if length is not None:
         length = jnp.asarray(length)
         steps = jnp.arange(ys.shape[0]).reshape((-1,) + (1,) * length.ndim)
@@ -309,7 +309,7 @@ def _masking(inner: Layer, mask_value: float) -> Layer:
     def apply(params, xs, *, length=None, mask=None, initial_state=None, key=None):
         keep = jnp.any(xs != mask_value, axis=-1)
         if mask is not None:
-            keep = keep & jnp.asarray(mask, bool)
+            keep = keep & mask
         xs = xs * keep[..., None].astype(xs.dtype)
         return inner.apply(
             params, xs, length=length, mask=keep, initial_state=initial_state, key=key

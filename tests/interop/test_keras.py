@@ -19,6 +19,9 @@ if keras.backend.backend() != "jax":
 import rnn_jax as rj  # noqa: E402
 import rnn_jax.interop.keras as rjk  # noqa: E402
 
+# Keras' own NumPy conversions, on every weight read or written.
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy")
+
 B, T, F, H = 3, 5, 3, 4
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(B, T, F)).astype(np.float32)  # Keras' [B, T, F]
