@@ -1,16 +1,43 @@
-"""The Flax modules compute exactly what the wrapped layer computes."""
+"""The Flax modules compute what the pure core computes (jit, grad, vmap, an optax step); the NNX
+module keeps nnx.RNN's conventions, checked against nnx.RNN and nnx.Bidirectional themselves;
+NNX's own cells map to ours and back, step by step."""
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+import pytest
 from flax import nnx
 
 import rnn_jax as rj
-from rnn_jax.flax import NNXRNN, RNN
+from rnn_jax.flax import NNXRNN, RNN, from_nnx, to_nnx
 
-XS = jax.random.normal(jax.random.key(0), (7, 3, 5))
+T, B, F, H = 7, 3, 5, 4
+XS = jax.random.normal(jax.random.key(0), (T, B, F))  # time-major
+X_BTF = XS.swapaxes(0, 1)  # batch-major, NNX's default
 LENGTH = jnp.array([7, 4, 1])
+VALID = jnp.arange(T)[None, :, None] < LENGTH[:, None, None]  # [B, T, 1]
+
+
+# The modules do not depend on the scan kernel, and the reference one compiles fastest.
+REF = "reference"
+
+
+def close(got, want, tol=1e-5):
+    chex.assert_trees_all_close(got, want, rtol=tol, atol=tol)
+
+
+def loss(ys):
+    return jnp.sum(jnp.sin(ys))  # a cotangent that depends on the outputs
+
+
+def values(module):
+    """An NNX module's params as the plain pytree the pure core takes."""
+    return jax.tree.map(lambda p: p[...], module.params, is_leaf=lambda x: isinstance(x, nnx.Param))
+
+
+# --- Linen --------------------------------------------------------------------------------------
 
 
 def test_linen_matches_layer_apply():
@@ -35,27 +62,171 @@ def test_linen_dropout_only_when_not_deterministic():
     assert not np.allclose(train_ys, eval_ys)
 
 
-def test_nnx_matches_layer_apply_and_its_gradient():
-    layer = rj.rnn(rj.gru(6))
-    model = NNXRNN(layer, input_size=5, rngs=nnx.Rngs(0, dropout=1))
-    params = jax.tree.map(
-        lambda p: p[...], model.params, is_leaf=lambda x: isinstance(x, nnx.Variable)
-    )
-    _, ys = model(XS, length=LENGTH)
-    np.testing.assert_array_equal(ys, layer.apply(params, XS, length=LENGTH)[1])
+def test_linen_vmapped_grad_and_optax_step_are_the_pure_ones():
+    layer = rj.rnn(rj.gru(H), backend=REF)
+    model = RNN(layer)
+    optimizer = optax.sgd(0.1)
 
-    grads = nnx.grad(lambda m: jnp.sum(m(XS, length=LENGTH)[1] ** 2))(model)
-    want = jax.grad(lambda p: jnp.sum(layer.apply(p, XS, length=LENGTH)[1] ** 2))(params)
-    for name, w in want._asdict().items():
-        np.testing.assert_allclose(grads["params"][name][...], w, rtol=1e-6, atol=1e-6)
+    @jax.jit
+    def steps(variables):
+        def module_loss(variables):  # one [T, F] sequence per call, vmapped over the batch
+            one = lambda x, n: model.apply(variables, x, length=n)[1]  # noqa: E731
+            return loss(jax.vmap(one, in_axes=(1, 0), out_axes=1)(XS, LENGTH))
+
+        def pure_loss(params):
+            return loss(layer.apply(params, XS, length=LENGTH)[1])
+
+        grads = jax.grad(module_loss)(variables)
+        updates, _ = optimizer.update(grads, optimizer.init(variables))
+        params = variables["params"]["layer"]
+        return grads, optax.apply_updates(variables, updates), jax.grad(pure_loss)(params)
+
+    variables = model.init(jax.random.key(1), XS)
+    grads, stepped, want = steps(variables)
+    close(grads["params"]["layer"], want)
+    close(
+        stepped["params"]["layer"],
+        jax.tree.map(lambda p, g: p - 0.1 * g, variables["params"]["layer"], want),
+    )
+
+
+# --- NNX ---------------------------------------------------------------------------------------
+
+
+def test_nnx_under_jit_grad_vmap_and_an_optax_step_is_the_pure_core():
+    layer = rj.bidirectional(rj.rnn(rj.gru(H), backend=REF), merge="sum")
+    model = NNXRNN(layer, F, rngs=nnx.Rngs(0))
+    params = values(model)
+    sgd = optax.sgd(0.1)  # the step is then -0.1 times the gradient itself
+    optimizer = nnx.Optimizer(model, sgd, wrt=nnx.Param)
+
+    @nnx.jit
+    def step(model, optimizer):
+        # vmapped over the sequences: each call sees one [T, F] sequence
+        run = nnx.vmap(lambda m, x, n: m(x, seq_lengths=n), in_axes=(None, 0, 0))
+        ys = run(model, X_BTF, LENGTH)
+        grads = nnx.grad(lambda m: loss(m(X_BTF, seq_lengths=LENGTH)))(model)
+        optimizer.update(model, grads)
+        return ys
+
+    @jax.jit
+    def pure(params):
+        grads = jax.grad(lambda p: loss(layer.apply(p, XS, length=LENGTH)[1]))(params)
+        updates, _ = sgd.update(grads, sgd.init(params))
+        return layer.apply(params, XS, length=LENGTH)[1], optax.apply_updates(params, updates)
+
+    want_ys, want_params = pure(params)
+    close(step(model, optimizer), want_ys.swapaxes(0, 1))
+    close(values(model), want_params)
+    assert not np.allclose(values(model).forward.kernel, params.forward.kernel)
 
 
 def test_nnx_train_mode_turns_dropout_on():
-    model = NNXRNN(rj.rnn(rj.lstm(4), output_dropout=0.5), 5, rngs=nnx.Rngs(0, dropout=1))
-    _, eval_ys = model(XS)
+    layer = rj.rnn(rj.lstm(4), output_dropout=0.5, backend=REF)
+    model = NNXRNN(layer, F, rngs=nnx.Rngs(0, dropout=1))
+    run = nnx.jit(lambda m: m(X_BTF))
+    eval_ys = run(model)
     model.train()
-    _, train_ys = model(XS)
+    train_ys = run(model)
     model.eval()
-    _, again = model(XS)
+    np.testing.assert_array_equal(run(model), eval_ys)
     assert not np.allclose(train_ys, eval_ys)
-    np.testing.assert_array_equal(again, eval_ys)
+
+
+def valid_part(ys):
+    return jnp.where(VALID, ys, 0.0)
+
+
+def test_nnx_follows_nnx_rnn_for_every_convention():
+    cell = rj.gru(H)
+    model = NNXRNN(rj.rnn(cell, backend=REF), F, rngs=nnx.Rngs(0))
+    peer = nnx.RNN(to_nnx(cell, values(model)))
+    settings = [{}, {"reverse": True}, {"reverse": True, "keep_order": True, "time_major": True}]
+    for options in settings:
+        time_major = options.get("time_major", False)
+        inputs = XS if time_major else X_BTF
+        carry, ys = model(inputs, seq_lengths=LENGTH, return_carry=True, **options)
+        want_carry, want = peer(inputs, seq_lengths=LENGTH, return_carry=True, **options)
+        if time_major:
+            ys, want = ys.swapaxes(0, 1), want.swapaxes(0, 1)
+        close(carry, want_carry)
+        close(ys, valid_part(want))  # past a length nnx.RNN runs on the padding, ours is zero
+        assert ys.shape == want.shape
+    assert model(X_BTF).shape == (B, T, H)  # return_carry=False, nnx's default
+
+
+def gated_merge(ys_fwd, ys_bwd):
+    return ys_fwd * jax.nn.sigmoid(ys_bwd)
+
+
+def test_bidirectional_merge_function_is_nnx_merge_fn():
+    cell = rj.gru(H)
+    layer = rj.bidirectional(rj.rnn(cell, backend=REF), merge=gated_merge)
+    assert hash(layer) == hash(layer)
+    model = NNXRNN(layer, F, rngs=nnx.Rngs(0))
+    params = values(model)
+    peer = nnx.Bidirectional(
+        nnx.RNN(to_nnx(cell, params.forward)),
+        nnx.RNN(to_nnx(cell, params.backward)),
+        merge_fn=gated_merge,
+        return_carry=True,
+    )
+    carry, ys = model(X_BTF, seq_lengths=LENGTH, return_carry=True)
+    want_carry, want = peer(X_BTF, seq_lengths=LENGTH)
+    close(carry, want_carry)
+    close(ys, valid_part(want))
+
+
+def randomized(module, seed=0):
+    """``module`` with every parameter drawn anew (NNX initialises biases to zero)."""
+    rng = np.random.default_rng(seed)
+    for _, param in nnx.iter_graph(module):
+        if isinstance(param, nnx.Param):
+            param[...] = jnp.asarray(rng.uniform(-0.7, 0.7, param.shape), param.dtype)
+    return module
+
+
+PEERS = {
+    "lstm": (lambda: nnx.LSTMCell(F, H, rngs=nnx.Rngs(0)), rj.lstm(H)),
+    "gru": (lambda: nnx.GRUCell(F, H, rngs=nnx.Rngs(0)), rj.gru(H)),
+}
+
+
+@pytest.mark.parametrize("kind", list(PEERS))
+def test_nnx_cells_map_to_ours_and_back_step_by_step(kind):
+    make, ours = PEERS[kind]
+    peer = randomized(make())
+    cell, params = from_nnx(peer)
+    h0 = jax.random.normal(jax.random.key(4), (B, H))
+    carry = rj.LSTMState(h0, -h0) if kind == "lstm" else h0
+
+    def nnx_carry(carry):  # NNX's LSTM carry is (c, h)
+        return (carry.c, carry.h) if kind == "lstm" else carry
+
+    peer_carry = nnx_carry(carry)
+    for x in XS[:3]:
+        carry, y = cell.step(params, carry, x)
+        peer_carry, want = peer(peer_carry, x)
+        close(y, want)
+    close(jax.tree.leaves(to_nnx(cell, params)), jax.tree.leaves(peer))
+
+    # Ours -> NNX: the GRU's r and z recurrent biases fold into the input bias.
+    noisy = jax.tree.map(
+        lambda p: jax.random.normal(jax.random.key(5), p.shape),
+        jax.eval_shape(lambda key: ours.init(key, F), jax.random.key(6)),
+    )
+    if kind == "gru":
+        noisy = noisy._replace(recurrent_bias=noisy.recurrent_bias.at[2 * H :].set(0))
+    _, want = ours.step(noisy, carry, XS[0])
+    close(to_nnx(ours, noisy)(nnx_carry(carry), XS[0])[1], want)
+
+
+def test_to_nnx_refuses_what_nnx_cells_cannot_compute():
+    cell = rj.gru(H)
+    params = cell.init(jax.random.key(0), F)
+    params = params._replace(recurrent_bias=params.recurrent_bias.at[-1].set(1.0))
+    with pytest.raises(ValueError, match="recurrent bias of n"):
+        to_nnx(cell, params)
+    shapes = jax.eval_shape(lambda key: rj.mgu(H).init(key, F), jax.random.key(0))
+    with pytest.raises(ValueError, match="the mgu cell"):
+        to_nnx(rj.mgu(H), shapes)

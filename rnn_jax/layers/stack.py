@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import jax
 
 from rnn_jax.cells.base import Cell, Config
-from rnn_jax.layers.base import Layer, as_layer, output_size, split_key
+from rnn_jax.layers.base import Layer, as_layer, step_arguments, output_size, split_key
 from rnn_jax.layers.dropout import check_rate, sequence_dropout
 
 
@@ -23,7 +23,8 @@ def stack(
     layers, variational in time), only when ``apply`` gets a ``key``.
     ``residual`` adds each layer's input to its output from the second layer
     on (Wu et al. 2016), which needs equal sizes there. Params, initial and
-    final states are lists with one entry per layer.
+    final states are lists with one entry per layer; ``length`` and ``mask``
+    reach every layer.
 
     Example:
         >>> layer = rj.stack([rj.lstm(32), rj.lstm(32)], dropout=0.1, residual=True)
@@ -69,8 +70,7 @@ def stack(
                 length=length,
                 initial_state=states[i],
                 key=keys[2 * i + 1],
-                resets=resets,
-                mask=mask,
+                **step_arguments(resets, mask),
             )
             finals.append(final)
             xs = ys + xs if residual and i > 0 else ys

@@ -80,7 +80,7 @@ def test_rnn_layer_is_the_scan():
 # --- bidirectional -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave", None])
+@pytest.mark.parametrize("merge", ["concat", "sum", "mul", "ave", None, jnp.maximum])
 def test_bidirectional_merges(merge):
     cell = rj.gru(H)
     layer = rj.bidirectional(cell, merge=merge)
@@ -102,8 +102,10 @@ def test_bidirectional_merges(merge):
         "mul": f * b,
         "ave": (f + b) / 2,
         None: (f, b),
+        jnp.maximum: jnp.maximum(f, b),  # a merge function, as Flax's merge_fn
     }[merge]
     close(ys, expected)
+    hash(layer)
 
 
 @pytest.mark.parametrize("kind", ["bidirectional", "stack_of_bidirectional"])
@@ -179,6 +181,25 @@ def test_reversed_layer_of_an_rnn_is_the_reverse_scan():
             rj.rnn(cell, reverse=True).apply(params, XS, length=LENGTH),
         )
     )
+    close(*compare(params))
+
+
+def test_a_mask_reaches_every_layer_of_stacks_and_bidirectionals():
+    # Holes, and a masked first step; with LENGTH as well.
+    mask = jnp.asarray(np.random.default_rng(3).random((T, B)) < 0.7).at[0, 1].set(False)
+    gru, lstm = rj.gru(H), rj.lstm(H)
+    layer = rj.stack([rj.bidirectional(rj.stack([gru])), lstm])  # a reversed_layer backwards
+    params = noisy_init(layer, 0)
+
+    @jax.jit
+    def compare(params):
+        both, top = params
+        given = {"length": LENGTH, "mask": mask}
+        fwd = rj.scan(gru, both.forward[0], XS, **given)[1]
+        bwd = rj.scan(gru, both.backward[0], XS, reverse=True, **given)[1]
+        want = rj.scan(lstm, top, jnp.concatenate([fwd, bwd], axis=-1), **given)[1]
+        return layer.apply(params, XS, **given)[1], want
+
     close(*compare(params))
 
 

@@ -36,8 +36,10 @@ def test_a_packed_sequence_equals_its_episodes_run_apart(build):
     close(packed, jnp.concatenate(apart))
 
 
-def test_masked_steps_are_skipped_by_layers_and_pooling():
-    model = rj.models.classifier(rj.bidirectional(rj.gru(H)), 2, input_size=F, pooling="mean")
+@pytest.mark.parametrize("direction", [rj.gru(H), rj.rnn(rj.gru(H))], ids=["cell", "layer"])
+def test_masked_steps_are_skipped_by_layers_and_pooling(direction):
+    # a layer's backward direction is a reversed_layer, whose flip carries the mask along
+    model = rj.models.classifier(rj.bidirectional(direction), 2, input_size=F, pooling="mean")
     params = model.init(jax.random.key(0))
     xs = jax.random.normal(jax.random.key(1), (6, 2, F))
     mask = jnp.array([[1, 1], [0, 1], [1, 1], [0, 1], [1, 0], [1, 0]], bool)
@@ -46,7 +48,10 @@ def test_masked_steps_are_skipped_by_layers_and_pooling():
         kept = xs[np.asarray(mask[:, b]), b][:, None]  # the sequence without its holes
         _, want = model.apply(params, kept)
         close(logits[b], want[0])
-    with pytest.raises(ValueError, match="reversed_layer .* not resets or mask"):
-        rj.bidirectional(rj.rnn(rj.gru(H))).apply(
-            rj.bidirectional(rj.rnn(rj.gru(H))).init(jax.random.key(0), F), xs, mask=mask
-        )
+
+
+def test_a_reversed_layer_refuses_resets_in_words():
+    layer = rj.bidirectional(rj.rnn(rj.gru(H)))
+    resets = jnp.zeros((6, 2), bool).at[3].set(True)
+    with pytest.raises(ValueError, match="reversed_layer .* no exact form for resets"):
+        layer.apply(layer.init(jax.random.key(0), F), jnp.ones((6, 2, F)), resets=resets)
