@@ -4,11 +4,14 @@
   model's ``apply``), with `EarlyStopping`, a `Checkpointer` and a progress bar.
 - `make_optimizer`: adam / adamw / rmsprop / sgd, learning-rate schedules,
   clipping by global norm (on by default).
+- `sharding`: the mesh (``data`` and ``model`` axes) that `fit` trains on,
+  data-parallel over one device or many; `distributed` joins the processes
+  of a multi-host run.
 
 Whole runs from settings (`RunConfig`, `run`, `compare`) are `rj.app`, above this.
 """
 
-from rnn_jax.train import losses, tbptt
+from rnn_jax.train import distributed, losses, sharding, tbptt
 from rnn_jax.train.checkpoint import Checkpointer, CheckpointError
 from rnn_jax.train.loop import EarlyStopping, FitResult, TrainingError, evaluate, fit
 from rnn_jax.train.objective import Objective, supervised
@@ -21,11 +24,13 @@ __all__ = [
     "FitResult",
     "Objective",
     "TrainingError",
+    "distributed",
     "evaluate",
     "fit",
     "losses",
     "make_optimizer",
     "schedule",
+    "sharding",
     "supervised",
     "tbptt",
 ]
