@@ -7,6 +7,8 @@
 - `sharding`: the mesh (``data`` and ``model`` axes) that `fit` trains on,
   data-parallel over one device or many; `distributed` joins the processes
   of a multi-host run.
+- `predict` / `stream`: inference over very many sequences, split over the
+  devices and streamed in slices.
 
 Whole runs from settings (`RunConfig`, `run`, `compare`) are `rj.app`, above this.
 """
@@ -16,6 +18,7 @@ from rnn_jax.train.checkpoint import Checkpointer, CheckpointError
 from rnn_jax.train.loop import EarlyStopping, FitResult, TrainingError, evaluate, fit
 from rnn_jax.train.objective import Objective, supervised
 from rnn_jax.train.optim import make_optimizer, schedule
+from rnn_jax.train.streaming import predict, stream
 
 __all__ = [
     "CheckpointError",
@@ -29,8 +32,10 @@ __all__ = [
     "fit",
     "losses",
     "make_optimizer",
+    "predict",
     "schedule",
     "sharding",
+    "stream",
     "supervised",
     "tbptt",
 ]
