@@ -64,14 +64,10 @@ def supports(cell, problem: Problem, *, mesh: Mesh | None, axis: str, batch_axis
             "'newton' on one device"
         )
     names = (AXIS,) if mesh is None else mesh.axis_names
+    del problem
     for role, name in (("axis", axis), ("batch_axis", batch_axis)):
         if name is not None and name not in names:
             return f"its {role} {name!r} is not an axis of the mesh {tuple(names)}"
-    if batch_axis is not None and problem.batch % mesh.shape[batch_axis]:
-        return (
-            f"batch_axis {batch_axis!r} splits the batch over {mesh.shape[batch_axis]} devices, "
-            f"and {problem.batch} sequences do not divide by that"
-        )
     return None
 
 
@@ -100,6 +96,8 @@ def sharded_states(a, b, h0, *, mesh: Mesh, axis: str, batch_axis, reverse, meth
     if padding:  # pass-through steps at the end leave every state unchanged, either way
         a = jnp.concatenate([a, jnp.ones((padding, *a.shape[1:]), a.dtype)])
         b = jnp.concatenate([b, jnp.zeros((padding, *b.shape[1:]), b.dtype)])
+    if batch_axis is not None and b.shape[1] % mesh.shape[batch_axis]:
+        batch_axis = None  # a batch that does not divide stays whole (a model's init probes B=1)
     time_major = PartitionSpec(axis, batch_axis)
     local = partial(stretch_states, axis=axis, reverse=reverse, method=method, chunk=chunk)
     hs = jax.shard_map(
@@ -157,7 +155,8 @@ def configure(
             (built when the scan is traced, so after ``jax.distributed.initialize``).
         axis: the mesh axis that splits the time axis.
         batch_axis: a second mesh axis that splits the batch, or None (the
-            batch is then whole on every device of ``axis``).
+            batch is then whole on every device of ``axis``); a batch that does
+            not divide by its size is not split.
         method: how each device solves its stretch, as `rnn_jax.backends.parallel`:
             ``"associative"``, ``"chunked"`` or ``"auto"``.
         chunk: steps per chunk of the chunked method.

@@ -42,11 +42,11 @@ HOLES = np.ones((T, B), bool)
 HOLES[[1, 4], 0] = False
 HOLES[[0, 2, 3], 1] = False
 
-GRID = np.array(jax.devices()).reshape(2, 2)
+TIME_BY_BATCH = Mesh(np.array(jax.devices()).reshape(2, 2), ("time", "batch"))
 BACKENDS = {
     "time4": rj.backends.sharded(),
     "time2_batch2": rj.backends.sharded(
-        mesh=Mesh(GRID, ("time", "batch")), batch_axis="batch", method="associative"
+        mesh=TIME_BY_BATCH, batch_axis="batch", method="associative"
     ),
     "one_device": rj.backends.sharded(mesh=Mesh(np.array(jax.devices()[:1]), ("time",))),
 }
@@ -131,13 +131,9 @@ def test_the_backend_refuses_what_it_cannot_shard():
     problem = rj.backends.Problem(
         jnp.ones((8, 3, F)), jnp.zeros((3, H)), None, None, None, None, False, None
     )
-    assert "no" in rj.backends.sharded().supports(rj.gru(H), problem)
-    reason = BACKENDS["time2_batch2"].supports(rj.min_gru(H), problem)
-    assert "3 sequences do not divide" in reason, reason
-    with pytest.raises(ValueError, match="the sharded backend cannot run the gru cell exactly"):
-        rj.scan(
-            rj.gru(H), rj.gru(H).init(jax.random.key(0), F), jnp.ones((8, F)), backend="sharded"
-        )
+    assert "this cell has none" in rj.backends.sharded().supports(rj.gru(H), problem)
+    reason = rj.backends.sharded(mesh=TIME_BY_BATCH, axis="t").supports(rj.min_gru(H), problem)
+    assert reason == "its axis 't' is not an axis of the mesh ('time', 'batch')", reason
 
 
 # ----------------------------------------------------------------------------- training
@@ -145,14 +141,16 @@ def test_the_backend_refuses_what_it_cannot_shard():
 STEPS = 6
 TASK = rj.data.adding(length=10)
 MODEL = rj.models.classifier(rj.min_gru(8), 1, input_size=2)
-OBJECTIVE = rj.train.supervised(MODEL.apply, "mse")
 OPTIMIZER, _ = rj.train.make_optimizer("adam", 1e-2)
 
 
-def train(mesh_shape, steps=STEPS, *, devices=None, **options):
+def train(mesh_shape, steps=STEPS, *, devices=None, backend="auto", **options):
     mesh = sharding.make_mesh(mesh_shape, devices)
+    if backend == "time_over_model":  # sequences over data, each one's steps over model
+        backend = rj.backends.sharded(mesh=mesh, axis="model", batch_axis="data")
+    model = rj.models.classifier(rj.rnn(rj.min_gru(8), backend=backend), 1, input_size=2)
     return rj.train.fit(
-        OBJECTIVE,
+        rj.train.supervised(model.apply, "mse"),
         MODEL.init(jax.random.key(0)),
         OPTIMIZER,
         lambda step: TASK.train.batch(step, 8, seed=0),
@@ -169,20 +167,21 @@ def host_leaves(tree):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The same training on one device, on data=4 (checkpointed every 3 steps), and on
-    data=2,model=2."""
+    """The same training on one device, on data=4 (checkpointed every 3 steps), on
+    data=2,model=2, and with the time axis split over model by the sharded backend."""
     directory = tmp_path_factory.mktemp("checkpoints") / "data4"
     return {
         "one": train("data=1", devices=jax.devices()[:1]),
         "data4": train("data=4", checkpointer=rj.train.Checkpointer(directory), checkpoint_every=3),
         "data2_model2": train("data=2,model=2"),
+        "data2_time2": train("data=2,model=2", backend="time_over_model"),
         "directory": directory,
     }
 
 
 def test_a_sharded_training_run_equals_the_single_device_run(runs):
     one = host_leaves(runs["one"].params)
-    for name in ("data4", "data2_model2"):
+    for name in ("data4", "data2_model2", "data2_time2"):
         assert runs[name].step == STEPS
         for got, want in zip(host_leaves(runs[name].params), one, strict=True):
             np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-6)
