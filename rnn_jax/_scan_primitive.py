@@ -103,6 +103,10 @@ def bind(
         make=make,
         batch_in=batch_in,
         batch_out=batch_out,
+        # The backend's jaxpr as a parameter, where jit looks for the meshes a computation
+        # runs on (a shard_map inside the sharded backend); hidden in ``program`` alone, the
+        # computation would be compiled for one device.
+        jaxpr=program.jaxpr,
     )
 
 
@@ -139,7 +143,8 @@ def _unfold(y, axis: int, size: int):
     return y.reshape(y.shape[:axis] + (size, -1) + y.shape[axis + 1 :])
 
 
-def _scan_batching(operands, dims, *, program, oracle, make, batch_in, batch_out):
+def _scan_batching(operands, dims, *, program, oracle, make, batch_in, batch_out, jaxpr):
+    del jaxpr  # program's own
     size = next(x.shape[d] for x, d in zip(operands, dims, strict=True) if d is not None)
     arity = program.arity
     shared_mapped = any(
@@ -160,7 +165,8 @@ def _scan_batching(operands, dims, *, program, oracle, make, batch_in, batch_out
     )
 
 
-def _scan_jvp(primals, tangents, *, program, oracle, make, batch_in, batch_out):
+def _scan_jvp(primals, tangents, *, program, oracle, make, batch_in, batch_out, jaxpr):
+    del jaxpr  # program's own
     moving = tuple(type(t) is not ad.Zero for t in tangents)
     # A backend's custom backward pass differentiates with respect to its explicit inputs;
     # where the cell closes over a value being differentiated (say, an encoder's memory),

@@ -34,11 +34,9 @@ def refusal(backend, cell, params, xs, **kwargs) -> str | None:
 
 
 def inner_jaxprs(eqn):
-    """The jaxprs inside a jaxpr equation: those in its params, and the backend's program
-    inside ``rnn_scan`` (the primitive ``rj.scan`` binds)."""
+    """The jaxprs inside a jaxpr equation: those in its params (for ``rnn_scan``, the
+    primitive ``rj.scan`` binds, the backend's program)."""
     yield from jax.extend.core.jaxprs_in_params(eqn.params)
-    if eqn.primitive.name == "rnn_scan":
-        yield eqn.params["program"].jaxpr
 
 
 def skip_unless_supported(backend, cell, params, xs, **kwargs) -> None:

@@ -56,7 +56,7 @@ def test_every_option_reaches_its_field():
         "--cell-option reset_after=false --hidden 12 --layers 2 --embed 8 --bidirectional "
         "--dropout 0.1 --backend sequential --attention none --optimizer sgd --lr 0.5 "
         "--schedule cosine --warmup 2 --clip 0 --weight-decay 0.01 --batch 3 --steps 7 "
-        "--epochs 1.5 --eval-every 2 --patience 3 --seed 9"
+        "--epochs 1.5 --eval-every 2 --patience 3 --seed 9 --mesh data=1"
     )
     expected = RunConfig(
         task="translate",
@@ -82,6 +82,7 @@ def test_every_option_reaches_its_field():
         eval_every=2,
         patience=3,
         seed=9,
+        mesh="data=1",
     )
     assert cli.config_from_args(parsed(argv.split())) == expected
     unchanged = [

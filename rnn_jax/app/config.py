@@ -20,6 +20,7 @@ from rnn_jax.backends import names as backend_names
 from rnn_jax.cells import cell_names, get_cell
 from rnn_jax.data import task_names
 from rnn_jax.train.optim import OPTIMIZERS, SCHEDULES
+from rnn_jax.train.sharding import parse_mesh
 
 DEFAULT_STEPS = 1000  # the updates of a run that gives neither steps nor epochs
 
@@ -69,6 +70,15 @@ def options(value: Any) -> str | None:
     """Keyword options for a factory: a dict with string keys."""
     ok = isinstance(value, dict) and all(isinstance(key, str) for key in value)
     return None if ok else "a dict of options by name"
+
+
+def mesh_shape(value: Any) -> str | None:
+    """A mesh as `rnn_jax.train.sharding.parse_mesh` reads it (checked without devices)."""
+    try:
+        parse_mesh(value)
+    except (TypeError, ValueError):
+        return "'auto' or AXIS=SIZE[,AXIS=SIZE] with the axes data and model"
+    return None
 
 
 def optional(rule: Rule) -> Rule:
@@ -195,6 +205,13 @@ class RunConfig:
         optional(positive_integer),
     )
     seed: int = setting(0, "seed of the initial params, batches and dropout", "training", integer)
+    mesh: str = setting(
+        "auto",
+        "devices as a mesh: auto (every device splits the batch), data=N, or data=N,model=M "
+        "(wide layers split over M)",
+        "training",
+        mesh_shape,
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,16 +14,19 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from jax.sharding import Mesh
 
 from rnn_jax.app.build import make_model, make_objective, make_task
-from rnn_jax.app.config import DEFAULT_STEPS, RunConfig
+from rnn_jax.app.config import DEFAULT_STEPS, ConfigError, RunConfig
 from rnn_jax.app.plots import plot_history
 from rnn_jax.app.records import results_document, write_json
 from rnn_jax.data import Task, is_solved
 from rnn_jax.summary import count_params
+from rnn_jax.train import distributed
 from rnn_jax.train.checkpoint import Checkpointer
 from rnn_jax.train.loop import EarlyStopping, TrainingError, evaluate, fit
 from rnn_jax.train.optim import make_optimizer
+from rnn_jax.train.sharding import DATA, describe, make_mesh
 
 
 def total_steps(config: RunConfig, task: Task) -> int:
@@ -33,6 +36,22 @@ def total_steps(config: RunConfig, task: Task) -> int:
     if config.epochs is not None:
         return max(1, math.ceil(config.epochs * task.train.steps_per_epoch(config.batch)))
     return DEFAULT_STEPS
+
+
+def run_mesh(config: RunConfig) -> Mesh:
+    """The devices ``config.mesh`` asks for, after joining the other processes of a
+    distributed run; a `ConfigError` when they do not fit the devices or the batch."""
+    try:
+        distributed.start()
+        mesh = make_mesh(config.mesh)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if config.batch % mesh.shape[DATA]:
+        raise ConfigError(
+            f"batch must be a multiple of the {mesh.shape[DATA]} devices on the mesh's data axis "
+            f"({describe(mesh)}); got {config.batch}"
+        )
+    return mesh
 
 
 def evaluation_batch_size(config: RunConfig, task: Task) -> int:
@@ -70,6 +89,10 @@ def run(
     ``out_dir``, writes ``results.json`` and ``history.png`` there once
     training is done. ``command`` is recorded in ``results.json``.
 
+    Training is data-parallel over ``config.mesh``; a run of several
+    processes (`rnn_jax.train.distributed`: ``JAX_NUM_PROCESSES`` and friends)
+    joins them first, and only process 0 writes ``out_dir``.
+
     Example:
         >>> config = rj.app.RunConfig(task="adding", task_options={"length": 10}, cell="gru",
         ...                           hidden=8, batch=16, steps=20)
@@ -78,6 +101,7 @@ def run(
         (['loss', 'mse'], 20)
     """
     config.check()
+    mesh = run_mesh(config)
     task = task or make_task(config)
     info = task.info()
     model = make_model(config, info)
@@ -112,9 +136,10 @@ def run(
         learning_rate=learning_rate,
         progress=progress,
         description=f"{config.cell} on {task.name}",
+        mesh=mesh,
     )
     started = time.perf_counter()
-    test = evaluate(objective, result.params, task.test.batches(eval_batch))
+    test = evaluate(objective, result.params, task.test.batches(eval_batch), mesh=mesh)
     results = {
         "task": task.name,
         "description": task.description,
@@ -133,7 +158,7 @@ def run(
         "solved_when": solved_when(task),
         "history": result.history,
     }
-    if out_dir is not None:
+    if out_dir is not None and jax.process_index() == 0:
         out = Path(out_dir)
         document = results_document(f"training-run-{task.name}", command, **results)
         write_json(out / "results.json", document)

@@ -12,6 +12,7 @@ Every module is callable as its backend's factory::
 - `newton`: DEER / quasi-DEER Newton iterations, parallel in time for any cell.
 - `pallas`: fused kernels for GPU and TPU.
 - `cudnn`: cuDNN's LSTM through ``jax.experimental.rnn``.
+- `sharded`: the time axis of a linear recurrence split across devices.
 
 The contract between them and the driver is in `rnn_jax.backends.contract`;
 ``auto`` (`rnn_jax.backends.auto`) picks one from measurements.
@@ -25,6 +26,7 @@ from rnn_jax.backends import (
     parallel,
     reference,
     sequential,
+    sharded,
 )
 from rnn_jax.backends.contract import Backend, Problem, get, names, register
 from rnn_jax.backends.masking import flip_valid
@@ -46,4 +48,5 @@ __all__ = [
     "reference",
     "register",
     "sequential",
+    "sharded",
 ]

@@ -4,15 +4,21 @@
   model's ``apply``), with `EarlyStopping`, a `Checkpointer` and a progress bar.
 - `make_optimizer`: adam / adamw / rmsprop / sgd, learning-rate schedules,
   clipping by global norm (on by default).
+- `sharding`: the mesh (``data`` and ``model`` axes) that `fit` trains on,
+  data-parallel over one device or many; `distributed` joins the processes
+  of a multi-host run.
+- `predict` / `stream`: inference over very many sequences, split over the
+  devices and streamed in slices.
 
 Whole runs from settings (`RunConfig`, `run`, `compare`) are `rj.app`, above this.
 """
 
-from rnn_jax.train import losses, tbptt
+from rnn_jax.train import distributed, losses, sharding, tbptt
 from rnn_jax.train.checkpoint import Checkpointer, CheckpointError
 from rnn_jax.train.loop import EarlyStopping, FitResult, TrainingError, evaluate, fit
 from rnn_jax.train.objective import Objective, supervised
 from rnn_jax.train.optim import make_optimizer, schedule
+from rnn_jax.train.streaming import predict, stream
 
 __all__ = [
     "CheckpointError",
@@ -21,11 +27,15 @@ __all__ = [
     "FitResult",
     "Objective",
     "TrainingError",
+    "distributed",
     "evaluate",
     "fit",
     "losses",
     "make_optimizer",
+    "predict",
     "schedule",
+    "sharding",
+    "stream",
     "supervised",
     "tbptt",
 ]

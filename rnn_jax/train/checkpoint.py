@@ -8,6 +8,13 @@ history, the early-stopping record). ``params`` stand alone so that
 directory and renames it when complete, so a run killed mid-write leaves the
 previous checkpoint intact.
 
+Arrays are written as they lie: a global array split over a mesh is written
+shard by shard by the processes holding them (orbax's distributed write), and
+restored onto the shardings of the template it is restored like, so a run
+resumes on its mesh, or on another one (orbax reshards). Host values (numpy)
+come back as numpy; a template of bare shapes (``jax.eval_shape``) comes back
+on the first device.
+
 Restoring checks what it reads: an unreadable checkpoint, or one whose
 arrays differ in shape or structure from the model being resumed, raises a
 `CheckpointError` that says so — never a silent restart.
@@ -88,12 +95,11 @@ class Checkpointer:
         """Writes ``params`` and ``state`` (pytrees of arrays) and ``meta`` (JSON) as ``step``."""
         ocp = _orbax()
         manager = self._get_manager(create=True)
-        to_numpy = lambda tree: jax.tree.map(np.asarray, tree)
         manager.save(
             step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardSave(to_numpy(params)),
-                state=ocp.args.StandardSave(to_numpy(state)),
+                params=ocp.args.StandardSave(savable(params)),
+                state=ocp.args.StandardSave(savable(state)),
                 meta=ocp.args.JsonSave(meta),
             ),
             force=True,
@@ -144,7 +150,7 @@ class Checkpointer:
         ocp = _orbax()
         step = self._step(step)
         where = self.directory / str(step)
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        abstract = jax.tree.map(restore_target, template)
         try:
             restored = self._get_manager(create=False).restore(
                 step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})
@@ -156,6 +162,25 @@ class Checkpointer:
             ) from None
         check_matches(restored, template, where, item)
         return restored
+
+
+def savable(tree: Any) -> Any:
+    """``tree`` with jax arrays as they are (sharded ones are written shard by shard) and
+    everything else as numpy."""
+    return jax.tree.map(
+        lambda leaf: leaf if isinstance(leaf, jax.Array) else np.asarray(leaf), tree
+    )
+
+
+def restore_target(leaf: Any) -> Any:
+    """What orbax restores a template leaf as: a jax array on the leaf's sharding (the first
+    device for bare shapes), or numpy for a host value."""
+    if isinstance(leaf, jax.Array):
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=leaf.sharding)
+    if isinstance(leaf, jax.ShapeDtypeStruct):
+        where = leaf.sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        return jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=where)
+    return np.asarray(leaf)
 
 
 def check_matches(restored: Any, template: Any, where: Path | str, item: str = "state") -> None:

@@ -5,6 +5,13 @@ step ``s``, the dropout key ``fold_in(key, s)``), and checkpoints hold the
 rest of the state (params, optimizer state, the TBPTT carry, the
 early-stopping record), so a run resumed from step ``s`` computes exactly
 what the uninterrupted run computes.
+
+Training is data-parallel on a `jax.sharding.Mesh` (`rnn_jax.train.sharding`):
+every batch is split over the mesh's ``data`` axis, parameters and optimizer
+state are replicated (or split over ``model``), and one jitted step runs on
+all devices. A mesh of one device is the same code path; a run of several
+processes (``jax.distributed``) too, each process computing the whole batch
+of a step and keeping its own devices' shards.
 """
 
 from __future__ import annotations
@@ -16,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
+from rnn_jax.train import sharding
 from rnn_jax.train.checkpoint import Checkpointer, CheckpointError
 from rnn_jax.train.losses import finish
 from rnn_jax.train.objective import Objective
@@ -80,17 +88,24 @@ def evaluate(
     batches: Iterable[Any],
     *,
     evaluate_fn: Callable | None = None,
+    mesh: Mesh | None = None,
 ) -> dict[str, float]:
     """Metrics over all ``batches`` (summed, then divided): ``{"loss": ..., metric: ...}``.
 
     A stateful objective carries its state from batch to batch, as in training.
+    With a ``mesh``, each batch is split over its ``data`` axis (replicated
+    where its sequences do not divide by it).
     """
     evaluate_fn = evaluate_fn or jax.jit(objective.evaluate)
     totals: dict[str, list] = {}
     carry = None
     for batch in batches:
+        if mesh is not None:
+            batch = sharding.place_batch(mesh, batch, whole_if_uneven=True)
         if objective.stateful and carry is None:
             carry = objective.init_carry(params, batch)
+            if mesh is not None:
+                carry = sharding.put(carry, sharding.carry_shardings(mesh, carry))
         sums, carry = evaluate_fn(params, batch, carry)
         for name, (total, weight) in sums.items():
             if name in totals:
@@ -137,6 +152,7 @@ def fit(
     log_every: int = 25,
     progress: bool | None = None,
     description: str = "",
+    mesh: Mesh | None = None,
 ) -> FitResult:
     """Trains ``params`` for ``steps`` updates of ``optimizer`` on ``objective``.
 
@@ -160,6 +176,10 @@ def fit(
         learning_rate: the schedule, to record the rate in the history.
         log_every: steps between history records (and loss checks).
         progress: show a progress bar (None: when stderr is a terminal).
+        description: the progress bar's label.
+        mesh: the devices, a mesh with axes ``data`` and ``model``
+            (`rnn_jax.train.sharding.make_mesh`); None: every device on
+            ``data``. Each batch's sequences must divide by the ``data`` size.
 
     Returns:
         a `FitResult`.
@@ -178,9 +198,16 @@ def fit(
         raise ValueError("early_stopping needs validation data (val)")
     config = dict(config or {})
     eval_every = eval_every or max(1, steps // 10)
-    key = jax.random.key(seed)
+    mesh = sharding.make_mesh() if mesh is None else mesh
+    rng = np.asarray(jax.random.key_data(jax.random.key(seed)))
+    param_shardings = sharding.state_shardings(mesh, params)
+    params = sharding.put(params, param_shardings)
     opt_state = optimizer.init(params)
+    opt_shardings = sharding.state_shardings(mesh, opt_state)
+    opt_state = sharding.put(opt_state, opt_shardings)
     carry = objective.init_carry(params, train(0)) if objective.stateful else None
+    carry_shardings = sharding.carry_shardings(mesh, carry)
+    carry = sharding.put(carry, carry_shardings)
     keep_best = early_stopping is not None and early_stopping.restore_best
     best_params = params if keep_best else None
     history: dict[str, Any] = {"train": [], "val": []}
@@ -192,7 +219,7 @@ def fit(
         return {
             "opt_state": opt_state,
             "step": np.asarray(step, np.int64),
-            "rng": jax.random.key_data(key),
+            "rng": rng,
             "carry": carry,
             "best_params": best_params,
         }
@@ -209,7 +236,7 @@ def fit(
             state = checkpointer.restore("state", state_tree(), latest)
             opt_state, carry = state["opt_state"], state["carry"]
             best_params = state["best_params"]
-            key = jax.random.wrap_key_data(jnp.asarray(state["rng"]))
+            rng = np.asarray(state["rng"])
             start = int(state["step"])
             history = saved.get("history", history)
             record = saved.get("early_stopping", record)
@@ -220,13 +247,22 @@ def fit(
                 "or choose another checkpoint directory"
             )
 
-    def train_step(params, opt_state, batch, step, carry):
+    def train_step(params, opt_state, batch, step, carry, rng):
+        key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
         loss_and_grad = jax.value_and_grad(objective.loss, has_aux=True)
-        (loss, carry), grads = loss_and_grad(params, batch, jax.random.fold_in(key, step), carry)
+        (loss, carry), grads = loss_and_grad(params, batch, key, carry)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, carry, loss
 
-    step_fn = jax.jit(train_step)
+    step_fn = jax.jit(
+        train_step,
+        out_shardings=(
+            param_shardings,
+            opt_shardings,
+            carry_shardings,
+            sharding.replicated(mesh),
+        ),
+    )
     evaluate_fn = jax.jit(objective.evaluate)
     bar = Progress(
         steps, initial=start, batch_size=batch_size, enabled=progress, description=description
@@ -247,6 +283,7 @@ def fit(
                 "history": history,
                 "early_stopping": record,
                 "finished": finished,
+                "mesh": sharding.describe(mesh),
                 "seconds": done_seconds + time.perf_counter() - started,
                 **(meta or {}),
             },
@@ -255,15 +292,15 @@ def fit(
     step = start
     try:
         while step < steps and not stop:
-            batch = train(step)
+            batch = sharding.place_batch(mesh, train(step))
             params, opt_state, carry, loss = step_fn(
-                params, opt_state, batch, jnp.asarray(step, jnp.int32), carry
+                params, opt_state, batch, np.int32(step), carry, rng
             )
             pending.append(loss)
             step += 1
             last = step == steps
             if val is not None and (step % eval_every == 0 or last):
-                metrics = evaluate(objective, params, val(), evaluate_fn=evaluate_fn)
+                metrics = evaluate(objective, params, val(), evaluate_fn=evaluate_fn, mesh=mesh)
                 history["val"].append({"step": step, **metrics})
                 last_val = metrics["loss"]
                 if early_stopping is not None:
