@@ -75,3 +75,21 @@ def value_and_grads_both_ways(
         return total, runs
 
     return jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(params, xs, h0)
+
+
+def value_and_grads(cell, backend, params, xs, h0, **kwargs):
+    """``((loss, (final, ys)), grads)`` of one jitted ``rj.scan`` (``kwargs``: ``length``,
+    ``reverse``, ``resets``, ``mask``), the gradients with respect to ``params``, ``xs`` and
+    ``h0``.
+
+    The loss weighs each output by ``cos`` of its flat index and adds ``sin`` of every final
+    carry leaf, so the gradients depend on every output and on the whole carry.
+    """
+
+    def loss(params, xs, h0):
+        final, ys = rj.scan(cell, params, xs, initial_state=h0, backend=backend, **kwargs)
+        weights = jnp.cos(jnp.arange(ys.size, dtype=ys.dtype)).reshape(ys.shape)
+        total = jnp.sum(ys * weights) + sum(jnp.sum(jnp.sin(c)) for c in jax.tree.leaves(final))
+        return total, (final, ys)
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, xs, h0)

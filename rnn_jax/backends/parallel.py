@@ -23,6 +23,12 @@ restart ``a = 0`` with the restart state folded into ``b``
 ``reverse=True`` scans from the end, so the padding is passed first and
 changes nothing; ``h0`` enters at the first step in scan order.
 
+Cells with a `MatrixMemory` (``cell.memory``: the mLSTM) run its chunkwise-parallel
+form (`rnn_jax.backends.chunkwise`): chunks of ``memory_chunk`` steps, an
+attention-like form within each and the recurrence on the states across
+them; valid steps, restarts and reversal exact as well. ``method`` and
+``log_space`` concern linear recurrences only.
+
 ``rj.backends.parallel(...)`` configures one; ``backend="parallel"`` is the
 default configuration (``method="auto"``: the associative scan on GPU and TPU,
 the chunked scan on CPU, where it measures better than an associative scan).
@@ -34,6 +40,7 @@ from functools import cache, partial
 
 import jax.numpy as jnp
 
+from rnn_jax.backends.chunkwise import chunkwise
 from rnn_jax.backends.contract import Backend, Problem, callable_module, register
 from rnn_jax.backends.linear_solve import METHODS, solve, solve_log
 from rnn_jax.backends.masking import expand_to, masked_coefficients, zero_where_not
@@ -42,10 +49,13 @@ from rnn_jax.backends.masking import expand_to, masked_coefficients, zero_where_
 def supports(cell, problem: Problem, *, log_space: bool = False) -> str | None:
     """Why this backend cannot run ``cell``, or None."""
     del problem
+    if cell.memory is not None:
+        return None
     if cell.linear is None:
         return (
             "it has no linear recurrence (cell.linear, as min_gru, min_lstm, lru and rg_lru "
-            "have); use backend='newton' (parallel in time for any cell) or 'sequential'"
+            "have) nor matrix memory (cell.memory, as mlstm has); use backend='newton' "
+            "(parallel in time for any cell) or 'sequential'"
         )
     if log_space and cell.linear.log_coefficients is None:
         return (
@@ -82,8 +92,21 @@ def states_in_log_space(linear, params, problem: Problem, h0, *, method, chunk):
     return hs + restarted_share
 
 
-def run(cell, params, problem: Problem, *, method: str, chunk: int, log_space: bool):
-    """``(final_carry, ys)`` of a linear-recurrence cell, as the reference scan gives them."""
+def memory_run(cell, params, problem: Problem, *, chunk: int):
+    """``(final_carry, ys)`` of a matrix-memory cell by its chunkwise-parallel form."""
+    xp = cell.project(params, problem.xs)
+    final, h = chunkwise(cell.memory.inputs(xp), problem, chunk=chunk)
+    ys = cell.memory.output(params, h, xp)
+    if problem.valid is not None:
+        ys = zero_where_not(problem.valid, ys)
+    return final, ys
+
+
+def run(cell, params, problem: Problem, *, method, chunk, log_space, memory_chunk):
+    """``(final_carry, ys)`` of a linear-recurrence or matrix-memory cell, as the reference
+    scan gives them."""
+    if cell.memory is not None:
+        return memory_run(cell, params, problem, chunk=memory_chunk)
     linear = cell.linear
     h0 = problem.initial_state
     if problem.steps == 0:
@@ -107,7 +130,9 @@ def run(cell, params, problem: Problem, *, method: str, chunk: int, log_space: b
 
 
 @cache
-def configure(*, method: str = "auto", chunk: int = 8, log_space: bool = False) -> Backend:
+def configure(
+    *, method: str = "auto", chunk: int = 8, log_space: bool = False, memory_chunk: int = 64
+) -> Backend:
     """The ``parallel`` backend configured with a scan method.
 
     Args:
@@ -117,6 +142,8 @@ def configure(*, method: str = "auto", chunk: int = 8, log_space: bool = False) 
         chunk: steps per chunk of the chunked method (small: 4 to 16).
         log_space: scan ``(log a, log b)`` (associative); for cells with
             positive coefficients (min_gru, min_lstm), finite over any length.
+        memory_chunk: steps per chunk of a matrix memory's chunkwise form
+            (mlstm): ``[L, L]`` work per chunk, one ``[dk, dv]`` state between.
 
     Example:
         >>> cell = rj.min_gru(16)
@@ -128,14 +155,15 @@ def configure(*, method: str = "auto", chunk: int = 8, log_space: bool = False) 
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int; got {chunk!r}")
+    for name, value in (("chunk", chunk), ("memory_chunk", memory_chunk)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int; got {value!r}")
     if log_space and method == "chunked":
         raise ValueError("log_space=True scans associatively; use method='auto' or 'associative'")
     return Backend(
         "parallel",
         partial(supports, log_space=log_space),
-        partial(run, method=method, chunk=chunk, log_space=log_space),
+        partial(run, method=method, chunk=chunk, log_space=log_space, memory_chunk=memory_chunk),
     )
 
 

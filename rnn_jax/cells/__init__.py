@@ -8,9 +8,13 @@ from rnn_jax.cells.base import (
     Gates,
     HeadedGates,
     LinearRecurrence,
+    MatrixMemory,
+    MatrixMemoryState,
+    MemoryInputs,
     split_cell,
     wrap_cell,
 )
+from rnn_jax.cells.conv_lstm import ConvLSTMParams, conv_lstm
 from rnn_jax.cells.gru import GRUParams, gru
 from rnn_jax.cells.indrnn import IndRNNParams, indrnn
 from rnn_jax.cells.lru import LRUParams, lru
@@ -18,20 +22,26 @@ from rnn_jax.cells.lstm import LayerNormParams, LSTMParams, LSTMState, lstm
 from rnn_jax.cells.mgu import MGUParams, mgu
 from rnn_jax.cells.min_gru import MinGRUParams, min_gru
 from rnn_jax.cells.min_lstm import MinLSTMParams, min_lstm
+from rnn_jax.cells.mlstm import MLSTMParams, mlstm
 from rnn_jax.cells.multihead import MultiHeadParams, multihead_gru, multihead_lstm, multihead_simple
 from rnn_jax.cells.registry import CELLS, cell_factory, cell_names, get_cell
 from rnn_jax.cells.rg_lru import RGLRUParams, rg_lru
 from rnn_jax.cells.simple import SimpleParams, simple
+from rnn_jax.cells.slstm import SLSTMState, slstm
 
 __all__ = [
     "CELLS",
     "Cell",
     "Config",
+    "ConvLSTMParams",
     "CudnnLayout",
     "CudnnWeights",
     "Gates",
     "HeadedGates",
     "LinearRecurrence",
+    "MatrixMemory",
+    "MatrixMemoryState",
+    "MemoryInputs",
     "GRUParams",
     "IndRNNParams",
     "LRUParams",
@@ -39,13 +49,16 @@ __all__ = [
     "LSTMState",
     "LayerNormParams",
     "MGUParams",
+    "MLSTMParams",
     "MinGRUParams",
     "MinLSTMParams",
     "MultiHeadParams",
     "RGLRUParams",
     "SimpleParams",
+    "SLSTMState",
     "cell_factory",
     "cell_names",
+    "conv_lstm",
     "get_cell",
     "gru",
     "indrnn",
@@ -53,12 +66,14 @@ __all__ = [
     "lstm",
     "mgu",
     "min_gru",
+    "mlstm",
     "min_lstm",
     "multihead_gru",
     "multihead_lstm",
     "multihead_simple",
     "rg_lru",
     "simple",
+    "slstm",
     "split_cell",
     "wrap_cell",
 ]

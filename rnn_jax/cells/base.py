@@ -29,6 +29,8 @@ Optional capabilities, typed fields that backends ask for and never assume:
   where present, is the per-head view of a block-diagonal recurrence.
 - ``linear``: a `LinearRecurrence`, for cells whose state obeys
   ``h_t = a_t * h_{t-1} + b_t``, which parallel scans use.
+- ``memory``: a `MatrixMemory`, for cells whose carry is the mLSTM's gated
+  matrix memory, which chunkwise-parallel solvers use.
 - ``cudnn_layout``: a `CudnnLayout`, for cells that compute exactly cuDNN's
   (and PyTorch's) RNN, LSTM or GRU, which the ``cudnn`` backend and the
   PyTorch interop use.
@@ -185,6 +187,62 @@ class LinearRecurrence(NamedTuple):
     log_coefficients: Callable[[Params, jax.Array], tuple[jax.Array, jax.Array]] | None = None
 
 
+class MemoryInputs(NamedTuple):
+    """What a matrix memory reads and writes at each step, per head (see `MatrixMemory`).
+
+    Leading axes ``[*lead]`` are time and batch, or batch alone for one step.
+    """
+
+    q: jax.Array  # [*lead, NH, dk]: the query
+    k: jax.Array  # [*lead, NH, dk]: the key (any scaling already applied)
+    v: jax.Array  # [*lead, NH, dv]: the value
+    log_f: jax.Array  # [*lead, NH]: log of the forget gate
+    log_i: jax.Array  # [*lead, NH]: log of the input gate (its pre-activation for exp gates)
+
+
+class MatrixMemoryState(NamedTuple):
+    """The carry of a matrix memory, stabilised: ``C`` and ``n`` stored times ``exp(-m)``."""
+
+    c: jax.Array  # [*batch, NH, dk, dv]
+    n: jax.Array  # [*batch, NH, dk]
+    m: jax.Array  # [*batch, NH]
+
+
+class MatrixMemory(NamedTuple):
+    """The form of a cell whose carry is the mLSTM's matrix memory (Beck et al. 2024).
+
+    Per head, from `MemoryInputs` ``(q, k, v, log f, log i)`` of each step::
+
+        C_t = f_t C_{t-1} + i_t k_t v_t^T      [dk, dv]
+        n_t = f_t n_{t-1} + i_t k_t            [dk]
+        h_t = q_t^T C_t / max(|q_t . n_t|, 1)  [dv]
+
+    carried as a `MatrixMemoryState` stabilised by ``m_t = max(log f_t +
+    m_{t-1}, log i_t)``: the gates become ``f_t exp(m_{t-1} - m_t)`` and
+    ``exp(log i_t - m_t)`` (at most 1), ``C`` and ``n`` are stored times
+    ``exp(-m_t)``, and ``h_t = q^T C / max(|q . n|, exp(-m_t))``, unchanged.
+    The recurrence is linear in ``(C, n)`` with a scalar decay per head, which
+    is what a chunkwise-parallel solver uses: within a chunk a masked
+    ``[L, L]`` attention-like form, across chunks the recurrence on the states.
+
+    - ``inputs(xp) -> MemoryInputs``: from the projected inputs
+      ``xp = cell.project(params, x)`` (any leading axes).
+    - ``output(params, h, xp) -> y``: the cell's output from the read-outs
+      ``h [*lead, NH, dv]`` and the projected inputs.
+
+    The cell's ``recur`` must compute the same, one step at a time.
+    """
+
+    inputs: Callable[[PyTree], MemoryInputs]
+    output: Callable[[Params, jax.Array, PyTree], jax.Array]
+
+
+def memory_read_out(read: jax.Array, norm: jax.Array, m: jax.Array) -> jax.Array:
+    """A `MatrixMemory`'s ``h = read / max(|norm|, exp(-m))``, from the stabilised ``read =
+    q^T C [..., dv]``, ``norm = q . n [...]`` and the stabiliser ``m [...]``."""
+    return read / jnp.maximum(jnp.abs(norm), jnp.exp(-m))[..., None]
+
+
 class CudnnWeights(NamedTuple):
     """One layer and direction of a cuDNN/PyTorch RNN, in PyTorch's names and shapes.
 
@@ -241,6 +299,7 @@ class Cell(NamedTuple):
     config: Config = Config()
     cudnn_layout: CudnnLayout | None = None
     feature_rank: int = 1
+    memory: MatrixMemory | None = None
 
 
 def split_cell(
@@ -263,7 +322,7 @@ def split_cell(
     step can never disagree. ``step`` checks its arguments' shapes at trace
     time (a carry for another batch shape or width is refused in words, never
     broadcast); ``capabilities`` are the other optional fields (``linear``,
-    ``cudnn_layout``).
+    ``cudnn_layout``, ``memory``).
     """
     if (recur is None) == (gates is None):
         raise ValueError("split_cell needs exactly one of recur and gates")
@@ -305,8 +364,8 @@ def wrap_cell(
     """The cell a wrapper makes of ``cell``: same parameters and carry, another step.
 
     Every capability the wrapper does not declare again (``gates`` unless
-    given, ``linear``, ``cudnn_layout``) is dropped, since the wrapped step
-    no longer computes what it described; a backend that needs one then
+    given, ``linear``, ``cudnn_layout``, ``memory``) is dropped, since the
+    wrapped step no longer computes what it described; a backend that needs one then
     refuses the wrapped cell in words instead of running the unwrapped one.
     The name says what was wrapped (``"recurrent_dropout(lstm)"``) and the
     config holds the wrapped cell and the wrapper's options.

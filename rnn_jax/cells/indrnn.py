@@ -1,4 +1,12 @@
-"""Independently recurrent network (Li et al. 2018): ``h_t = relu(x_t W + u * h_{t-1} + b)``."""
+"""Independently recurrent network (Li et al. 2018): ``h_t = relu(x_t W + u * h_{t-1} + b)``.
+
+Li et al. set the recurrent weights for the length ``T`` of the sequences
+learned: with relu, ``|u| <= 2 ** (1 / T)`` keeps the gradient through ``T``
+steps from exploding (``u ** T <= 2``), and ``u`` starts uniform in ``[0, 2 **
+(1 / T)]``, so some units keep their state over the whole sequence from the
+start. ``rj.indrnn(H, time_steps=T)`` is that setup; their adding-problem
+network stacks two such relu layers (``rj.stack``, or ``--layers 2``).
+"""
 
 from __future__ import annotations
 
@@ -37,26 +45,38 @@ def indrnn(
     recurrent_max_abs: float | None = None,
     recurrent_min_abs: float = 0.0,
     kernel_init: Initializer = glorot_uniform,
-    recurrent_init: Initializer = unit_uniform,
+    recurrent_init: Initializer | None = None,
     bias_init: Initializer = zeros,
     dtype=jnp.float32,
+    time_steps: int | None = None,
 ) -> Cell:
     """IndRNN cell: each unit recurs only on itself through a weight ``u``.
 
     The paper's recurrent-weight bounds keep ``|u|`` in
-    ``[recurrent_min_abs, recurrent_max_abs]``; for a sequence of length T and
-    relu, ``recurrent_max_abs = 2 ** (1 / T)`` keeps gradients from exploding.
-    The bound is applied to ``u`` in every step (a projection that optimizers
-    cannot step outside of), so stored parameters may lie outside it.
-    Carry and output: ``h: [*batch, hidden_size]``.
+    ``[recurrent_min_abs, recurrent_max_abs]``. The bound is applied to ``u``
+    in every step (a projection that optimizers cannot step outside of), so
+    stored parameters may lie outside it. Carry and output:
+    ``h: [*batch, hidden_size]``.
+
+    - ``time_steps``: Li et al.'s setup for sequences of ``T`` steps:
+      ``recurrent_max_abs = 2 ** (1 / T)`` (unless given) and ``u`` drawn
+      uniform in ``[0, recurrent_max_abs]`` (unless ``recurrent_init`` is given).
+    - ``recurrent_init``: default uniform in ``[0, 1]`` without ``time_steps``.
 
     Example:
-        >>> cell = rj.indrnn(64, recurrent_max_abs=2 ** (1 / 784))
+        >>> cell = rj.indrnn(64, time_steps=784)
         >>> params = cell.init(jax.random.key(0), 1)
-        >>> params.recurrent_weight.shape
-        (64,)
+        >>> params.recurrent_weight.shape, float(params.recurrent_weight.max()) <= 2 ** (1 / 784)
+        ((64,), True)
     """
     check_positive_int("hidden_size", hidden_size)
+    if time_steps is not None:
+        check_positive_int("time_steps", time_steps)
+        if recurrent_max_abs is None:
+            recurrent_max_abs = 2.0 ** (1.0 / time_steps)
+        if recurrent_init is None:
+            recurrent_init = jax.nn.initializers.uniform(recurrent_max_abs)
+    recurrent_init = recurrent_init or unit_uniform
     if recurrent_max_abs is not None and not recurrent_max_abs > recurrent_min_abs >= 0:
         raise ValueError(
             "recurrent_max_abs must exceed recurrent_min_abs >= 0; got "
@@ -96,5 +116,6 @@ def indrnn(
             "activation": activation,
             "recurrent_max_abs": recurrent_max_abs,
             "recurrent_min_abs": recurrent_min_abs,
+            "time_steps": time_steps,
         },
     )

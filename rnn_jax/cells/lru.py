@@ -9,6 +9,7 @@ A complex diagonal recurrence ``h = lambda * h_prev + gamma * (x B)`` with
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -20,6 +21,7 @@ from rnn_jax.cells.base import (
     along,
     check_positive_int,
     dtype_of,
+    resolve_activation,
     split_cell,
 )
 
@@ -47,13 +49,17 @@ def lru(
     r_min: float = 0.9,
     r_max: float = 0.999,
     max_phase: float = 2 * math.pi,
+    activation: str | Callable[[jax.Array], jax.Array] = "identity",
     dtype=jnp.float32,
 ) -> Cell:
     """LRU cell (Orvieto et al. 2023) with ``hidden_size`` complex state units.
 
     - Carry: ``h: [*batch, hidden_size]``, complex (complex64 for float32
       parameters); ``initial_state`` gives complex zeros.
-    - Output: ``y = Re(h C) + D * x``, real, ``[*batch, O]``. ``output_size``
+    - Output: ``y = act(Re(h C) + D * x)``, real, ``[*batch, O]``, with
+      ``act = activation`` (default the identity, the LRU alone; the paper's
+      deep LRU puts a nonlinearity such as ``"gelu"`` after each one, which
+      is what makes a stack of them more than one linear map). ``output_size``
       ``O`` defaults to the input size, as in the paper (the model width), and
       then has the diagonal skip ``D``; with another ``output_size`` there is
       no skip (``params.D is None``).
@@ -80,6 +86,7 @@ def lru(
     if not max_phase > 0:
         raise ValueError(f"max_phase must be positive; got {max_phase}")
     N = hidden_size
+    act = resolve_activation("activation", activation)
 
     def init(key, input_size):
         check_positive_int("input_size", input_size)
@@ -119,7 +126,7 @@ def lru(
         y = h.real @ params.C_re - h.imag @ params.C_im
         if params.D is not None:
             y = y + x * along(params.D, x)
-        return y
+        return act(y)
 
     def project(params, x):
         return inputs(params, x), x
@@ -146,6 +153,7 @@ def lru(
             "r_min": r_min,
             "r_max": r_max,
             "max_phase": max_phase,
+            "activation": activation,
         },
         linear=LinearRecurrence(coefficients=coefficients, output=output),
     )

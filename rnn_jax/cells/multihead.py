@@ -79,10 +79,11 @@ def block_diagonal(blocks: jax.Array) -> jax.Array:
     return jnp.einsum("nrc,nm->nrmc", blocks, eye).reshape(nh * r, nh * c)
 
 
-def _multihead(
+def multihead_cell(
     *,
     name: str,
-    head_cell: Cell,
+    head_gates: Gates,
+    head_state: Callable[..., PyTree],
     head_params: Callable[[MultiHeadParams], PyTree],
     hidden_size: int,
     num_heads: int,
@@ -95,10 +96,16 @@ def _multihead(
     dtype: Any,
     config: dict[str, Any],
 ) -> Cell:
+    """The cell of ``num_heads`` independent heads of ``hidden_size // num_heads`` units.
+
+    ``head_gates`` and ``head_state`` (an ``initial_state``) are one head's, over
+    the parameters ``head_params`` gives a head; the input projection is one
+    dense ``[F, num_heads * gate_count * head_size]`` matmul plus the bias
+    (``extra_bias(head_size)`` added to every head's block at init).
+    """
     NH, G = num_heads, gate_count
     Hh = hidden_size // num_heads
     to_heads = split_heads(NH)
-    head_gates = head_cell.gates
 
     def init(key, input_size):
         check_positive_int("input_size", input_size)
@@ -114,7 +121,7 @@ def _multihead(
         return MultiHeadParams(kernel, recurrent, bias, rbias)
 
     def initial_state(params, batch_shape=()):
-        one_head = head_cell.initial_state(head_params(params), tuple(batch_shape))
+        one_head = head_state(head_params(params), tuple(batch_shape))
         return jax.tree.map(
             lambda x: jnp.zeros((*x.shape[:-1], NH * x.shape[-1]), x.dtype), one_head
         )
@@ -149,7 +156,7 @@ def _multihead(
     )
 
 
-def _check_heads(hidden_size: int, num_heads: int) -> None:
+def check_heads(hidden_size: int, num_heads: int) -> None:
     check_positive_int("hidden_size", hidden_size)
     check_positive_int("num_heads", num_heads)
     if hidden_size % num_heads:
@@ -180,15 +187,17 @@ def multihead_lstm(
         >>> params.recurrent_kernel.shape
         (12, 64, 256)
     """
-    _check_heads(hidden_size, num_heads)
+    check_heads(hidden_size, num_heads)
     Hh = hidden_size // num_heads
 
     def head_params(params):
         return LSTMParams(kernel=None, recurrent_kernel=params.recurrent_kernel, bias=None)
 
-    return _multihead(
+    head = lstm(Hh)
+    return multihead_cell(
         name="multihead_lstm",
-        head_cell=lstm(Hh),
+        head_gates=head.gates,
+        head_state=head.initial_state,
         head_params=head_params,
         hidden_size=hidden_size,
         num_heads=num_heads,
@@ -224,7 +233,7 @@ def multihead_gru(
         >>> cell.init(jax.random.key(0), 8).recurrent_kernel.shape
         (4, 16, 48)
     """
-    _check_heads(hidden_size, num_heads)
+    check_heads(hidden_size, num_heads)
     Hh = hidden_size // num_heads
     NH = num_heads
 
@@ -236,9 +245,11 @@ def multihead_gru(
             recurrent_bias=params.recurrent_bias.reshape(NH, 3 * Hh),
         )
 
-    return _multihead(
+    head = gru(Hh)
+    return multihead_cell(
         name="multihead_gru",
-        head_cell=gru(Hh),
+        head_gates=head.gates,
+        head_state=head.initial_state,
         head_params=head_params,
         hidden_size=hidden_size,
         num_heads=num_heads,
@@ -272,15 +283,17 @@ def multihead_simple(
         >>> cell.init(jax.random.key(0), 8).recurrent_kernel.shape
         (2, 16, 16)
     """
-    _check_heads(hidden_size, num_heads)
+    check_heads(hidden_size, num_heads)
     Hh = hidden_size // num_heads
 
     def head_params(params):
         return SimpleParams(kernel=None, recurrent_kernel=params.recurrent_kernel, bias=None)
 
-    return _multihead(
+    head = simple(Hh, activation=activation)
+    return multihead_cell(
         name="multihead_simple",
-        head_cell=simple(Hh, activation=activation),
+        head_gates=head.gates,
+        head_state=head.initial_state,
         head_params=head_params,
         hidden_size=hidden_size,
         num_heads=num_heads,
@@ -299,6 +312,7 @@ __all__ = [
     "MultiHeadParams",
     "block_diagonal",
     "merge_heads",
+    "multihead_cell",
     "multihead_gru",
     "multihead_lstm",
     "multihead_simple",

@@ -18,9 +18,11 @@ from rnn_jax.cells.lstm import lstm
 from rnn_jax.cells.mgu import mgu
 from rnn_jax.cells.min_gru import min_gru
 from rnn_jax.cells.min_lstm import min_lstm
+from rnn_jax.cells.mlstm import mlstm
 from rnn_jax.cells.multihead import multihead_gru, multihead_lstm, multihead_simple
 from rnn_jax.cells.rg_lru import rg_lru
 from rnn_jax.cells.simple import simple
+from rnn_jax.cells.slstm import slstm
 
 CELLS: Mapping[str, Callable[..., Cell]] = MappingProxyType(
     {
@@ -36,6 +38,8 @@ CELLS: Mapping[str, Callable[..., Cell]] = MappingProxyType(
         "multihead_simple": multihead_simple,  # the multi-head cells need num_heads=...
         "multihead_lstm": multihead_lstm,
         "multihead_gru": multihead_gru,
+        "slstm": slstm,  # num_heads=1 unless given
+        "mlstm": mlstm,
     }
 )
 

@@ -65,6 +65,16 @@ def bits_per_char(logits: jax.Array, labels: jax.Array, mask: jax.Array) -> Sums
     return total / math.log(2.0), weight
 
 
+def nonblank(metric):
+    """``metric`` over the positions whose label is not class 0, the blank (the recall steps
+    of copy memory, where every other target is the blank)."""
+
+    def restricted(predictions: jax.Array, labels: jax.Array, mask: jax.Array) -> Sums:
+        return metric(predictions, labels, jnp.asarray(mask) * (labels != 0))
+
+    return restricted
+
+
 LOSSES = {"mse": mse, "cross_entropy": cross_entropy}
 METRICS = {
     "mse": mse,
@@ -72,7 +82,11 @@ METRICS = {
     "bits_per_char": bits_per_char,
     "accuracy": accuracy,
     "sequence_accuracy": sequence_accuracy,
+    "nonblank_cross_entropy": nonblank(cross_entropy),
+    "nonblank_accuracy": nonblank(accuracy),
 }
+# The metrics that score the model's outputs (logits or values), never decoded ids.
+ON_OUTPUTS = frozenset({"mse", "cross_entropy", "bits_per_char", "nonblank_cross_entropy"})
 
 
 def finish(sums: dict[str, Sums]) -> dict[str, float]:

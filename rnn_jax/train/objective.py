@@ -8,7 +8,7 @@ from typing import Any, NamedTuple
 import jax
 
 from rnn_jax.train import tbptt
-from rnn_jax.train.losses import LOSSES, METRICS
+from rnn_jax.train.losses import LOSSES, METRICS, ON_OUTPUTS
 
 
 class Objective(NamedTuple):
@@ -79,7 +79,7 @@ def supervised(
             source, _ = batch.inputs
             predictions = decode(params, source, batch.length, batch.targets.shape[0])
         for name in metrics:
-            scored = outputs if name in LOSSES or name == "bits_per_char" else predictions
+            scored = outputs if name in ON_OUTPUTS else predictions
             sums[name] = METRICS[name](scored, batch.targets, batch.mask)
         return sums, carry
 

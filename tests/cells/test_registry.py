@@ -16,7 +16,9 @@ def test_each_name_builds_the_cell_of_that_name(name):
 
 
 def test_an_unknown_name_is_refused_with_the_known_ones():
-    with pytest.raises(ValueError, match=r"cell must be one of \['gru', .*'simple'\]; got 'nope'"):
+    with pytest.raises(
+        ValueError, match=r"cell must be one of \['gru', .*'simple', 'slstm'\]; got 'nope'"
+    ):
         cell_factory("nope")
 
 

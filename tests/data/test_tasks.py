@@ -27,14 +27,29 @@ def test_training_batches_depend_only_on_seed_and_step():
 
 
 def test_copy_memory_recalls_the_first_symbols_after_the_delimiter():
+    """Bai et al.'s copy memory: the delimiter in the last 11 steps, the loss over all steps."""
     task = rj.data.copy_memory(length=20, symbols=8, memorize=10)
     batch = task.train.batch(0, 4, seed=0)
     assert batch.inputs.shape == (40, 4, 10) and batch.targets.shape == (40, 4)
     shown = batch.inputs.argmax(-1)
     np.testing.assert_array_equal(batch.targets[-10:], shown[:10])
-    assert np.all(shown[29] == 9)  # the delimiter, T - 1 blanks after the symbols
-    assert np.all(batch.mask[:-10] == 0) and np.all(batch.mask[-10:] == 1)
-    assert task.baselines["memoryless"]["cross_entropy"] == pytest.approx(np.log(8))
+    assert np.all(shown[10:29] == 0) and np.all(shown[29:] == 9)  # T - 1 blanks, delimiters
+    assert np.all(batch.targets[:-10] == 0) and np.all(batch.mask == 1)
+    memoryless = task.baselines["memoryless"]
+    assert memoryless["nonblank_cross_entropy"] == pytest.approx(np.log(8))
+    assert memoryless["cross_entropy"] == pytest.approx(10 * np.log(8) / 40)
+
+
+def test_nonblank_metrics_score_only_the_recall_steps():
+    labels = np.array([[0, 3], [2, 0]])
+    logits = np.zeros((2, 2, 4), np.float32)
+    logits[1, 0, 2] = 5.0  # right at one recall step, a uniform guess at the other
+    objective_metrics = rj.train.losses.METRICS
+    right, counted = objective_metrics["nonblank_accuracy"](logits, labels, np.ones((2, 2)))
+    assert (float(right), float(counted)) == (1.0, 2.0)
+    total, _ = objective_metrics["nonblank_cross_entropy"](logits, labels, np.ones((2, 2)))
+    expected = -np.log(np.exp(5) / (np.exp(5) + 3)) + np.log(4)
+    assert float(total) == pytest.approx(expected, rel=1e-5)
 
 
 def test_array_split_batches_cover_every_row_once_with_one_shape():
