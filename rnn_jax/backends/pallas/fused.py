@@ -26,8 +26,8 @@ that precision and accumulate in float32, as the ``sequential`` backend does
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from functools import partial
+from dataclasses import dataclass, replace
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import jax
@@ -612,35 +612,36 @@ def fused_scan(cell: Cell, params: Any, problem: Problem, options: FusedOptions)
 
 def fused_refusal(cell: Cell, problem: Problem, options: FusedOptions) -> str | None:
     """Why the fused kernel cannot run ``cell`` on ``problem`` (shapes only), or None: an
-    operation the lane tiles cannot express, or, on a GPU or TPU default device, a launch
-    over the chip's budget."""
+    operation the lane tiles cannot express, or, on a GPU or TPU default device, a forward
+    launch over the chip's budget (a backward one is refused when it is lowered)."""
+    spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
+    carry = jax.tree.map(spec, problem.initial_state)
+    sizes = Sizes(
+        num_heads=0,
+        steps=problem.steps,
+        batch=problem.batch,
+        reverse=problem.reverse,
+        has_valid=problem.valid is not None,
+        has_starts=problem.starts is not None,
+        unroll=1,
+    )
+    return _refusal(cell, spec(problem.xs), carry, sizes, options, jax.default_backend())
+
+
+@lru_cache(maxsize=256)
+def _refusal(cell: Cell, xs, carry, sizes: Sizes, options: FusedOptions, platform: str):
     heads = head_view(cell)
-    params = jax.eval_shape(lambda: cell.init(jax.random.key(0), problem.xs.shape[-1]))
-    xp = jax.eval_shape(cell.project, params, problem.xs)
+    params = jax.eval_shape(lambda: cell.init(jax.random.key(0), xs.shape[-1]))
     hp = jax.eval_shape(heads.head_params, params)
     W = jax.eval_shape(jax.vmap(heads.gates.kernel), hp)
-    step = trace_step(
-        heads.gates,
-        W,
-        hp,
-        jax.eval_shape(heads.to_heads, xp),
-        jax.eval_shape(heads.to_heads, problem.initial_state),
-    )
+    xp = jax.eval_shape(heads.to_heads, jax.eval_shape(cell.project, params, xs))
+    step = trace_step(heads.gates, W, hp, xp, jax.eval_shape(heads.to_heads, carry))
     for target in TARGETS.values():
         reason = check_tiles(step, target)
         if reason:
             return reason
-    platform = jax.default_backend()
     if platform in TARGETS:
-        sizes = Sizes(
-            num_heads=W.shape[0],
-            steps=problem.steps,
-            batch=problem.batch,
-            reverse=problem.reverse,
-            has_valid=problem.valid is not None,
-            has_starts=problem.starts is not None,
-            unroll=1,
-        )
+        sizes = replace(sizes, num_heads=W.shape[0])
         launch = plan_launch(step, sizes, TARGETS[platform], options, backward=False)
         if isinstance(launch, str):
             return launch

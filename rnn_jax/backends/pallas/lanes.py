@@ -273,6 +273,8 @@ def _run(jaxpr: jex.Jaxpr, lanes: Lanes, args: Sequence[Tiled]) -> list[Tiled]:
         outs = [a.aval for a in eqn.outvars]
         if name in _CALLS:
             results = _run_call(eqn, lanes, invals)
+        elif name in _SHARDING:  # a value's placement across devices: nothing in one kernel
+            results = invals
         elif name in _ELEMENTWISE:
             results = [_elementwise(eqn, lanes, invals, outs[0])]
         elif name in _RULES:
@@ -306,13 +308,15 @@ def _run_call(eqn, lanes: Lanes, invals):
 
 
 _ELEMENTWISE_NAMES = """
-    abs acos acosh add add_any and asin asinh atan atan2 atanh cbrt ceil clamp
+    abs acos acosh add add_any and asin asinh atan atan2 atanh cbrt ceil clamp clz conj
     convert_element_type copy copy_p cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1
-    floor ge gt integer_pow is_finite le lgamma log log1p logistic lt max min mul ne neg
-    nextafter not or pow reduce_precision rem round rsqrt select_n shift_left
-    shift_right_arithmetic shift_right_logical sign sin sinh sqrt square sub tan tanh xor
+    floor ge gt integer_pow is_finite le lgamma log log1p log2 logistic lt max min mul ne neg
+    nextafter not one_minus_square or population_count pow reduce_precision rem round rsqrt
+    select_n shift_left shift_right_arithmetic shift_right_logical sign sin sinh sqrt square sub
+    tan tanh xor
 """
 _ELEMENTWISE = frozenset(_ELEMENTWISE_NAMES.split())
+_SHARDING = frozenset({"reshard", "sharding_constraint", "mesh_cast"})
 
 
 def _elementwise(eqn, lanes: Lanes, invals: Sequence[Tiled], out) -> Tiled:

@@ -155,10 +155,14 @@ def tpu_interpret_params() -> Any:
 
 
 def cpu_target(interpret: str) -> Target:
-    """The target a CPU interprets: ``"gpu"`` (plain interpret mode) or ``"tpu"``."""
+    """The target a CPU interprets: ``"gpu"`` (plain interpret mode) or ``"tpu"``.
+
+    The GPU's tiles in interpret mode are as wide as the cell's arrays allow
+    (not capped at 128 lanes): the same tiles as on the GPU up to 128 lanes,
+    and fewer, wider ones beyond, which a CPU runs faster."""
     if interpret == "tpu":
         return TPU.interpreted(tpu_interpret_params())
-    return GPU.interpreted()
+    return replace(GPU, max_lanes=1 << 20).interpreted()
 
 
 def on_each_platform(build: Callable[[Target], Callable], interpret: str, *args):
