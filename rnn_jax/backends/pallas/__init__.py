@@ -1,10 +1,14 @@
-"""The ``pallas`` backend: Pallas kernels for GPU and TPU (``interpret=True`` elsewhere, for tests).
+"""The ``pallas`` backend: Pallas kernels for GPU (Triton) and TPU (Mosaic), interpreted on CPUs.
 
 - `fused`: the fused recurrent kernel for cells with `Gates` (LSTM, GRU, Elman
   and their block-diagonal multi-head forms): time loop inside the kernel,
-  recurrent blocks on chip, a reverse-time backward kernel via ``custom_vjp``.
+  recurrent blocks on chip, a reverse-time backward kernel via ``custom_vjp``;
+  its bodies in `fused_kernels`, the cell's step as jaxprs in `step_jaxprs`,
+  evaluated on lane tiles by `lanes`.
 - `linear_scan`: ``h_t = a_t * h_{t-1} + b_t`` over time blocks for cells with
   a `LinearRecurrence`, and its reverse-scan backward.
+- `targets`: the GPU, TPU and CPU targets and the choice among them at
+  lowering time.
 - `backend`: the backend's ``supports`` and ``run``; this package is callable
   as its factory, ``rj.backends.pallas(block_time=64)``.
 """

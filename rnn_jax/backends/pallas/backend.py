@@ -1,20 +1,22 @@
 """The ``pallas`` backend: the fused recurrent kernel or the linear-scan kernel, per cell.
 
 - Cells with a `LinearRecurrence` (minGRU, minLSTM, LRU, RG-LRU) run the
-  linear-scan kernel: only elementwise work per step, over time blocks.
+  linear-scan kernel: only elementwise work per step.
 - Cells with `Gates` and a projection (LSTM, GRU, Elman, the multi-head
   cells) run the fused recurrent kernel: one program per (head, batch tile)
   with that head's block of the recurrent matrix on chip.
-- Other cells are refused by ``supports``, in words.
+- Other cells, and shapes over a chip's budget, are refused by ``supports``,
+  in words.
 
-On GPU and TPU the kernels are compiled; elsewhere (CPU) they run with
-``interpret=True``, which is for tests: ``backend="auto"`` never picks
+Each kernel is chosen by the platform the program is lowered for
+(`rnn_jax.backends.pallas.targets`): Triton on CUDA GPUs, Mosaic on TPU,
+interpret mode on a CPU, which is for tests: ``backend="auto"`` never picks
 ``pallas`` without measurements showing it faster on the platform.
 
 Example:
     >>> cell = rj.gru(16)
     >>> params = cell.init(jax.random.key(0), 8)
-    >>> tuned = rj.backends.pallas(block_time=64)      # or backend="pallas" for the defaults
+    >>> tuned = rj.backends.pallas(block_time=16)      # or backend="pallas" for the defaults
     >>> carry, ys = rj.scan(cell, params, jnp.ones((10, 4, 8)), backend=tuned)
 """
 
@@ -25,11 +27,11 @@ from functools import cache, partial
 import jax
 
 from rnn_jax.backends.contract import Backend, Problem
-from rnn_jax.backends.pallas.fused import fused_scan
-from rnn_jax.backends.pallas.linear_scan import LinearScanOptions, linear_cell_scan
-from rnn_jax.backends.pallas.platform import check_block
+from rnn_jax.backends.pallas.fused import WEIGHTS, FusedOptions, fused_refusal, fused_scan
+from rnn_jax.backends.pallas.linear_scan import LinearOptions, linear_cell_scan
 
 KERNELS = ("auto", "fused", "linear")
+INTERPRET = ("gpu", "tpu")
 
 
 def kernel_for(cell, kernel: str) -> str | None:
@@ -41,7 +43,7 @@ def kernel_for(cell, kernel: str) -> str | None:
     return None
 
 
-def supports(cell, problem: Problem, *, kernel: str) -> str | None:
+def supports(cell, problem: Problem, *, kernel: str, fused: FusedOptions) -> str | None:
     chosen = kernel_for(cell, kernel)
     if chosen is None:
         wanted = {
@@ -52,24 +54,20 @@ def supports(cell, problem: Problem, *, kernel: str) -> str | None:
         return f"it has no {wanted}"
     if chosen == "linear" and jax.tree.structure(problem.initial_state).num_leaves != 1:
         return "the linear-scan kernel needs a carry that is one array h [*batch, H]"
-    if chosen == "fused" and problem.valid is not None and problem.length is None:
-        return "the fused kernel takes lengths (right padding), not masks with holes"
-    if chosen == "fused" and problem.starts is not None:
-        return "the fused kernel does not restart its carry (resets)"
+    if chosen == "fused":
+        return fused_refusal(cell, problem, fused)
     return None
 
 
-def run(cell, params, problem: Problem, *, kernel, block_batch, block_time, options):
+def run(cell, params, problem: Problem, *, kernel, fused: FusedOptions, linear: LinearOptions):
     if kernel_for(cell, kernel) == "linear":
-        return linear_cell_scan(cell, params, problem, options=options)
-    return fused_scan(
-        cell,
-        params,
-        problem,
-        block_batch=block_batch,
-        block_time=block_time,
-        interpret=options.interpret,
-    )
+        return linear_cell_scan(cell, params, problem, linear)
+    return fused_scan(cell, params, problem, fused)
+
+
+def _check_block(name: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise ValueError(f"{name} must be a positive int or None; got {value!r}")
 
 
 @cache
@@ -79,7 +77,8 @@ def configure(
     block_batch: int | None = None,
     block_time: int | None = None,
     block_features: int | None = None,
-    interpret: bool | None = None,
+    weights: str = "auto",
+    interpret: str = "gpu",
 ) -> Backend:
     """A configured ``pallas`` backend.
 
@@ -87,32 +86,43 @@ def configure(
         kernel: ``"auto"`` (the linear-scan kernel for cells with ``linear``,
             else the fused kernel for cells with ``gates``), ``"fused"`` or
             ``"linear"``.
-        block_batch: rows per batch tile (the batch is padded to a multiple);
-            None: the platform default (the whole batch in interpret mode, 16 on
-            GPU, up to 128 on TPU).
-        block_time: steps per time block, streamed through one program in
-            turn while the carry stays on chip (TPU and interpret mode; on GPU
-            one block covers the sequence). None: the platform default.
-        block_features: features per tile of the linear-scan kernel.
-        interpret: run the kernels with ``interpret=True``; None: only when the
-            default platform is neither GPU nor TPU.
+        block_batch: batch rows per program (the batch is padded to a
+            multiple); None: the target's default (GPU: 16 for the fused
+            kernel, a power of two up to 8 for the linear scan; TPU: the
+            batch rounded up to 8, up to 128 or 64).
+        block_time: steps per time block on TPU, where time blocks stream
+            through one program in turn (on GPU one block covers the
+            sequence); None: the longest that fits the VMEM limit.
+        block_features: lanes per program of the linear-scan kernel.
+        weights: the fused kernel's recurrent block on GPU: ``"resident"``
+            (loaded once, held on chip), ``"streamed"`` (its tiles read from
+            L2 every step) or ``"auto"`` (resident when it fits in shared
+            memory beside the step's values).
+        interpret: which target's kernel a CPU runs in interpret mode:
+            ``"gpu"`` (Triton's tiling) or ``"tpu"`` (Mosaic's, under TPU
+            interpret mode, which also checks out-of-bounds reads,
+            uninitialised memory and the order of the grid).
 
     The ``unroll`` argument of `rj.scan` unrolls the fused kernel's in-kernel
     time loop (within a time block); the linear-scan kernel ignores it.
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"kernel must be one of {KERNELS}; got {kernel!r}")
+    for name, value, allowed in (
+        ("kernel", kernel, KERNELS),
+        ("weights", weights, WEIGHTS),
+        ("interpret", interpret, INTERPRET),
+    ):
+        if value not in allowed:
+            raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
     for name, value in (
         ("block_batch", block_batch),
         ("block_time", block_time),
         ("block_features", block_features),
     ):
-        check_block(name, value)
-    options = LinearScanOptions(block_batch, block_time, block_features, interpret)
+        _check_block(name, value)
+    fused = FusedOptions(block_batch, block_time, weights, interpret)
+    linear = LinearOptions(block_batch, block_time, block_features, interpret)
     return Backend(
         "pallas",
-        partial(supports, kernel=kernel),
-        partial(
-            run, kernel=kernel, block_batch=block_batch, block_time=block_time, options=options
-        ),
+        partial(supports, kernel=kernel, fused=fused),
+        partial(run, kernel=kernel, fused=fused, linear=linear),
     )

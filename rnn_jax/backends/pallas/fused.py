@@ -1,467 +1,513 @@
 """The fused recurrent kernel: the time loop inside the kernel, the recurrent block on chip.
 
-One program per (head, batch tile) loads its head's ``[R, G*H]`` block of the
-recurrent matrix once and runs the whole time loop
-``hu = fed_back(carry) @ W; carry, y = combine(params, carry, xp_t, hu)``
-with the cell's own `Gates` functions traced into the kernel body, so any
-cell with `Gates` (LSTM with peepholes, projection or layer norm, GRU, Elman,
-the multi-head cells) runs without a line of cell-specific kernel code.
+One program per (head, batch tile) runs ``hu = fed_back(carry) @ W; carry,
+y = combine(params, carry, xp_t, hu)`` over its sequence with the cell's
+own `Gates` functions traced into the body (`fused_kernels`), so any cell
+with `Gates` (LSTM with peepholes, projection or layer norm, GRU, Elman,
+the multi-head cells) runs without cell-specific kernel code. Valid-step
+masks (lengths, or holes) and restarts (resets) are applied per step inside
+the kernel, exactly as `rnn_jax.backends.masking` defines them.
 
-The backward pass is a second, reverse-time kernel joined by ``custom_vjp``:
-it recomputes each step from the stored carries, takes ``jax.vjp`` of the
-cell's ``combine`` inside the kernel and returns the gradients with respect
-to the projected inputs, the initial carry and ``combine``'s own parameters
-(accumulated over time), plus ``d hu`` for every step; the recurrent
-weights' gradient is then one large matmul outside the kernel,
+The backward pass is a second, reverse-time kernel joined by ``custom_vjp``;
+the recurrent weights' gradient is then one large matmul outside the kernel,
 ``dW = sum_t fed_back(carry_t)^T @ d hu_t``.
 
-Precision: the carry is float32 (the cell's own carry dtype). With
+Each platform gets its own launch (`plan_launch`: block sizes checked
+against the chip's budget before lowering), chosen when the program is
+lowered (`targets.on_each_platform`); every variant pads inside and slices
+back, so all return the same shapes.
+
+Precision: the carry is float32 (the cell's carry dtype). With
 low-precision (bf16/fp16) weights the recurrent matmuls take their inputs in
 that precision and accumulate in float32, as the ``sequential`` backend does
 (and FlashRNN and cuDNN); float32 weights multiply in float32.
-
-Lengths follow `rnn_jax.backends.masking`: step ``t`` of a sequence counts iff
-``t < length``; otherwise the carry passes through and the output is zero.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, replace
+from functools import lru_cache, partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.experimental import pallas as pl
 
 from rnn_jax.backends.contract import Problem
-from rnn_jax.backends.jaxprs import leaves_read
 from rnn_jax.backends.numerics import is_low_precision
+from rnn_jax.backends.pallas.fused_kernels import (
+    FusedBlocks,
+    Launch,
+    backward_kernel,
+    forward_kernel,
+)
 from rnn_jax.backends.pallas.heads import head_view
-from rnn_jax.backends.pallas.platform import compiler_params, platform, resolve_interpret, tiling
+from rnn_jax.backends.pallas.lanes import (
+    Unsupported,
+    choose_lanes,
+    evaluate,
+    from_lanes,
+    to_lanes,
+    zeros,
+)
+from rnn_jax.backends.pallas.step_jaxprs import Leaf, StepJaxprs, trace_step
+from rnn_jax.backends.pallas.targets import (
+    KIB,
+    TARGETS,
+    Target,
+    on_each_platform,
+    refused,
+    round_up,
+)
 from rnn_jax.cells.base import Cell, Gates
 
-
-class _Leaves(NamedTuple):
-    """A flattened pytree whose leaves share leading axes: its structure and per-leaf tails."""
-
-    treedef: Any
-    tails: tuple[tuple[int, ...], ...]  # the shape after the leading axes
-    dtypes: tuple[Any, ...]
+f32 = jnp.float32
+WEIGHTS = ("auto", "resident", "streamed")
+FOUR_WARPS_REGISTERS = 4 * 32 * 255 * 4  # bytes: 4 warps of 32 threads, 255 registers each
 
 
-def _describe(tree, lead: int) -> _Leaves:
-    leaves, treedef = jax.tree.flatten(tree)
-    return _Leaves(
-        treedef,
-        tuple(tuple(x.shape[lead:]) for x in leaves),
-        tuple(jnp.dtype(x.dtype) for x in leaves),
-    )
+@dataclass(frozen=True)
+class FusedOptions:
+    """What a user may set (see `rnn_jax.backends.pallas.configure`)."""
+
+    block_batch: int | None = None
+    block_time: int | None = None
+    weights: str = "auto"
+    interpret: str = "gpu"
 
 
-def _at_least_2d(tail: tuple[int, ...]) -> tuple[int, ...]:
-    """A parameter leaf's per-head shape as stored for the kernel (TPU blocks want 2 dims)."""
-    return (1,) * (2 - len(tail)) + tail if len(tail) < 2 else tail
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes of one call: heads, steps, batch, whether masks and restarts come."""
 
-
-def _index_map(*prefix):
-    """An index map ``(n, b, j) -> (*prefix(n, b, j), 0, ..., 0)`` for a block of given rank."""
-
-    def make(rank: int):
-        zeros = (0,) * (rank - len(prefix))
-
-        def index(n, b, j):
-            return tuple(p(n, b, j) for p in prefix) + zeros
-
-        return index
-
-    return make
-
-
-_HEAD = lambda n, b, j: n  # noqa: E731
-_BATCH = lambda n, b, j: b  # noqa: E731
-
-
-def _time_block(descending: bool, blocks: int):
-    if descending:
-        return lambda n, b, j: blocks - 1 - j
-    return lambda n, b, j: j
-
-
-def _recurrent_matmul(fed: jax.Array, W: jax.Array) -> jax.Array:
-    """``fed @ W``; low-precision (bf16/fp16) weights multiply in their precision with
-    float32 accumulation (as the ``sequential`` backend does), others promote."""
-    if is_low_precision(W.dtype):
-        return jax.lax.dot(fed.astype(W.dtype), W, preferred_element_type=jnp.float32)
-    return fed @ W
-
-
-def _mask(valid: jax.Array, leaf: jax.Array) -> jax.Array:
-    """``valid [bb, 1]`` shaped to broadcast against ``leaf [bb, ...]``.
-
-    Kept two-dimensional for the common ``[bb, H]`` leaves (TPU tiles are 2-D).
-    """
-    if leaf.ndim == 2:
-        return valid
-    if leaf.ndim == 1:
-        return valid[:, 0]
-    return valid.reshape(valid.shape + (1,) * (leaf.ndim - 2))
-
-
-class _Static(NamedTuple):
-    gates: Gates
-    hp: _Leaves  # every head-param leaf (per head)
-    used: tuple[bool, ...]
-    xp: _Leaves  # per (time, batch) row
-    carry: _Leaves  # per batch row
-    y: _Leaves  # per (time, batch) row
     num_heads: int
-    rows: int  # R
-    width: int  # G*H
-    block_batch: int
-    block_time: int
-    batch_blocks: int
-    time_blocks: int
+    steps: int
+    batch: int
     reverse: bool
-    has_length: bool
-    interpret: bool
+    has_valid: bool
+    has_starts: bool
     unroll: int
 
 
-def _build_params(s: _Static, used_values):
-    """The per-head params pytree inside a kernel: used leaves from refs, scalars elsewhere."""
-    values = iter(used_values)
-    leaves = []
-    for used, tail, dtype in zip(s.used, s.hp.tails, s.hp.dtypes, strict=True):
-        leaves.append(next(values).reshape(tail) if used else jnp.zeros((), dtype))
-    return jax.tree.unflatten(s.hp.treedef, leaves)
+# ----------------------------------------------------------------------------- budgets
 
 
-def _param_specs(s: _Static) -> list[pl.BlockSpec]:
-    specs = []
-    for used, tail in zip(s.used, s.hp.tails, strict=True):
-        if used:
-            stored = _at_least_2d(tail)
-            specs.append(pl.BlockSpec((None, *stored), _index_map(_HEAD)(1 + len(stored))))
-    return specs
+def _elements(lanes, leaf: Leaf) -> int:
+    return math.prod(lanes.stored(leaf.tail))
 
 
-def _sequence_spec(s: _Static, tail, descending: bool) -> pl.BlockSpec:
-    """A ``[NH, T, B, *tail]`` array in blocks ``(time block, batch tile)`` per program."""
-    return pl.BlockSpec(
-        (None, s.block_time, s.block_batch, *tail),
-        _index_map(_HEAD, _time_block(descending, s.time_blocks), _BATCH)(3 + len(tail)),
+def _bytes(lanes, leaves, dtype=None) -> int:
+    return sum(_elements(lanes, x) * jnp.dtype(dtype or x.dtype).itemsize for x in leaves)
+
+
+class _Footprint(NamedTuple):
+    """Bytes one program keeps: per row and step (``live``), and once (``fixed``)."""
+
+    live: int  # the carry, a step's inputs, pre-activations, outputs (and cotangents)
+    carry: int  # one carry, float32
+    weights: int  # the recurrent block
+    weight_tile: int  # one tile of it
+    params: int  # combine's parameters (and their float32 gradient sums)
+
+
+def _footprint(step: StepJaxprs, lanes, backward: bool) -> _Footprint:
+    hu = Leaf((step.weights.tail[1],), f32)
+    carry = _bytes(lanes, step.carry, f32)
+    xp, pre, y = _bytes(lanes, step.xp), _bytes(lanes, [hu]), _bytes(lanes, step.y)
+    copies = 2 if backward else 1  # the backward holds each value and its cotangent
+    params = _bytes(lanes, step.params) + (_bytes(lanes, step.params, f32) if backward else 0)
+    itemsize = step.weights.dtype.itemsize
+    weights = _elements(lanes, step.weights) * itemsize
+    tile = lanes.width * lanes.width * itemsize
+    return _Footprint(copies * (carry + xp + pre) + y, carry, weights, tile, params)
+
+
+def _gpu_blocks(target, sizes, options, rows, lanes, need: _Footprint):
+    """One time block; the recurrent block resident when it fits in shared memory beside the
+    step's values, else read tile by tile every step; 8 warps once the step's values need
+    more registers than 4 warps have (255 per thread)."""
+    state = rows * need.live + need.params
+    num_warps = 4 if state <= FOUR_WARPS_REGISTERS // 2 else 8
+    if options.weights == "auto":
+        resident = need.weights + state <= target.shared_bytes
+    else:
+        resident = options.weights == "resident"
+    held = state + (need.weights if resident else need.weight_tile)
+    what = "the carry, a step's inputs, pre-activations and outputs" + (
+        " and the recurrent block" if resident else " and a tile of the recurrent block"
+    )
+    blocks = FusedBlocks(rows, max(sizes.steps, 1), lanes, resident, num_warps)
+    return blocks, held, what
+
+
+def _tpu_blocks(target, sizes, options, rows, lanes, need: _Footprint):
+    """Every block double-buffered in VMEM; the longest time block (up to 32 steps) that fits."""
+    masks = 2 * 128 * 4  # two [rows, 1] int32 masks per step, each padded to 128 lanes
+    per_step = need.live + need.carry + masks  # and the stored carry
+    candidates = [options.block_time] if options.block_time else [32, 16, 8, 4, 2, 1]
+    steps = max(sizes.steps, 1)
+    held = {
+        bt: 2 * (need.weights + need.params + rows * (4 * need.carry + bt * per_step))
+        for bt in candidates
+        if bt <= steps or options.block_time
+    }
+    fitting = [bt for bt, n in held.items() if n <= target.on_chip_bytes]
+    block_time = max(fitting) if fitting else min(held)
+    what = f"blocks of {block_time} steps, double-buffered, and the recurrent block"
+    return FusedBlocks(rows, block_time, lanes, True), held[block_time], what
+
+
+def plan_launch(
+    step: StepJaxprs, sizes: Sizes, target: Target, options: FusedOptions, *, backward: bool
+):
+    """The `Launch` of the fused kernel's forward (or ``backward``) pass on ``target``, or
+    the reason it cannot fit there, computed from the block shapes.
+
+    GPU: one program (one SM) holds, for its rows, the carry, a step's
+    inputs, pre-activations and outputs (the backward also their
+    cotangents) and the recurrent block or one tile of it: within 227 KB of
+    shared memory and a 256 KB register file (an H100/H200, sm_90). TPU:
+    every block double-buffered in the kernel's VMEM limit.
+    """
+    rows = target.rows(sizes.batch, options.block_batch)
+    reason = target.check_rows(rows)
+    if reason:
+        return reason
+    lanes = choose_lanes(
+        step.feature_sizes(),
+        rows=rows,
+        width_of=target.lane_width,
+        max_width=target.max_lanes,
+        min_dot=target.min_dot,
+    )
+    need = _footprint(step, lanes, backward)
+    plan = _tpu_blocks if target.sequential_time else _gpu_blocks
+    blocks, held, what = plan(target, sizes, options, rows, lanes, need)
+    if held > target.on_chip_bytes and target.interpret is False:
+        kind = "backward" if backward else "forward"
+        return (
+            f"on {target.name.upper()} one program of the {kind} pass would hold "
+            f"{held / KIB:.0f} KB ({what}, for {rows} rows), over the "
+            f"{target.on_chip_bytes / KIB:.0f} KB it has; use smaller heads (a multi-head "
+            "cell) or another backend"
+        )
+    padded_time = round_up(max(sizes.steps, 1), blocks.block_time)
+    return Launch(
+        step=step,
+        target=target,
+        blocks=blocks,
+        num_heads=sizes.num_heads,
+        padded_time=padded_time,
+        padded_batch=round_up(max(sizes.batch, 1), rows),
+        reverse=sizes.reverse,
+        has_valid=sizes.has_valid or padded_time != sizes.steps,
+        has_starts=sizes.has_starts,
+        unroll=min(sizes.unroll, blocks.block_time),
     )
 
 
-def _state_spec(s: _Static, tail) -> pl.BlockSpec:
-    """A ``[NH, B, *tail]`` array in batch tiles; the same block for every time block."""
-    return pl.BlockSpec((None, s.block_batch, *tail), _index_map(_HEAD, _BATCH)(2 + len(tail)))
+def check_tiles(step: StepJaxprs, target: Target) -> str | None:
+    """Why the step's functions cannot run on ``target``'s lane tiles, or None (traced, not run)."""
+    lanes = choose_lanes(
+        step.feature_sizes(),
+        rows=target.row_multiple,
+        width_of=target.lane_width,
+        max_width=target.max_lanes,
+        min_dot=target.min_dot,
+    )
+
+    def run():
+        for jaxpr in (step.fed_back, step.combine, step.combine_vjp, step.fed_back_vjp):
+            args = [zeros(v.aval.shape, v.aval.dtype, lanes) for v in jaxpr.jaxpr.invars]
+            evaluate(jaxpr, lanes, *args)
+
+    try:
+        jax.eval_shape(run)
+    except Unsupported as exc:
+        return f"on {target.name.upper()} tiles: {exc}"
+    return None
 
 
-def _grid(s: _Static) -> tuple[int, int, int]:
-    return (s.num_heads, s.batch_blocks, s.time_blocks)
+# ----------------------------------------------------------------------------- layouts
 
 
-# ----------------------------------------------------------------------------- forward
+def _pad_axis(x, axis: int, size: int, fill=0):
+    if x.shape[axis] == size:
+        return x
+    widths = [(0, 0)] * x.ndim
+    widths[axis] = (0, size - x.shape[axis])
+    return jnp.pad(x, widths, constant_values=fill)
 
 
-def _forward_call(s: _Static, W, hp_used, xp, c0, lengths, *, save_states: bool):
-    """Runs the forward kernel; returns ``(cT, ys, states or None)`` as leaf lists."""
-    n_hp, n_xp, n_c, n_y = len(hp_used), len(xp), len(c0), len(s.y.tails)
-    descending = s.reverse
-    T_pad, B_pad = s.time_blocks * s.block_time, s.batch_blocks * s.block_batch
-
-    def kernel(*refs):
-        refs = list(refs)
-        w_ref = refs.pop(0)
-        hp_refs = [refs.pop(0) for _ in range(n_hp)]
-        xp_refs = [refs.pop(0) for _ in range(n_xp)]
-        c0_refs = [refs.pop(0) for _ in range(n_c)]
-        len_ref = refs.pop(0) if s.has_length else None
-        cT_refs = [refs.pop(0) for _ in range(n_c)]
-        y_refs = [refs.pop(0) for _ in range(n_y)]
-        st_refs = [refs.pop(0) for _ in range(n_c)] if save_states else []
-
-        j = pl.program_id(2)
-
-        @pl.when(j == 0)
-        def _start():
-            for src, dst in zip(c0_refs, cT_refs, strict=True):
-                dst[...] = src[...]
-
-        W = w_ref[...]
-        hp = _build_params(s, [r[...] for r in hp_refs])
-        length = len_ref[...] if s.has_length else None  # [bb, 1]
-        block = (s.time_blocks - 1 - j) if descending else j
-        t0 = block * s.block_time
-
-        def body(i, carry_leaves):
-            local = (s.block_time - 1 - i) if descending else i
-            if save_states:
-                for ref, c in zip(st_refs, carry_leaves, strict=True):
-                    ref[local] = c
-            carry = jax.tree.unflatten(s.carry.treedef, carry_leaves)
-            xp_t = jax.tree.unflatten(s.xp.treedef, [r[local] for r in xp_refs])
-            hu = _recurrent_matmul(s.gates.fed_back(carry), W)
-            new, y = s.gates.combine(hp, carry, xp_t, hu)
-            new_leaves = [
-                n.astype(c.dtype) for n, c in zip(jax.tree.leaves(new), carry_leaves, strict=True)
-            ]
-            y_leaves = jax.tree.leaves(y)
-            if length is not None:
-                valid = (t0 + local) < length
-                new_leaves = [
-                    jnp.where(_mask(valid, n), n, c)
-                    for n, c in zip(new_leaves, carry_leaves, strict=True)
-                ]
-                y_leaves = [jnp.where(_mask(valid, v), v, jnp.zeros_like(v)) for v in y_leaves]
-            for ref, v in zip(y_refs, y_leaves, strict=True):
-                ref[local] = v.astype(ref.dtype)
-            return new_leaves
-
-        final = jax.lax.fori_loop(0, s.block_time, body, [r[...] for r in cT_refs], unroll=s.unroll)
-        for ref, c in zip(cT_refs, final, strict=True):
-            ref[...] = c
-
-    in_specs = [pl.BlockSpec((None, s.rows, s.width), _index_map(_HEAD)(3))]
-    in_specs += _param_specs(s)
-    in_specs += [_sequence_spec(s, tail, descending) for tail in s.xp.tails]
-    in_specs += [_state_spec(s, tail) for tail in s.carry.tails]
-    args = [W, *hp_used, *xp, *c0]
-    if s.has_length:
-        in_specs.append(pl.BlockSpec((s.block_batch, 1), lambda n, b, j: (b, 0)))
-        args.append(lengths)
-    NH = s.num_heads
-    out_shape = [
-        jax.ShapeDtypeStruct((NH, B_pad, *t), d) for t, d in zip(*s.carry[1:], strict=True)
-    ]
-    out_specs = [_state_spec(s, tail) for tail in s.carry.tails]
-    out_shape += [
-        jax.ShapeDtypeStruct((NH, T_pad, B_pad, *t), d) for t, d in zip(*s.y[1:], strict=True)
-    ]
-    out_specs += [_sequence_spec(s, tail, descending) for tail in s.y.tails]
-    if save_states:
-        out_shape += [
-            jax.ShapeDtypeStruct((NH, T_pad, B_pad, *t), d)
-            for t, d in zip(*s.carry[1:], strict=True)
-        ]
-        out_specs += [_sequence_spec(s, tail, descending) for tail in s.carry.tails]
-    outs = pl.pallas_call(
-        kernel,
-        grid=_grid(s),
-        in_specs=in_specs,
-        out_specs=out_specs,
-        out_shape=out_shape,
-        interpret=s.interpret,
-        compiler_params=compiler_params(s.interpret, (False, False, True)),
-        name="rnn_jax_fused_forward",
-    )(*args)
-    cT, ys = outs[:n_c], outs[n_c : n_c + n_y]
-    states = outs[n_c + n_y :] if save_states else None
-    return cT, ys, states
+def _sequence_in(x, launch: Launch):
+    """``[NH, T, B, *tail]`` padded in time and batch and tiled."""
+    x = _pad_axis(_pad_axis(x, 1, launch.padded_time), 2, launch.padded_batch)
+    return to_lanes(x, launch.lanes, 3)
 
 
-# ----------------------------------------------------------------------------- backward
+def _state_in(x, launch: Launch):
+    return to_lanes(_pad_axis(x, 1, launch.padded_batch), launch.lanes, 2)
 
 
-def _backward_call(s: _Static, W, hp_used, xp, states, lengths, dys, dcT):
-    """Runs the reverse-time kernel; returns ``(dxp, dhu, dc0, dhp)`` as leaf lists / array."""
-    n_hp, n_xp, n_c, n_y = len(hp_used), len(xp), len(s.carry.tails), len(s.y.tails)
-    descending = not s.reverse
-    NH = s.num_heads
-    T_pad, B_pad = s.time_blocks * s.block_time, s.batch_blocks * s.block_batch
-    hp_used_tails = [t for u, t in zip(s.used, s.hp.tails, strict=True) if u]
-    f32 = jnp.float32
+def _param_in(x, leaf: Leaf, launch: Launch):
+    return to_lanes(x, launch.lanes, 1).reshape(x.shape[0], *launch.param_stored(leaf))
 
-    def kernel(*refs):
-        refs = list(refs)
-        w_ref = refs.pop(0)
-        hp_refs = [refs.pop(0) for _ in range(n_hp)]
-        xp_refs = [refs.pop(0) for _ in range(n_xp)]
-        st_refs = [refs.pop(0) for _ in range(n_c)]
-        len_ref = refs.pop(0) if s.has_length else None
-        dy_refs = [refs.pop(0) for _ in range(n_y)]
-        dcT_refs = [refs.pop(0) for _ in range(n_c)]
-        dxp_refs = [refs.pop(0) for _ in range(n_xp)]
-        dhu_ref = refs.pop(0)
-        dc_refs = [refs.pop(0) for _ in range(n_c)]
-        dhp_refs = [refs.pop(0) for _ in range(n_hp)]
 
-        j = pl.program_id(2)
+def _mask_in(mask, launch: Launch, steps: int, batch: int):
+    """``[T, B]`` bools (None: every step counts) as ``[T_pad, B_pad, 1]`` int32; padded steps
+    and rows count for nothing."""
+    mask = jnp.ones((steps, batch), jnp.int32) if mask is None else mask.astype(jnp.int32)
+    mask = _pad_axis(_pad_axis(mask, 0, launch.padded_time), 1, launch.padded_batch)
+    return mask[..., None]
 
-        @pl.when(j == 0)
-        def _start():
-            for src, dst in zip(dcT_refs, dc_refs, strict=True):
-                dst[...] = src[...].astype(dst.dtype)
-            for ref in dhp_refs:
-                ref[...] = jnp.zeros(ref.shape, ref.dtype)
 
-        W = w_ref[...]
-        W_t = W if is_low_precision(W.dtype) else W.astype(f32)
-        hp_values = [r[...].reshape(t) for r, t in zip(hp_refs, hp_used_tails, strict=True)]
-        length = len_ref[...] if s.has_length else None  # [bb, 1]
-        block = (s.time_blocks - 1 - j) if descending else j
-        t0 = block * s.block_time
+def _sequence_out(x, leaf: Leaf, launch: Launch, steps: int, batch: int):
+    return from_lanes(x, launch.lanes, 3, leaf.tail)[:, :steps, :batch]
 
-        def combine(hp_vals, carry, xp_t, hu):
-            return s.gates.combine(_build_params(s, hp_vals), carry, xp_t, hu)
 
-        def body(i, state):
-            dcarry_leaves, dhp_acc = state
-            local = (s.block_time - 1 - i) if descending else i
-            prev = jax.tree.unflatten(s.carry.treedef, [r[local] for r in st_refs])
-            xp_t = jax.tree.unflatten(s.xp.treedef, [r[local] for r in xp_refs])
-            dy_leaves = [r[local] for r in dy_refs]
-            dc_in = list(dcarry_leaves)
-            if length is not None:
-                valid = (t0 + local) < length
-                dc_in = [jnp.where(_mask(valid, d), d, jnp.zeros_like(d)) for d in dc_in]
-                dy_leaves = [jnp.where(_mask(valid, d), d, jnp.zeros_like(d)) for d in dy_leaves]
-            fb, fb_vjp = jax.vjp(s.gates.fed_back, prev)
-            hu = _recurrent_matmul(fb, W)
-            (new, y), combine_vjp = jax.vjp(combine, hp_values, prev, xp_t, hu)
-            d_new = jax.tree.unflatten(
-                s.carry.treedef,
-                [d.astype(n.dtype) for d, n in zip(dc_in, jax.tree.leaves(new), strict=True)],
-            )
-            d_y = jax.tree.unflatten(
-                s.y.treedef,
-                [d.astype(v.dtype) for d, v in zip(dy_leaves, jax.tree.leaves(y), strict=True)],
-            )
-            d_hp, d_prev, d_xp, d_hu = combine_vjp((d_new, d_y))
-            d_fb = jax.lax.dot_general(
-                d_hu.astype(W_t.dtype), W_t, (((1,), (1,)), ((), ())), preferred_element_type=f32
-            )
-            (d_prev_fb,) = fb_vjp(d_fb.astype(fb.dtype))
-            d_prev_leaves = [
-                a.astype(f32) + b.astype(f32)
-                for a, b in zip(jax.tree.leaves(d_prev), jax.tree.leaves(d_prev_fb), strict=True)
-            ]
-            if length is not None:
-                d_prev_leaves = [
-                    jnp.where(_mask(valid, d), d, c)
-                    for d, c in zip(d_prev_leaves, dcarry_leaves, strict=True)
-                ]
-            for ref, d in zip(dxp_refs, jax.tree.leaves(d_xp), strict=True):
-                ref[local] = d.astype(ref.dtype)
-            dhu_ref[local] = d_hu.astype(f32)
-            dhp_acc = [
-                acc + d.astype(f32).reshape(acc.shape) for acc, d in zip(dhp_acc, d_hp, strict=True)
-            ]
-            return d_prev_leaves, dhp_acc
+def _state_out(x, leaf: Leaf, launch: Launch, batch: int):
+    return from_lanes(x, launch.lanes, 2, leaf.tail)[:, :batch]
 
-        init = ([r[...] for r in dc_refs], [r[...] for r in dhp_refs])
-        final_dc, final_dhp = jax.lax.fori_loop(0, s.block_time, body, init, unroll=s.unroll)
-        for ref, d in zip(dc_refs, final_dc, strict=True):
-            ref[...] = d
-        for ref, d in zip(dhp_refs, final_dhp, strict=True):
-            ref[...] = d
 
-    in_specs = [pl.BlockSpec((None, s.rows, s.width), _index_map(_HEAD)(3))]
-    in_specs += _param_specs(s)
-    in_specs += [_sequence_spec(s, tail, descending) for tail in s.xp.tails]
-    in_specs += [_sequence_spec(s, tail, descending) for tail in s.carry.tails]
-    args = [W, *hp_used, *xp, *states]
-    if s.has_length:
-        in_specs.append(pl.BlockSpec((s.block_batch, 1), lambda n, b, j: (b, 0)))
-        args.append(lengths)
-    in_specs += [_sequence_spec(s, tail, descending) for tail in s.y.tails]
-    in_specs += [_state_spec(s, tail) for tail in s.carry.tails]
-    args += [*dys, *dcT]
+# ----------------------------------------------------------------------------- launches
 
-    out_shape = [
-        jax.ShapeDtypeStruct((NH, T_pad, B_pad, *t), d) for t, d in zip(*s.xp[1:], strict=True)
-    ]
-    out_specs = [_sequence_spec(s, tail, descending) for tail in s.xp.tails]
-    out_shape.append(jax.ShapeDtypeStruct((NH, T_pad, B_pad, s.width), f32))
-    out_specs.append(_sequence_spec(s, (s.width,), descending))
-    out_shape += [jax.ShapeDtypeStruct((NH, B_pad, *t), f32) for t in s.carry.tails]
-    out_specs += [_state_spec(s, tail) for tail in s.carry.tails]
-    for tail in hp_used_tails:
-        stored = _at_least_2d(tail)
-        out_shape.append(jax.ShapeDtypeStruct((NH, s.batch_blocks, *stored), f32))
-        out_specs.append(
-            pl.BlockSpec((None, None, *stored), _index_map(_HEAD, _BATCH)(2 + len(stored)))
+
+def _time_index(launch: Launch, descending: bool):
+    blocks = launch.time_blocks
+    return (lambda j: blocks - 1 - j) if descending else (lambda j: j)
+
+
+def _specs(launch: Launch, descending: bool):
+    """Block specs: ``weights``, ``param(leaf)``, ``sequence(leaf)``, ``state(leaf)``,
+    ``mask``, ``param_sum(leaf)`` (one block per head and batch tile)."""
+    rows, bt, time = launch.blocks.rows, launch.blocks.block_time, _time_index(launch, descending)
+    zeros_of = lambda n: (0,) * n  # noqa: E731
+
+    def sequence(leaf, tail=None):
+        stored = tail or launch.stored(leaf)
+        return pl.BlockSpec(
+            (None, bt, rows, *stored), lambda n, b, j: (n, time(j), b, *zeros_of(len(stored)))
         )
-    outs = pl.pallas_call(
-        kernel,
-        grid=_grid(s),
+
+    def state(leaf):
+        stored = launch.stored(leaf)
+        return pl.BlockSpec((None, rows, *stored), lambda n, b, j: (n, b, *zeros_of(len(stored))))
+
+    def param(leaf):
+        stored = launch.param_stored(leaf)
+        return pl.BlockSpec((None, *stored), lambda n, b, j: (n, *zeros_of(len(stored))))
+
+    def param_sum(leaf):
+        stored = launch.param_stored(leaf)
+        return pl.BlockSpec((None, None, *stored), lambda n, b, j: (n, b, *zeros_of(len(stored))))
+
+    weights_stored = launch.stored(launch.step.weights)
+    weights = pl.BlockSpec((None, *weights_stored), lambda n, b, j: (n, 0, 0))
+    mask = pl.BlockSpec((bt, rows, 1), lambda n, b, j: (time(j), b, 0))
+    return weights, param, sequence, state, mask, param_sum
+
+
+def _call(kernel, launch: Launch, name: str, in_specs, out_specs, out_shape):
+    target = launch.target
+    return pl.pallas_call(
+        partial(kernel, launch=launch),
+        grid=(launch.num_heads, launch.batch_blocks, launch.time_blocks),
         in_specs=in_specs,
         out_specs=out_specs,
         out_shape=out_shape,
-        interpret=s.interpret,
-        compiler_params=compiler_params(s.interpret, (False, False, True)),
-        name="rnn_jax_fused_backward",
-    )(*args)
-    dxp = outs[:n_xp]
-    dhu = outs[n_xp]
-    dc0 = outs[n_xp + 1 : n_xp + 1 + n_c]
-    dhp = outs[n_xp + 1 + n_c :]
-    return dxp, dhu, dc0, dhp
+        interpret=target.interpret,
+        compiler_params=target.compiler_params(
+            (False, False, True), num_warps=launch.blocks.num_warps
+        ),
+        name=name,
+    )
+
+
+def _shape(launch: Launch, lead: tuple[int, ...], leaf: Leaf, dtype=None):
+    return jax.ShapeDtypeStruct((*lead, *launch.stored(leaf)), dtype or leaf.dtype)
+
+
+def _forward_variant(step: StepJaxprs, sizes: Sizes, options, save: bool, target: Target):
+    """``(W, params, xp, c0, restart, valid, starts) -> (cT, ys, states)`` on ``target``."""
+    T, B, NH = sizes.steps, sizes.batch, sizes.num_heads
+    outputs = (
+        [jax.ShapeDtypeStruct((NH, B, *x.tail), x.dtype) for x in step.carry],
+        [jax.ShapeDtypeStruct((NH, T, B, *x.tail), x.dtype) for x in step.y],
+        [jax.ShapeDtypeStruct((NH, T, B, *x.tail), x.dtype) for x in step.carry] if save else [],
+    )
+    launch = plan_launch(step, sizes, target, options, backward=False)
+    if isinstance(launch, str):
+        return refused(launch, outputs)
+    weights, param, sequence, state, mask, _ = _specs(launch, launch.reverse)
+    Tp, Bp = launch.padded_time, launch.padded_batch
+    carries = [_shape(launch, (NH, Bp), x) for x in step.carry]
+    sequences = lambda leaves: [_shape(launch, (NH, Tp, Bp), x) for x in leaves]  # noqa: E731
+    out_shape = (carries, sequences(step.y), sequences(step.carry) if save else [])
+    out_specs = (
+        [state(x) for x in step.carry],
+        [sequence(x) for x in step.y],
+        [sequence(x) for x in step.carry] if save else [],
+    )
+    in_specs = (
+        weights,
+        [param(x) for x in step.params],
+        [sequence(x) for x in step.xp],
+        [state(x) for x in step.carry],
+        [state(x) for x in step.carry] if launch.has_starts else [],
+        mask if launch.has_valid else None,
+        mask if launch.has_starts else None,
+    )
+    call = _call(forward_kernel, launch, "rnn_jax_fused_forward", in_specs, out_specs, out_shape)
+
+    def run(W, params, xp, c0, restart, valid, starts):
+        cT, ys, states = call(
+            to_lanes(W, launch.lanes, 1),
+            [_param_in(p, x, launch) for p, x in zip(params, step.params, strict=True)],
+            [_sequence_in(x, launch) for x in xp],
+            [_state_in(c, launch) for c in c0],
+            [_state_in(r, launch) for r in restart] if launch.has_starts else [],
+            _mask_in(valid, launch, T, B) if launch.has_valid else None,
+            _mask_in(starts, launch, T, B) if launch.has_starts else None,
+        )
+        return (
+            [_state_out(c, x, launch, B) for c, x in zip(cT, step.carry, strict=True)],
+            [_sequence_out(y, x, launch, T, B) for y, x in zip(ys, step.y, strict=True)],
+            [
+                _sequence_out(s, x, launch, T, B)
+                for s, x in zip(states, step.carry[: len(states)], strict=True)
+            ],
+        )
+
+    return run
+
+
+def _backward_variant(step: StepJaxprs, sizes: Sizes, options, target: Target):
+    """``(W, params, xp, states, valid, starts, dys, dcT) -> (dxp, dhu, dc0, drestart,
+    dparams)`` on ``target``."""
+    T, B, NH = sizes.steps, sizes.batch, sizes.num_heads
+    hu = Leaf((step.weights.tail[1],), f32)
+    outputs = (
+        [jax.ShapeDtypeStruct((NH, T, B, *x.tail), x.dtype) for x in step.xp],
+        jax.ShapeDtypeStruct((NH, T, B, *hu.tail), f32),
+        [jax.ShapeDtypeStruct((NH, B, *x.tail), f32) for x in step.carry],
+        [jax.ShapeDtypeStruct((NH, B, *x.tail), f32) for x in step.carry]
+        if sizes.has_starts
+        else [],
+        [jax.ShapeDtypeStruct((NH, *x.tail), f32) for x in step.params],
+    )
+    launch = plan_launch(step, sizes, target, options, backward=True)
+    if isinstance(launch, str):
+        return refused(launch, outputs)
+    weights, param, sequence, state, mask, param_sum = _specs(launch, not launch.reverse)
+    Tp, Bp, batch_blocks = launch.padded_time, launch.padded_batch, launch.batch_blocks
+    sequences = lambda leaves, dtype=None: [  # noqa: E731
+        _shape(launch, (NH, Tp, Bp), x, dtype) for x in leaves
+    ]
+    carries = [_shape(launch, (NH, Bp), x, f32) for x in step.carry]
+    out_shape = (
+        sequences(step.xp),
+        _shape(launch, (NH, Tp, Bp), hu),
+        carries,
+        carries if launch.has_starts else [],
+        [
+            jax.ShapeDtypeStruct((NH, batch_blocks, *launch.param_stored(x)), f32)
+            for x in step.params
+        ],
+    )
+    out_specs = (
+        [sequence(x) for x in step.xp],
+        sequence(hu),
+        [state(x) for x in step.carry],
+        [state(x) for x in step.carry] if launch.has_starts else [],
+        [param_sum(x) for x in step.params],
+    )
+    in_specs = (
+        weights,
+        [param(x) for x in step.params],
+        [sequence(x) for x in step.xp],
+        [sequence(x) for x in step.carry],
+        mask if launch.has_valid else None,
+        mask if launch.has_starts else None,
+        [sequence(x) for x in step.y],
+        [state(x) for x in step.carry],
+    )
+    call = _call(backward_kernel, launch, "rnn_jax_fused_backward", in_specs, out_specs, out_shape)
+
+    def run(W, params, xp, states, valid, starts, dys, dcT):
+        dxp, dhu, dc0, drestart, dparams = call(
+            to_lanes(W, launch.lanes, 1),
+            [_param_in(p, x, launch) for p, x in zip(params, step.params, strict=True)],
+            [_sequence_in(x, launch) for x in xp],
+            [_sequence_in(s, launch) for s in states],
+            _mask_in(valid, launch, T, B) if launch.has_valid else None,
+            _mask_in(starts, launch, T, B) if launch.has_starts else None,
+            [_sequence_in(d, launch) for d in dys],
+            [_state_in(d, launch) for d in dcT],
+        )
+        return (
+            [_sequence_out(d, x, launch, T, B) for d, x in zip(dxp, step.xp, strict=True)],
+            _sequence_out(dhu, hu, launch, T, B),
+            [_state_out(d, x, launch, B) for d, x in zip(dc0, step.carry, strict=True)],
+            [
+                _state_out(d, x, launch, B)
+                for d, x in zip(drestart, step.carry[: len(drestart)], strict=True)
+            ],
+            [
+                from_lanes(d.sum(axis=1).reshape(NH, *launch.stored(x)), launch.lanes, 1, x.tail)
+                for d, x in zip(dparams, step.params, strict=True)
+            ],
+        )
+
+    return run
 
 
 # ----------------------------------------------------------------------------- custom_vjp
 
 
-def _core(s: _Static):
-    """``(W, hp_used, xp, c0, lengths) -> (cT, ys)`` over padded leaf lists, with its VJP."""
+def _core(gates: Gates, step: StepJaxprs, sizes: Sizes, options: FusedOptions):
+    """``(W, params, xp, c0, restart, valid, starts) -> (cT, ys)`` over leaf lists, with its
+    VJP; each pass chooses its kernel by the platform it is lowered for."""
+
+    def on_platform(variant, *args):
+        return on_each_platform(variant, options.interpret, *args)
+
+    forward = partial(_forward_variant, step, sizes, options)
 
     @jax.custom_vjp
-    def core(W, hp_used, xp, c0, lengths):
-        cT, ys, _ = _forward_call(s, W, hp_used, xp, c0, lengths, save_states=False)
+    def core(W, params, xp, c0, restart, valid, starts):
+        cT, ys, _ = on_platform(partial(forward, False), W, params, xp, c0, restart, valid, starts)
         return cT, ys
 
-    def fwd(W, hp_used, xp, c0, lengths):
-        cT, ys, states = _forward_call(s, W, hp_used, xp, c0, lengths, save_states=True)
-        return (cT, ys), (W, hp_used, xp, c0, lengths, states)
+    def fwd(W, params, xp, c0, restart, valid, starts):
+        args = (W, params, xp, c0, restart, valid, starts)
+        cT, ys, states = on_platform(partial(forward, True), *args)
+        return (cT, ys), (W, params, xp, c0, restart, valid, starts, states)
 
-    def bwd(res, cts):
-        W, hp_used, xp, c0, lengths, states = res
-        dcT, dys = cts
-        dxp, dhu, dc0, dhp = _backward_call(s, W, hp_used, xp, states, lengths, dys, dcT)
-        fed = s.gates.fed_back(jax.tree.unflatten(s.carry.treedef, states))
-        mm_dtype = W.dtype if is_low_precision(W.dtype) else jnp.float32
+    def bwd(residuals, cotangents):
+        W, params, xp, c0, restart, valid, starts, states = residuals
+        dcT, dys = cotangents
+        backward = partial(_backward_variant, step, sizes, options)
+        dxp, dhu, dc0, drestart, dparams = on_platform(
+            backward, W, params, xp, states, valid, starts, dys, dcT
+        )
+        fed = jax.vmap(gates.fed_back)(jax.tree.unflatten(step.carry_tree, states))
+        mm_dtype = W.dtype if is_low_precision(W.dtype) else f32
         dW = jnp.einsum(
-            "ntbr,ntbg->nrg",
-            fed.astype(mm_dtype),
-            dhu.astype(mm_dtype),
-            preferred_element_type=jnp.float32,
+            "ntbr,ntbg->nrg", fed.astype(mm_dtype), dhu.astype(mm_dtype), preferred_element_type=f32
         ).astype(W.dtype)
-        dhp_used = [
-            d.sum(axis=1).reshape(p.shape).astype(p.dtype)
-            for d, p in zip(dhp, hp_used, strict=True)
-        ]
-        dc0 = [d.astype(c.dtype) for d, c in zip(dc0, c0, strict=True)]
-        return dW, dhp_used, list(dxp), dc0, None
+        return (
+            dW,
+            [d.astype(p.dtype) for d, p in zip(dparams, params, strict=True)],
+            [d.astype(x.dtype) for d, x in zip(dxp, xp, strict=True)],
+            [d.astype(c.dtype) for d, c in zip(dc0, c0, strict=True)],
+            [d.astype(r.dtype) for d, r in zip(drestart, restart, strict=True)],
+            None,
+            None,
+        )
 
     core.defvjp(fwd, bwd)
     return core
-
-
-def _check_triton_sizes(s: _Static) -> None:
-    """Pallas' Triton lowering loads and stores only power-of-two sized arrays: say so early."""
-    arrays = {"the recurrent block [R, G*H]": (s.rows, s.width)}
-    used_tails = [t for u, t in zip(s.used, s.hp.tails, strict=True) if u]
-    arrays.update({f"combine's parameter #{i}": t for i, t in enumerate(used_tails)})
-    arrays.update({f"projected input leaf #{i}": t for i, t in enumerate(s.xp.tails)})
-    arrays.update({f"carry leaf #{i}": t for i, t in enumerate(s.carry.tails)})
-    arrays.update({f"output leaf #{i}": t for i, t in enumerate(s.y.tails)})
-    for what, shape in arrays.items():
-        size = int(np.prod(shape, dtype=int))
-        if size & (size - 1):
-            raise ValueError(
-                "the pallas backend's fused kernel on GPU (Pallas' Triton lowering) needs "
-                f"power-of-two sizes per head; {what} has shape {tuple(shape)}. Use a head "
-                "size and gate count whose products are powers of two, or another backend"
-            )
-
-
-def _unroll(unroll: int | bool, block_time: int) -> int:
-    if unroll is True:
-        return block_time
-    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-        return 1
-    return min(unroll, block_time)
 
 
 def fused_recurrence(
@@ -470,13 +516,13 @@ def fused_recurrence(
     head_params: Any,
     xp: Any,
     c0: Any,
-    lengths: jax.Array | None = None,
     *,
+    valid: jax.Array | None = None,
+    starts: jax.Array | None = None,
+    restart: Any = None,
     reverse: bool = False,
-    block_batch: int | None = None,
-    block_time: int | None = None,
-    interpret: bool | None = None,
     unroll: int | bool = 1,
+    options: FusedOptions = FusedOptions(),
 ) -> tuple[Any, Any]:
     """Runs per-head `Gates` over a sequence in the fused kernel; returns ``(final_carry, ys)``.
 
@@ -487,97 +533,62 @@ def fused_recurrence(
         head_params: the parameters ``combine`` reads, every leaf ``[NH, ...]``.
         xp: projected inputs, every leaf ``[NH, T, B, ...]``.
         c0: the initial carry, every leaf ``[NH, B, ...]``.
-        lengths: ``[B]`` ints in ``[0, T]``, or None.
-        reverse: run from the last valid step back to the first.
-        block_batch, block_time, interpret: see `rnn_jax.backends.pallas.pallas`.
+        valid: ``[T, B]`` bools, the steps that count (None: all).
+        starts: ``[T, B]`` bools, where the carry entering a step is
+            ``restart`` (in scan order); ``restart`` leaves ``[NH, B, ...]``.
+        reverse: run from step ``T - 1`` down to 0.
         unroll: steps unrolled per iteration of the in-kernel time loop
             (``True``: the whole time block).
+        options: block sizes and the CPU's interpret target.
 
     Returns:
         ``(final_carry, ys)``: leaves ``[NH, B, ...]`` and ``[NH, T, B, ...]``.
+
+    Example:
+        >>> cell = rj.gru(8)
+        >>> params = cell.init(jax.random.key(0), 4)
+        >>> W = params.recurrent_kernel[None]
+        >>> xp = cell.project(params, jnp.ones((5, 3, 4)))[None]
+        >>> carry, ys = fused_recurrence(cell.gates, W, jax.tree.map(lambda p: p[None], params),
+        ...                              xp, jnp.zeros((1, 3, 8)))
+        >>> ys.shape
+        (1, 5, 3, 8)
     """
-    interpret = resolve_interpret(interpret)
-    xp_leaves = jax.tree.leaves(xp)
+    if W.ndim != 3:
+        raise ValueError(f"W must have shape [NH, R, G*H]; got {W.shape}")
+    xp_leaves, c0_leaves = jax.tree.leaves(xp), jax.tree.leaves(c0)
     NH, T, B = xp_leaves[0].shape[:3]
-    if W.ndim != 3 or W.shape[0] != NH:
+    if W.shape[0] != NH:
         raise ValueError(f"W must have shape [NH={NH}, R, G*H]; got {W.shape}")
-    tiles = tiling(B, T, block_batch=block_batch, block_time=block_time, interpret=interpret)
-    T_pad, B_pad = tiles.padded_time, tiles.padded_batch
-    if lengths is None and T_pad != T:
-        lengths = jnp.full((B,), T, jnp.int32)
-
-    # Per-head, per-row avals, to see what combine reads and returns.
-    xp_desc, c_desc = _describe(xp, 3), _describe(c0, 2)
-    one = (
-        lambda tree, lead: jax.tree.map(  # noqa: E731
-            lambda x: jax.ShapeDtypeStruct((tiles.block_batch, *x.shape[lead:]), x.dtype), tree
-        )
-    )
-    hp_one = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype), head_params)
-    carry_one, xp_one = one(c0, 2), one(xp, 3)
-    fed = jax.eval_shape(gates.fed_back, carry_one)
-    hu_one = jax.eval_shape(lambda f, w: f @ w, fed, jax.ShapeDtypeStruct(W.shape[1:], W.dtype))
-    new_carry, y_one = jax.eval_shape(gates.combine, hp_one, carry_one, xp_one, hu_one)
-    if jax.tree.structure(new_carry) != c_desc.treedef:
-        raise ValueError(
-            f"combine must return a carry of the structure {c_desc.treedef}; "
-            f"got {jax.tree.structure(new_carry)}"
-        )
-    used = leaves_read(gates.combine, hp_one, carry_one, xp_one, hu_one)
-    hp_leaves = jax.tree.leaves(head_params)
-    s = _Static(
-        gates=gates,
-        hp=_describe(head_params, 1),
-        used=used,
-        xp=xp_desc,
-        carry=c_desc,
-        y=_describe(y_one, 1),
+    if (starts is None) != (restart is None):
+        raise ValueError("starts and restart come together")
+    step = trace_step(gates, W, head_params, xp, c0)
+    used = [p for p, u in zip(jax.tree.leaves(head_params), step.used, strict=True) if u]
+    sizes = Sizes(
         num_heads=NH,
-        rows=W.shape[1],
-        width=W.shape[2],
-        block_batch=tiles.block_batch,
-        block_time=tiles.block_time,
-        batch_blocks=tiles.batch_blocks,
-        time_blocks=tiles.time_blocks,
+        steps=T,
+        batch=B,
         reverse=bool(reverse),
-        has_length=lengths is not None,
-        interpret=interpret,
-        unroll=_unroll(unroll, tiles.block_time),
+        has_valid=valid is not None,
+        has_starts=starts is not None,
+        unroll=_unroll(unroll, T),
     )
-    if not interpret and platform() == "gpu":
-        _check_triton_sizes(s)
-
-    def pad(x, axis_sizes):
-        widths = [(0, 0)] * x.ndim
-        for axis, size in axis_sizes.items():
-            widths[axis] = (0, size - x.shape[axis])
-        return jnp.pad(x, widths) if any(w != (0, 0) for w in widths) else x
-
-    hp_used = [
-        leaf.reshape(NH, *_at_least_2d(tuple(leaf.shape[1:])))
-        for leaf, u in zip(hp_leaves, used, strict=True)
-        if u
-    ]
-    xp_pad = [pad(x, {1: T_pad, 2: B_pad}) for x in xp_leaves]
-    c0_pad = [pad(x, {1: B_pad}) for x in jax.tree.leaves(c0)]
-    len_pad = None
-    if lengths is not None:
-        len_pad = pad(jnp.asarray(lengths, jnp.int32), {0: B_pad}).reshape(B_pad, 1)
-    cT, ys = _core(s)(W, hp_used, xp_pad, c0_pad, len_pad)
-    cT = [x[:, :B] for x in cT]
-    ys = [x[:, :T, :B] for x in ys]
-    return jax.tree.unflatten(c_desc.treedef, cT), jax.tree.unflatten(s.y.treedef, ys)
+    restart_leaves = [] if restart is None else jax.tree.leaves(restart)
+    cT, ys = _core(gates, step, sizes, options)(
+        W, used, xp_leaves, c0_leaves, restart_leaves, valid, starts
+    )
+    return jax.tree.unflatten(step.carry_tree, cT), jax.tree.unflatten(step.y_tree, ys)
 
 
-def fused_scan(
-    cell: Cell,
-    params: Any,
-    problem: Problem,
-    *,
-    block_batch: int | None = None,
-    block_time: int | None = None,
-    interpret: bool | None = None,
-) -> tuple[Any, jax.Array]:
+def _unroll(unroll: int | bool, steps: int) -> int:
+    if unroll is True:
+        return max(steps, 1)
+    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
+        return 1
+    return unroll
+
+
+def fused_scan(cell: Cell, params: Any, problem: Problem, options: FusedOptions) -> tuple[Any, Any]:
     """`rj.scan` of a cell with `Gates` and a projection through the fused kernel."""
     heads = head_view(cell)
     xp = cell.project(params, problem.xs)
@@ -589,11 +600,49 @@ def fused_scan(
         hp,
         heads.to_heads(xp),
         heads.to_heads(problem.initial_state),
-        problem.length,
+        valid=problem.valid,
+        starts=problem.starts,
+        restart=None if problem.starts is None else heads.to_heads(problem.restart_state),
         reverse=problem.reverse,
-        block_batch=block_batch,
-        block_time=block_time,
-        interpret=interpret,
         unroll=1 if problem.unroll is None else problem.unroll,
+        options=options,
     )
     return heads.from_heads(cT), heads.from_heads(ys)
+
+
+def fused_refusal(cell: Cell, problem: Problem, options: FusedOptions) -> str | None:
+    """Why the fused kernel cannot run ``cell`` on ``problem`` (shapes only), or None: an
+    operation the lane tiles cannot express, or, on a GPU or TPU default device, a forward
+    launch over the chip's budget (a backward one is refused when it is lowered)."""
+    spec = lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype)  # noqa: E731
+    carry = jax.tree.map(spec, problem.initial_state)
+    sizes = Sizes(
+        num_heads=0,
+        steps=problem.steps,
+        batch=problem.batch,
+        reverse=problem.reverse,
+        has_valid=problem.valid is not None,
+        has_starts=problem.starts is not None,
+        unroll=1,
+    )
+    return _refusal(cell, spec(problem.xs), carry, sizes, options, jax.default_backend())
+
+
+@lru_cache(maxsize=256)
+def _refusal(cell: Cell, xs, carry, sizes: Sizes, options: FusedOptions, platform: str):
+    heads = head_view(cell)
+    params = jax.eval_shape(lambda: cell.init(jax.random.key(0), xs.shape[-1]))
+    hp = jax.eval_shape(heads.head_params, params)
+    W = jax.eval_shape(jax.vmap(heads.gates.kernel), hp)
+    xp = jax.eval_shape(heads.to_heads, jax.eval_shape(cell.project, params, xs))
+    step = trace_step(heads.gates, W, hp, xp, jax.eval_shape(heads.to_heads, carry))
+    for target in TARGETS.values():
+        reason = check_tiles(step, target)
+        if reason:
+            return reason
+    if platform in TARGETS:
+        sizes = replace(sizes, num_heads=W.shape[0])
+        launch = plan_launch(step, sizes, TARGETS[platform], options, backward=False)
+        if isinstance(launch, str):
+            return launch
+    return None

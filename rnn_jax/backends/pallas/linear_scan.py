@@ -1,23 +1,29 @@
-"""The linear-scan kernel: ``h_t = a_t * h_{t-1} + b_t`` over time blocks, float32 carry.
+"""The linear-scan kernel: ``h_t = a_t * h_{t-1} + b_t`` over time, float32 carry.
 
 For the diagonal (elementwise) recurrences of cells with a `LinearRecurrence`
 (minGRU, minLSTM, LRU, RG-LRU, ...). The grid runs over (batch tiles, feature
-tiles, time blocks); each program streams its time block through a loop that
-keeps the carry in float32 (in the resident final-state block, so it carries
-over from one time block to the next). Complex coefficients (the LRU) run as
-their real and imaginary parts.
+tiles, time blocks); each program streams its time block from HBM step by
+step, ``a_t`` and ``b_t`` in, ``h_t`` out, while the carry stays in float32
+registers (GPU: one time block, the programs run concurrently) or in its
+resident output block between time blocks (TPU: time is a sequential grid
+axis). Complex coefficients (the LRU) run as their real and imaginary parts.
+Block sizes: `LinearBlocks`, planned per target by `plan_linear` (GPU: powers
+of two for Triton; TPU: (8, 128) tiles within the VMEM limit).
 
 The backward pass is the same kernel run the other way over the adjoint,
 ``g_t = dh_t + a_{t+1}^T g_{t+1}``, then ``da_t = g_t h_{t-1}`` (elementwise)
 and ``db_t = g_t``.
 
-Lengths: step ``t`` of a sequence counts iff ``t < length``. Masked steps
-become ``a = 1, b = 0`` (the carry passes through), outputs there are zero.
+Valid steps and restarts enter through the coefficients
+(`rnn_jax.backends.masking.masked_coefficients`): a masked step becomes
+``a = 1, b = 0`` (the carry passes through), a restart ``a = 0``.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -25,97 +31,171 @@ from jax.experimental import pallas as pl
 
 from rnn_jax.backends.contract import Problem
 from rnn_jax.backends.masking import masked_coefficients, zero_where_not
-from rnn_jax.backends.pallas.platform import (
-    check_block,
-    compiler_params,
+from rnn_jax.backends.pallas.targets import (
+    KIB,
+    Target,
     next_power_of_2,
-    platform,
-    resolve_interpret,
+    on_each_platform,
+    refused,
     round_up,
-    tiling,
 )
 from rnn_jax.cells.base import Cell
 
 f32 = jnp.float32
 
 
-class _Static(NamedTuple):
-    parts: int  # 1 (real) or 2 (complex, as real and imaginary parts)
+@dataclass(frozen=True)
+class LinearOptions:
+    """What a user may set (see `rnn_jax.backends.pallas.configure`)."""
+
+    block_batch: int | None = None
+    block_time: int | None = None
+    block_features: int | None = None
+    interpret: str = "gpu"
+
+
+@dataclass(frozen=True)
+class LinearBlocks:
+    """Block sizes of one launch of the linear-scan kernel: ``rows`` batch rows and
+    ``features`` lanes per program, ``block_time`` steps per time block."""
+
+    rows: int
+    features: int
     block_time: int
-    block_batch: int
-    block_features: int
-    time_blocks: int
-    batch_blocks: int
-    feature_blocks: int
-    descending: bool
-    interpret: bool
-    b_dtypes: tuple[Any, ...] = ()
 
 
-def _feature_block(features: int, block: int | None, interpret: bool) -> int:
-    check_block("block_features", block)
-    if block is not None:
-        return block
-    where = "interpret" if interpret else platform()
-    if where == "gpu":
-        return min(next_power_of_2(features), 64)
-    if where == "tpu":
-        return 128 if features % 128 == 0 or features > 128 else features
-    return features
+@dataclass(frozen=True)
+class LinearSizes:
+    steps: int
+    batch: int
+    features: int
+    parts: int  # 1 (real) or 2 (complex, as real and imaginary parts)
+    itemsize: int  # of the widest coefficient
 
 
-def _scan_call(s: _Static, a, b, h0):
-    """``a, b: parts x [T, B, H]``, ``h0: parts x [B, H]`` (float32) -> ``(hs, hT)`` parts."""
-    P = s.parts
-    T, B, H = a[0].shape
+def plan_linear(sizes: LinearSizes, target: Target, options: LinearOptions):
+    """`LinearBlocks` on ``target``, or the reason they cannot fit its budget.
 
-    def time_block(i, j, k):
-        return (s.time_blocks - 1 - k) if s.descending else k
+    GPU (Triton): powers of two, up to 8 rows and 128 lanes per program, one
+    time block. TPU (Mosaic): rows a multiple of 8, lanes of 128, and the
+    longest time block (up to 256 steps) whose double-buffered ``a``, ``b``
+    and ``h`` blocks fit the VMEM limit.
+    """
+    B, H, T = max(sizes.batch, 1), max(sizes.features, 1), max(sizes.steps, 1)
+    if target.name == "gpu":
+        rows = options.block_batch or min(next_power_of_2(B), 8)
+        features = options.block_features or min(next_power_of_2(H), 128)
+        for name, value in (("block_batch", rows), ("block_features", features)):
+            if value & (value - 1):
+                return f"on GPU (Triton) {name} must be a power of two; got {value}"
+        return LinearBlocks(rows, features, T)
+    rows = options.block_batch or min(round_up(B, 8), 64)
+    features = options.block_features or min(round_up(H, 128), 512)
+    if rows % 8 and rows != B or features % 128 and features != H:
+        return f"on TPU blocks are multiples of (8, 128); got ({rows}, {features})"
+    per_step = rows * features * sizes.parts * (2 * sizes.itemsize + 4)
+    candidates = [options.block_time] if options.block_time else [256, 128, 64, 32, 16, 8, 4, 2, 1]
+    fitting = [bt for bt in candidates if 2 * bt * per_step <= target.on_chip_bytes]
+    if not fitting:
+        need = 2 * min(candidates) * per_step
+        return (
+            f"on TPU a time block of the linear scan needs {need / KIB:.0f} KB of VMEM, over "
+            f"the {target.on_chip_bytes / KIB:.0f} KB it has"
+        )
+    block_time = max([bt for bt in fitting if bt <= T] or [min(fitting)])
+    return LinearBlocks(rows, features, block_time)
 
-    seq = pl.BlockSpec(
-        (s.block_time, s.block_batch, s.block_features),
-        lambda i, j, k: (time_block(i, j, k), i, j),
-    )
-    state = pl.BlockSpec((s.block_batch, s.block_features), lambda i, j, k: (i, j))
 
-    def kernel(*refs):
-        a_refs, b_refs, h0_refs = refs[:P], refs[P : 2 * P], refs[2 * P : 3 * P]
-        hs_refs, hT_refs = refs[3 * P : 4 * P], refs[4 * P : 5 * P]
+def scan_kernel(
+    a_refs,
+    b_refs,
+    h0_refs,
+    hs_refs,
+    hT_refs,
+    *,
+    blocks: LinearBlocks,
+    time_blocks: int,
+    descending: bool,
+):
+    """One program's time block of ``h = a h + b``, per part (real, or real and imaginary):
+    from ``h0_refs`` (the first time block) or the carry the last block left in ``hT_refs``."""
+    parts, steps = len(a_refs), blocks.block_time
+    if time_blocks == 1:
+        h0 = tuple(r[...] for r in h0_refs)
+    else:  # the carry waits in its resident output block between time blocks
 
         @pl.when(pl.program_id(2) == 0)
-        def _start():
+        def _first_block():
             for src, dst in zip(h0_refs, hT_refs, strict=True):
                 dst[...] = src[...]
 
-        def body(i, h):
-            local = (s.block_time - 1 - i) if s.descending else i
-            av = [r[local].astype(f32) for r in a_refs]
-            bv = [r[local].astype(f32) for r in b_refs]
-            if P == 1:
-                h = (av[0] * h[0] + bv[0],)
-            else:
-                (ar, ai), (br, bi), (hr, hi) = av, bv, h
-                h = (ar * hr - ai * hi + br, ar * hi + ai * hr + bi)
-            for ref, v in zip(hs_refs, h, strict=True):
-                ref[local] = v
-            return h
+        h0 = tuple(r[...] for r in hT_refs)
 
-        final = jax.lax.fori_loop(0, s.block_time, body, tuple(r[...] for r in hT_refs))
-        for ref, v in zip(hT_refs, final, strict=True):
-            ref[...] = v
+    def body(i, h):
+        local = (steps - 1 - i) if descending else i
+        a = [r[local].astype(f32) for r in a_refs]
+        b = [r[local].astype(f32) for r in b_refs]
+        if parts == 1:
+            h = (a[0] * h[0] + b[0],)
+        else:
+            (ar, ai), (br, bi), (hr, hi) = a, b, h
+            h = (ar * hr - ai * hi + br, ar * hi + ai * hr + bi)
+        for ref, v in zip(hs_refs, h, strict=True):
+            ref[local] = v
+        return h
 
-    outs = pl.pallas_call(
-        kernel,
-        grid=(s.batch_blocks, s.feature_blocks, s.time_blocks),
-        in_specs=[seq] * (2 * P) + [state] * P,
-        out_specs=[seq] * P + [state] * P,
-        out_shape=[jax.ShapeDtypeStruct((T, B, H), f32)] * P
-        + [jax.ShapeDtypeStruct((B, H), f32)] * P,
-        interpret=s.interpret,
-        compiler_params=compiler_params(s.interpret, (False, False, True)),
+    final = jax.lax.fori_loop(0, steps, body, h0)
+    for ref, v in zip(hT_refs, final, strict=True):
+        ref[...] = v
+
+
+def _pad_to(x, shape, fill):
+    widths = [(0, n - m) for n, m in zip(shape, x.shape, strict=True)]
+    return jnp.pad(x, widths, constant_values=fill) if any(w for _, w in widths) else x
+
+
+def _scan_variant(sizes: LinearSizes, options: LinearOptions, descending: bool, target: Target):
+    """``(a_parts, b_parts, h0_parts) -> (hs_parts, hT_parts)`` on ``target``: ``a, b``
+    ``[T, B, H]``, ``h0 [B, H]`` float32; padded inside, sliced back."""
+    T, B, H, P = sizes.steps, sizes.batch, sizes.features, sizes.parts
+    outputs = ([jax.ShapeDtypeStruct((T, B, H), f32)] * P, [jax.ShapeDtypeStruct((B, H), f32)] * P)
+    blocks = plan_linear(sizes, target, options)
+    if isinstance(blocks, str):
+        return refused(blocks, outputs)
+    Tp = round_up(max(T, 1), blocks.block_time)
+    Bp, Hp = round_up(max(B, 1), blocks.rows), round_up(max(H, 1), blocks.features)
+    time_blocks = Tp // blocks.block_time
+    grid = (Bp // blocks.rows, Hp // blocks.features, time_blocks)
+    time = (lambda k: time_blocks - 1 - k) if descending else (lambda k: k)
+    sequence = pl.BlockSpec(
+        (blocks.block_time, blocks.rows, blocks.features), lambda i, j, k: (time(k), i, j)
+    )
+    state = pl.BlockSpec((blocks.rows, blocks.features), lambda i, j, k: (i, j))
+    call = pl.pallas_call(
+        partial(scan_kernel, blocks=blocks, time_blocks=time_blocks, descending=descending),
+        grid=grid,
+        in_specs=([sequence] * P, [sequence] * P, [state] * P),
+        out_specs=([sequence] * P, [state] * P),
+        out_shape=(
+            [jax.ShapeDtypeStruct((Tp, Bp, Hp), f32)] * P,
+            [jax.ShapeDtypeStruct((Bp, Hp), f32)] * P,
+        ),
+        interpret=target.interpret,
+        compiler_params=target.compiler_params((False, False, True)),
         name="rnn_jax_linear_scan",
-    )(*a, *b, *h0)
-    return tuple(outs[:P]), tuple(outs[P:])
+    )
+
+    def run(a, b, h0):
+        # Padded steps, rows and lanes have a = 1 (its imaginary part 0), b = 0: the carry
+        # passes through them.
+        hs, hT = call(
+            [_pad_to(x, (Tp, Bp, Hp), 0.0 if part else 1.0) for part, x in enumerate(a)],
+            [_pad_to(x, (Tp, Bp, Hp), 0.0) for x in b],
+            [_pad_to(x, (Bp, Hp), 0.0) for x in h0],
+        )
+        return [x[:T, :B, :H] for x in hs], [x[:B, :H] for x in hT]
+
+    return run
 
 
 def _shift(x, descending: bool, fill: float):
@@ -130,43 +210,46 @@ def _shift(x, descending: bool, fill: float):
     return jnp.concatenate([x[1:], pad], axis=0)
 
 
-def _core(s: _Static):
+def _core(sizes: LinearSizes, options: LinearOptions, descending: bool, b_dtypes):
+    def scan(a, b, h0, direction):
+        variant = partial(_scan_variant, sizes, options, direction)
+        return on_each_platform(variant, options.interpret, a, b, h0)
+
     @jax.custom_vjp
     def core(a, b, h0):
-        return _scan_call(s, a, b, h0)
+        return scan(a, b, h0, descending)
 
     def fwd(a, b, h0):
-        hs, hT = _scan_call(s, a, b, h0)
+        hs, hT = scan(a, b, h0, descending)
         return (hs, hT), (a, h0, hs)
 
     def bwd(res, cts):
         a, h0, hs = res
         dhs, dhT = cts
-        adjoint = s._replace(descending=not s.descending)
         # g_t = dh_t + a_{t+1}^T g_{t+1}: the transpose of multiplying by a complex a
         # is multiplying by its conjugate.
-        a_next = tuple(_shift(x, s.descending, 1.0 if p == 0 else 0.0) for p, x in enumerate(a))
-        if s.parts == 2:
-            a_next = (a_next[0], -a_next[1])
-        g, _ = _scan_call(adjoint, a_next, tuple(dhs), tuple(dhT))
+        a_next = [_shift(x, descending, 1.0 if p == 0 else 0.0) for p, x in enumerate(a)]
+        if sizes.parts == 2:
+            a_next = [a_next[0], -a_next[1]]
+        g, _ = scan(a_next, list(dhs), list(dhT), not descending)
         # h_{t-1} in scan order (h0 before the first step).
-        h_prev = tuple(
-            jnp.concatenate([x[1:], h[None]] if s.descending else [h[None], x[:-1]])
+        h_prev = [
+            jnp.concatenate([x[1:], h[None]] if descending else [h[None], x[:-1]])
             for x, h in zip(hs, h0, strict=True)
-        )
-        first = -1 if s.descending else 0
-        if s.parts == 1:
-            da = (g[0] * h_prev[0],)
-            dh0 = (a[0][first] * g[0][first],)
+        ]
+        first = -1 if descending else 0
+        if sizes.parts == 1:
+            da = [g[0] * h_prev[0]]
+            dh0 = [a[0][first] * g[0][first]]
         else:
             (gr, gi), (pr, pi), (ar, ai) = g, h_prev, a
-            da = (gr * pr + gi * pi, gi * pr - gr * pi)
-            dh0 = (
+            da = [gr * pr + gi * pi, gi * pr - gr * pi]
+            dh0 = [
                 ar[first] * gr[first] + ai[first] * gi[first],
                 ar[first] * gi[first] - ai[first] * gr[first],
-            )
-        da = tuple(d.astype(x.dtype) for d, x in zip(da, a, strict=True))
-        db = tuple(x.astype(d) for x, d in zip(g, s.b_dtypes, strict=True))
+            ]
+        da = [d.astype(x.dtype) for d, x in zip(da, a, strict=True)]
+        db = [x.astype(d) for x, d in zip(g, b_dtypes, strict=True)]
         return da, db, dh0
 
     core.defvjp(fwd, bwd)
@@ -179,10 +262,7 @@ def linear_scan(
     h0: jax.Array,
     *,
     reverse: bool = False,
-    block_batch: int | None = None,
-    block_time: int | None = None,
-    block_features: int | None = None,
-    interpret: bool | None = None,
+    options: LinearOptions = LinearOptions(),
 ) -> tuple[jax.Array, jax.Array]:
     """All states of ``h_t = a_t * h_{t-1} + b_t``: returns ``(hs [T, B, H], h_final [B, H])``.
 
@@ -202,76 +282,35 @@ def linear_scan(
             "linear_scan needs a, b: [T, B, H] and h0: [B, H]; got "
             f"a {a.shape}, b {b.shape}, h0 {h0.shape}"
         )
-    interpret = resolve_interpret(interpret)
     T, B, H = a.shape
     complex_ = any(jnp.iscomplexobj(x) for x in (a, b, h0))
-    tiles = tiling(
-        B, T, block_batch=block_batch, block_time=block_time, interpret=interpret, gpu_min_batch=1
-    )
-    bh = _feature_block(H, block_features, interpret)
-    H_pad = round_up(H, bh)
-    s = _Static(
-        parts=2 if complex_ else 1,
-        block_time=tiles.block_time,
-        block_batch=tiles.block_batch,
-        block_features=bh,
-        time_blocks=tiles.time_blocks,
-        batch_blocks=tiles.batch_blocks,
-        feature_blocks=H_pad // bh,
-        descending=bool(reverse),
-        interpret=interpret,
-    )
 
-    def pad(x, fill):
-        sizes = (tiles.padded_time, tiles.padded_batch, H_pad)[-x.ndim :]
-        widths = [(0, n - m) for n, m in zip(sizes, x.shape, strict=True)]
-        if any(w != (0, 0) for w in widths):
-            x = jnp.pad(x, widths, constant_values=fill)
-        return x
-
-    def parts(x, fill_re):
+    def parts(x):
         if complex_:
             x = x.astype(jnp.result_type(x, jnp.complex64))
-            return (pad(jnp.real(x), fill_re), pad(jnp.imag(x), 0.0))
-        return (pad(x, fill_re),)
+            return [jnp.real(x), jnp.imag(x)]
+        return [x]
 
-    # Padded steps have a = 1, b = 0: the carry passes through them.
-    a_parts, b_parts = parts(a, 1.0), parts(b, 0.0)
-    h0_parts = tuple(p.astype(f32) for p in parts(h0, 0.0))
-    s = s._replace(b_dtypes=tuple(jnp.dtype(p.dtype) for p in b_parts))
-    hs, hT = _core(s)(a_parts, b_parts, h0_parts)
-    hs = [x[:T, :B, :H] for x in hs]
-    hT = [x[:B, :H] for x in hT]
+    a_parts, b_parts = parts(a), parts(b)
+    h0_parts = [p.astype(f32) for p in parts(h0)]
+    itemsize = max(jnp.dtype(x.dtype).itemsize for x in (*a_parts, *b_parts))
+    sizes = LinearSizes(T, B, H, len(a_parts), itemsize)
+    b_dtypes = tuple(jnp.dtype(p.dtype) for p in b_parts)
+    hs, hT = _core(sizes, options, bool(reverse), b_dtypes)(a_parts, b_parts, h0_parts)
     if complex_:
         out = lambda r, i: jax.lax.complex(r, i).astype(h0.dtype)  # noqa: E731
         return out(*hs), out(*hT)
     return hs[0].astype(h0.dtype), hT[0].astype(h0.dtype)
 
 
-class LinearScanOptions(NamedTuple):
-    block_batch: int | None = None
-    block_time: int | None = None
-    block_features: int | None = None
-    interpret: bool | None = None
-
-
 def linear_cell_scan(
-    cell: Cell, params: Any, problem: Problem, *, options: LinearScanOptions
+    cell: Cell, params: Any, problem: Problem, options: LinearOptions
 ) -> tuple[jax.Array, jax.Array]:
     """`rj.scan` of a cell with a `LinearRecurrence` through the linear-scan kernel."""
     a, b = cell.linear.coefficients(params, problem.xs)
     a = jnp.broadcast_to(a, b.shape)
     a, b = masked_coefficients(a, b, problem)
-    hs, hT = linear_scan(
-        a,
-        b,
-        problem.initial_state,
-        reverse=problem.reverse,
-        block_batch=options.block_batch,
-        block_time=options.block_time,
-        block_features=options.block_features,
-        interpret=options.interpret,
-    )
+    hs, hT = linear_scan(a, b, problem.initial_state, reverse=problem.reverse, options=options)
     ys = cell.linear.output(params, hs, problem.xs)
     if problem.valid is not None:
         ys = zero_where_not(problem.valid, ys)
