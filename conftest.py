@@ -1,4 +1,5 @@
-"""Docstring examples (``pytest --doctest-modules rnn_jax``) see ``rj``, ``jax``, ``jnp`` and ``np``."""
+"""Docstring examples (``pytest --doctest-modules rnn_jax``) see ``rj``, ``jax``, ``jnp``
+and ``np``."""
 
 import jax
 import jax.numpy as jnp

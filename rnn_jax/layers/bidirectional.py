@@ -10,7 +10,7 @@ import jax.numpy as jnp
 
 from rnn_jax.backends.masking import flip_valid
 from rnn_jax.cells.base import Cell, Config
-from rnn_jax.layers.base import Layer, as_layer, step_arguments, split_key
+from rnn_jax.layers.base import Layer, as_layer, split_key, step_arguments
 
 
 class BidirectionalParams(NamedTuple):
@@ -76,7 +76,8 @@ def bidirectional(
     ``(ys_fwd, ys_bwd)``, or a function ``merge(ys_fwd, ys_bwd)`` as Flax's
     ``merge_fn`` (a hashable one, as functions are, keeps the layer hashable).
     With ``resets``
-    (packed episodes) each segment runs backwards on its own. The final state is ``(fwd_state, bwd_state)``; ``initial_state`` likewise.
+    (packed episodes) each segment runs backwards on its own. The final state
+    is ``(fwd_state, bwd_state)``; ``initial_state`` likewise.
 
     Example:
         >>> layer = rj.bidirectional(rj.gru(16))

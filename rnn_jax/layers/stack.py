@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import jax
 
 from rnn_jax.cells.base import Cell, Config
-from rnn_jax.layers.base import Layer, as_layer, step_arguments, output_size, split_key
+from rnn_jax.layers.base import Layer, as_layer, output_size, split_key, step_arguments
 from rnn_jax.layers.dropout import check_rate, sequence_dropout
 
 
