@@ -374,8 +374,10 @@ def check_results(doc: Mapping[str, Any]) -> None:
             raise ValueError(f"records[{i}] lacks {missing}")
         if ("backend" in rec) == ("library" in rec):
             raise ValueError(f"records[{i}] must name exactly one of backend and library")
-        if rec["mode"] not in MODES:
-            raise ValueError(f"records[{i}].mode must be one of {MODES}; got {rec['mode']!r}")
+        if rec["mode"] not in MODES + EXTRA_MODES:
+            raise ValueError(
+                f"records[{i}].mode must be one of {MODES + EXTRA_MODES}; got {rec['mode']!r}"
+            )
 
 
 def write_results(

@@ -7,10 +7,12 @@ On ``sys.path`` through ``pythonpath = ["tests"]`` in pyproject.toml.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 import rnn_jax as rj
@@ -93,3 +95,21 @@ def value_and_grads(cell, backend, params, xs, h0, **kwargs):
         return total, (final, ys)
 
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(params, xs, h0)
+
+
+def random_case(cell, steps: int, batch: int, features: int, seed: int = 0):
+    """``(params, xs [steps, batch, features], carry)`` drawn at random (scale 0.5; complex
+    leaves get an imaginary part too), so every parameter and every carry leaf matters."""
+    rng = np.random.default_rng(seed)
+
+    def random(s):
+        value = rng.standard_normal(s.shape)
+        if jnp.issubdtype(s.dtype, jnp.complexfloating):
+            value = value + 1j * rng.standard_normal(s.shape)
+        return jnp.asarray(0.5 * value, s.dtype)
+
+    shapes = jax.eval_shape(partial(cell.init, input_size=features), jax.random.key(0))
+    params = jax.tree.map(random, shapes)
+    carry = jax.eval_shape(lambda p: cell.initial_state(p, (batch,)), params)
+    xs = jnp.asarray(rng.standard_normal((steps, batch, features)), jnp.float32)
+    return params, xs, jax.tree.map(random, carry)

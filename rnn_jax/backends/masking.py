@@ -185,3 +185,18 @@ def flip_valid(xs: Any, length: jax.Array | None) -> Any:
         return jnp.take_along_axis(x, expand_to(source, x), axis=0)
 
     return jax.tree.map(flip, xs)
+
+
+def linear_outputs(linear, params: Any, hs: jax.Array, problem) -> tuple[jax.Array, Any]:
+    """``(final_carry, ys)`` from a linear recurrence's solved states ``hs [T, B, ...]``.
+
+    The final carry is the state after the last step in scan order (``hs[0]`` when
+    ``problem.reverse``); ``ys = linear.output(params, hs, problem.xs)`` with zeros at the
+    steps ``problem.valid`` leaves out. Shared by the backends that solve the recurrence
+    in parallel (``parallel``, ``sharded``).
+    """
+    final = hs[0] if problem.reverse else hs[-1]
+    ys = linear.output(params, hs, problem.xs)
+    if problem.valid is not None:
+        ys = zero_where_not(problem.valid, ys)
+    return final, ys

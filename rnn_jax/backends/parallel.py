@@ -43,7 +43,12 @@ import jax.numpy as jnp
 from rnn_jax.backends.chunkwise import chunkwise
 from rnn_jax.backends.contract import Backend, Problem, callable_module, register
 from rnn_jax.backends.linear_solve import METHODS, solve, solve_log
-from rnn_jax.backends.masking import expand_to, masked_coefficients, zero_where_not
+from rnn_jax.backends.masking import (
+    expand_to,
+    linear_outputs,
+    masked_coefficients,
+    zero_where_not,
+)
 
 
 def supports(cell, problem: Problem, *, log_space: bool = False) -> str | None:
@@ -122,11 +127,7 @@ def run(cell, params, problem: Problem, *, method, chunk, log_space, memory_chun
         a, b = masked_coefficients(a, b, problem)
         hs = solve(a, b, h0.astype(dtype), reverse=problem.reverse, method=method, chunk=chunk)
     hs = hs.astype(h0.dtype)
-    final = hs[0] if problem.reverse else hs[-1]
-    ys = linear.output(params, hs, problem.xs)
-    if problem.valid is not None:
-        ys = zero_where_not(problem.valid, ys)
-    return final, ys
+    return linear_outputs(linear, params, hs, problem)
 
 
 @cache

@@ -43,7 +43,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from rnn_jax.backends.contract import Backend, Problem, callable_module, register
 from rnn_jax.backends.linear_solve import METHODS, associative, previous_states, solve
-from rnn_jax.backends.masking import masked_coefficients, zero_where_not
+from rnn_jax.backends.masking import linear_outputs, masked_coefficients
 
 AXIS = "time"
 
@@ -132,11 +132,7 @@ def run(cell, params, problem: Problem, *, mesh, axis, batch_axis, method, chunk
         method=method,
         chunk=chunk,
     ).astype(h0.dtype)
-    final = hs[0] if problem.reverse else hs[-1]
-    ys = linear.output(params, hs, problem.xs)
-    if problem.valid is not None:
-        ys = zero_where_not(problem.valid, ys)
-    return final, ys
+    return linear_outputs(linear, params, hs, problem)
 
 
 @cache

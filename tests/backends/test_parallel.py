@@ -223,9 +223,7 @@ def test_auto_never_picks_a_parallel_backend_recorded_as_slower():
         xs = jax.ShapeDtypeStruct((entry["T"], entry["B"], entry["I"]), jnp.dtype(entry["dtype"]))
         for mode in ("forward", "forward_backward"):
             slower = slower_than_sequential(entry, mode)
-            problem = scan_helpers.problem_of(
-                cell, params, xs, gradient=mode == "forward_backward"
-            )
+            problem = scan_helpers.problem_of(cell, params, xs, gradient=mode == "forward_backward")
             for table in (built, None):
                 chosen = auto.choose(cell, problem, table=table, platform=platform)
                 assert chosen.name not in slower, (entry, mode, chosen.name)

@@ -3,8 +3,6 @@ forward and reverse, with lengths and with holes; streams fed chunk by chunk; er
 
 from __future__ import annotations
 
-from functools import partial
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -47,25 +45,7 @@ BACKENDS = {
 
 def draw(name, seed=0):
     cell = CELLS[name]
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(partial(cell.init, input_size=F), jax.random.key(0))
-    params = jax.tree.map(
-        lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes
-    )
-    carry = jax.eval_shape(lambda p: cell.initial_state(p, (B,)), params)
-
-    def random(s):
-        value = rng.standard_normal(s.shape)
-        if jnp.issubdtype(s.dtype, jnp.complexfloating):
-            value = value + 1j * rng.standard_normal(s.shape)
-        return jnp.asarray(0.5 * value, s.dtype)
-
-    return (
-        cell,
-        params,
-        jnp.asarray(rng.standard_normal((T, B, F)), jnp.float32),
-        jax.tree.map(random, carry),
-    )
+    return (cell, *scan_helpers.random_case(cell, T, B, F, seed))
 
 
 def segment_loop(cell, params, xs, h0, valid, resets, reverse):

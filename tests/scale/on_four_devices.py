@@ -11,13 +11,13 @@ The file is not named ``test_*.py``: the test command collects it only through
 from __future__ import annotations
 
 import shutil
-from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import Mesh
+from scan_helpers import random_case
 
 import rnn_jax as rj
 from rnn_jax.train import sharding
@@ -53,21 +53,7 @@ BACKENDS = {
 
 
 def draw(cell, seed=0):
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(partial(cell.init, input_size=F), jax.random.key(0))
-    params = jax.tree.map(
-        lambda s: jnp.asarray(0.5 * rng.standard_normal(s.shape), s.dtype), shapes
-    )
-    carry = jax.eval_shape(lambda p: cell.initial_state(p, (B,)), params)
-
-    def random(s):
-        value = rng.standard_normal(s.shape)
-        if jnp.issubdtype(s.dtype, jnp.complexfloating):
-            value = value + 1j * rng.standard_normal(s.shape)
-        return jnp.asarray(0.5 * value, s.dtype)
-
-    xs = jnp.asarray(rng.standard_normal((T, B, F)), jnp.float32)
-    return params, xs, jax.tree.map(random, carry)
+    return random_case(cell, T, B, F, seed)
 
 
 def loss_and_grads(cell, backend, params, xs, h0, reverse):
