@@ -21,11 +21,11 @@ Sequences are split 70/15/15 by a shuffle (``data_seed``); one series is
 split 70/15/15 in time and cut into windows of ``length`` steps. Inputs are
 standardised per feature, and regression and forecast targets too, with the
 training split's mean and deviation, so MSEs are in units of the target's
-training deviation (the training mean scores about 1). Forecast inputs are
-the feature columns and, unless ``features`` are given, the target's own
-past. What the scaling and the labels were is the task's ``encoding``
-(JSON, stored in every checkpoint), which `prediction_inputs` and
-`decode_outputs` apply to new data.
+training deviation (the training mean scores about 1). A table's forecast
+inputs are its feature columns and, unless ``features`` are given, the
+target's own past; an ``.npz``'s are ``x``. What the scaling and the
+labels were is the task's ``encoding`` (JSON, stored in every checkpoint),
+which `prediction_inputs` and `decode_outputs` apply to new data.
 """
 
 from __future__ import annotations
