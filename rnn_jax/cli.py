@@ -1,4 +1,4 @@
-"""``rnn-jax``: train, compare, generate, bench and gradflow from the command line.
+"""``rnn-jax``: train, compare, predict, generate, bench and gradflow from the command line.
 
 This module parses and prints; `rnn_jax.app` does the work. The options of
 ``train`` and ``compare`` are made from `RunConfig`'s fields (flag, default,
@@ -82,11 +82,18 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
 
 
+PREDICT_HELP = (
+    "Writes a CSV of predictions by a finished run of train --data: for classify and "
+    "regress, the sequence id (the --id column, the .npz 'id', else the sequence's index) and "
+    "the prediction (a class label, or a value in the target's units); for forecast, one row "
+    "per step: the id, the step (0-based) and the forecast of the target horizon steps "
+    "later (for one series, the step and the forecast from the window ending there)."
+)
 COMPARED_CELLS = ["simple", "lstm", "gru"]  # what compare trains unless --cells says
 PROBED_CELLS = ["simple", "lstm", "gru", "mgu", "indrnn"]  # what gradflow measures unless told
 
 # How the command line reads a value of each field type.
-READERS = {int: integer, float: number, str: str}
+READERS = {int: integer, float: number, str: str, list: comma_list}
 
 # Shortcuts for common task options: ``--FLAG VALUE`` sets the task option, as
 # ``--task-option OPTION=VALUE`` would. Flag: (option, reader, help).
@@ -94,11 +101,12 @@ TASK_SHORTCUTS = {
     "length": (
         "length",
         positive_integer,
-        "sequence length T (adding, copy_memory, forecasting, text, translate)",
+        "sequence length T (adding, copy_memory, forecasting, text, translate; the window "
+        "of a --data series)",
     ),
     "text": ("path", str, "UTF-8 text for --task text (default: the Python standard library)"),
     "max-chars": ("max_chars", positive_integer, "characters of text to read"),
-    "horizon": ("horizon", positive_integer, "forecast horizon (steps ahead)"),
+    "horizon": ("horizon", positive_integer, "forecast horizon (steps ahead; also for --data)"),
     "op": ("op", str, "translate: reverse or sort"),
 }
 
@@ -120,11 +128,11 @@ CONFIG_FIELDS = [field.name for field in dataclasses.fields(RunConfig)]
 
 
 def field_type(field: dataclasses.Field) -> type:
-    """The type of a `RunConfig` field's given value: ``int`` for ``int | None``."""
+    """The type of a `RunConfig` field's given value: ``int`` for ``int | None``, ``list``
+    for ``list[str] | None``."""
     annotation = FIELD_TYPES[field.name]
     if isinstance(annotation, types.UnionType):
-        (given,) = [t for t in typing.get_args(annotation) if t is not type(None)]
-        return given
+        (annotation,) = [t for t in typing.get_args(annotation) if t is not type(None)]
     return typing.get_origin(annotation) or annotation
 
 
@@ -171,7 +179,10 @@ def option_settings(field: dataclasses.Field) -> dict[str, Any]:
             "default": [],
             "metavar": "KEY=VALUE",
         }
-    return {"dest": field.name, "type": reader(field), "default": field.default}
+    settings = {"dest": field.name, "type": reader(field), "default": field.default}
+    if field.metadata["metavar"] is not None:
+        settings["metavar"] = field.metadata["metavar"]
+    return settings
 
 
 def add_task_shortcuts(group: Any) -> None:
@@ -217,7 +228,8 @@ def config_from_args(args: argparse.Namespace, **given: Any) -> RunConfig:
 def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
-        description="Recurrent networks in JAX: train, compare, generate, bench, gradflow.",
+        description="Recurrent networks in JAX: train, compare, predict, generate, bench, "
+        "gradflow.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     progress = argparse.ArgumentParser(add_help=False)
@@ -240,7 +252,9 @@ def build_parser() -> Parser:
         "--resume", action="store_true", help="continue the run in --checkpoint-dir exactly"
     )
     train.add_argument(
-        "--out", help="directory for results.json and history.png (default runs/train-TASK-CELL)"
+        "--out",
+        help="directory for results.json and history.png (default runs/train-TASK-CELL, TASK "
+        "the --data file's name where one is given)",
     )
 
     compare = commands.add_parser(
@@ -255,6 +269,28 @@ def build_parser() -> Parser:
     add_config_options(compare, [name for name in CONFIG_FIELDS if name != "cell"])
     compare.add_argument(
         "--out", help="directory for compare.json and compare.png (default runs/compare-TASK)"
+    )
+
+    predict = commands.add_parser(
+        "predict",
+        help="a finished --data run's predictions on a file, as CSV",
+        description=PREDICT_HELP,
+    )
+    predict.add_argument(
+        "--run",
+        required=True,
+        metavar="DIR",
+        help="the run's checkpoint directory (train --checkpoint-dir)",
+    )
+    predict.add_argument(
+        "--data",
+        required=True,
+        metavar="FILE",
+        help="a file like the run's training file: the same feature and id columns (a target "
+        "column is read only where the run forecast from the target's past)",
+    )
+    predict.add_argument(
+        "--out", metavar="FILE", help="the CSV to write (default runs/predict-STEM.csv)"
     )
 
     generate = commands.add_parser("generate", help="write text with a trained language model")
@@ -316,13 +352,26 @@ def print_results(results: dict[str, Any]) -> None:
         print(f"solved ({results['solved_when']}): {'yes' if results['solved'] else 'no'}")
 
 
+def run_name(config: RunConfig) -> str:
+    """What a run's default output directory is named after: its data file, or its task."""
+    return config.task if config.data is None else Path(config.data).stem
+
+
+def check_data_or_task(args: argparse.Namespace) -> None:
+    """A usage error for ``--data`` beside ``--task``: the file replaces the task."""
+    typed = any(word == "--task" or word.startswith("--task=") for word in args.argv)
+    if args.data is not None and typed:
+        raise UsageError("--data replaces --task; give one of them")
+
+
 def command_train(args: argparse.Namespace) -> int:
+    check_data_or_task(args)
     if args.resume and not args.checkpoint_dir:
         raise UsageError("--resume needs --checkpoint-dir")
     if args.checkpoint_every and not args.checkpoint_dir:
         raise UsageError("--checkpoint-every needs --checkpoint-dir")
     config = config_from_args(args)
-    out = checked_out(args.out or f"runs/train-{config.task}-{config.cell}")
+    out = checked_out(args.out or f"runs/train-{run_name(config)}-{config.cell}")
     results = app.run(
         config,
         task=app.make_task(config),
@@ -335,12 +384,15 @@ def command_train(args: argparse.Namespace) -> int:
     )
     print_results(results)
     print(f"wrote {out / 'results.json'} and {out / 'history.png'}")
+    if config.data is not None and not args.checkpoint_dir:
+        print(f"{PROG} predict reads a run's checkpoints: train with --checkpoint-dir to keep them")
     return 0
 
 
 def command_compare(args: argparse.Namespace) -> int:
+    check_data_or_task(args)
     config = config_from_args(args, cell=args.cells[0])
-    out = checked_out(args.out or f"runs/compare-{config.task}")
+    out = checked_out(args.out or f"runs/compare-{run_name(config)}")
     summary = app.compare(
         config,
         args.cells,
@@ -353,6 +405,17 @@ def command_compare(args: argparse.Namespace) -> int:
     print(f"{summary['description']}: {len(args.cells)} cells in {summary['seconds']:.0f} s")
     print(summary["table"])
     print(f"wrote {out / 'compare.json'} and {out / 'compare.png'}")
+    return 0
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    out = Path(args.out or f"runs/predict-{Path(args.data).stem}.csv")
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; give the CSV file to write")
+    predictions = app.predict(app.load_run(args.run), args.data)
+    app.write_predictions(predictions, out)
+    print(f"{len(predictions.rows)} predictions of {args.data} by the run in {args.run}")
+    print(f"wrote {out} (columns {', '.join(predictions.header)})")
     return 0
 
 
@@ -413,6 +476,7 @@ def command_gradflow(args: argparse.Namespace) -> int:
 COMMANDS = {
     "train": command_train,
     "compare": command_compare,
+    "predict": command_predict,
     "generate": command_generate,
     "gradflow": command_gradflow,
 }
@@ -425,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["bench"]:  # everything after "bench" belongs to the suite
             return command_bench(argv[1:])
         args = build_parser().parse_args(argv)
+        args.argv = argv
         args.command_line = shlex.join([PROG, *argv])
         if args.command is None:
             names = ", ".join([*COMMANDS, "bench"])

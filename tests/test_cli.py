@@ -52,7 +52,8 @@ def test_every_field_is_an_option_with_its_help():
 
 def test_every_option_reaches_its_field():
     argv = (
-        "train --task translate --task-option symbols=5 --length 12 --op sort --cell gru "
+        "train --task translate --task-option symbols=5 --length 12 --op sort --data walks.csv "
+        "--target label --id walk --features x,noise --objective classify --cell gru "
         "--cell-option reset_after=false --hidden 12 --layers 2 --embed 8 --bidirectional "
         "--dropout 0.1 --backend sequential --attention none --optimizer sgd --lr 0.5 "
         "--schedule cosine --warmup 2 --clip 0 --weight-decay 0.01 --batch 3 --steps 7 "
@@ -61,6 +62,11 @@ def test_every_option_reaches_its_field():
     expected = RunConfig(
         task="translate",
         task_options={"symbols": 5, "length": 12, "op": "sort"},
+        data="walks.csv",
+        target="label",
+        id_column="walk",
+        features=["x", "noise"],
+        objective="classify",
         cell="gru",
         cell_options={"reset_after": False},
         hidden=12,

@@ -6,6 +6,7 @@
 - `run` trains one config; `compare` several cells on the same data;
   `load_run` rebuilds a trained run (model, params, task) from its
   checkpoints; `generate_text` writes with a character model.
+- `predict`, `write_predictions`: a finished run's predictions on a data file, as CSV.
 - `gradflow`: the gradient-flow report over `rj.diagnostics`.
 - Records: `write_json`, `results_document`, `table`, `plot_curves`,
   `plot_history`; every file written atomically.
@@ -20,6 +21,7 @@ from rnn_jax.app.generation import generate_text
 from rnn_jax.app.gradient_flow import gradflow
 from rnn_jax.app.load import LoadedRun, load_run
 from rnn_jax.app.plots import plot_curves, plot_history
+from rnn_jax.app.prediction import Predictions, predict, write_predictions
 from rnn_jax.app.records import results_document, write_json
 from rnn_jax.app.runs import run
 from rnn_jax.app.tables import table
@@ -28,6 +30,7 @@ __all__ = [
     "DEFAULT_STEPS",
     "ConfigError",
     "LoadedRun",
+    "Predictions",
     "RunConfig",
     "compare",
     "generate_text",
@@ -40,8 +43,10 @@ __all__ = [
     "make_task",
     "plot_curves",
     "plot_history",
+    "predict",
     "results_document",
     "run",
     "table",
     "write_json",
+    "write_predictions",
 ]

@@ -11,15 +11,32 @@ from typing import Any
 
 from rnn_jax.app.config import ConfigError, RunConfig
 from rnn_jax.cells import Cell, get_cell
-from rnn_jax.data import Task, get_task
+from rnn_jax.data import DataError, Task, file_task, get_task
+from rnn_jax.data.user_data import TASK_OPTIONS
 from rnn_jax.layers import Layer, bidirectional, rnn, stack
 from rnn_jax.models import Model, classifier, forecaster, generator, seq2seq, tagger
 from rnn_jax.train.objective import Objective, supervised
 
 
 def make_task(config: RunConfig) -> Task:
-    """The task ``config.task`` with ``config.task_options``."""
-    return get_task(config.task, **config.task_options)
+    """The task ``config.task`` with ``config.task_options``, or, given ``config.data``, the
+    task of that file (`rj.data.file_task`: its columns from the config, its ``length``,
+    ``horizon`` and ``data_seed`` from the task options)."""
+    if config.data is None:
+        return get_task(config.task, **config.task_options)
+    unknown = sorted(set(config.task_options) - set(TASK_OPTIONS))
+    if unknown:
+        raise DataError(
+            f"a data file takes task options {list(TASK_OPTIONS)}; got unknown {unknown}"
+        )
+    return file_task(
+        config.data,
+        target=config.target,
+        id=config.id_column,
+        features=config.features,
+        objective=config.objective,
+        **config.task_options,
+    )
 
 
 def make_cell(config: RunConfig) -> Cell:

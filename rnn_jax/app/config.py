@@ -18,7 +18,7 @@ from typing import Any
 
 from rnn_jax.backends import names as backend_names
 from rnn_jax.cells import cell_names, get_cell
-from rnn_jax.data import task_names
+from rnn_jax.data import OBJECTIVES, task_names
 from rnn_jax.train.optim import OPTIMIZERS, SCHEDULES
 from rnn_jax.train.sharding import parse_mesh
 
@@ -66,6 +66,20 @@ def boolean(value: Any) -> str | None:
     return None if isinstance(value, bool) else "True or False"
 
 
+def text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "a non-empty string"
+
+
+def column_names(value: Any) -> str | None:
+    ok = (
+        isinstance(value, list)
+        and value
+        and all(isinstance(name, str) and name for name in value)
+        and len(set(value)) == len(value)
+    )
+    return None if ok else "a non-empty list of distinct column names"
+
+
 def options(value: Any) -> str | None:
     """Keyword options for a factory: a dict with string keys."""
     ok = isinstance(value, dict) and all(isinstance(key, str) for key in value)
@@ -99,18 +113,27 @@ def setting(
     *,
     choices: Callable[[], Sequence[Any]] | None = None,
     flag: str | None = None,
+    metavar: str | None = None,
 ) -> Any:
     """A `RunConfig` field: its default, its help, its group, and a ``rule`` or the ``choices``.
 
     ``choices()`` lists the values allowed (read when checked, so registries
     filled later count); ``flag`` names the command-line option when the
-    field's name does not (``--task-option`` for ``task_options``).
+    field's name does not (``--task-option`` for ``task_options``), and
+    ``metavar`` its value in the help (``--data FILE``).
     """
     if group not in GROUPS:
         raise ValueError(f"group must be one of {GROUPS}; got {group!r}")
     if (rule is None) == (choices is None):
         raise ValueError("give a setting either a rule or its choices")
-    metadata = {"help": help, "group": group, "rule": rule, "choices": choices, "flag": flag}
+    metadata = {
+        "help": help,
+        "group": group,
+        "rule": rule,
+        "choices": choices,
+        "flag": flag,
+        "metavar": metavar,
+    }
     if isinstance(default, dict):
         return dataclasses.field(default_factory=default.copy, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -147,6 +170,42 @@ class RunConfig:
     task: str = setting("adding", "the task", "task", choices=task_names)
     task_options: dict[str, Any] = setting(
         {}, "any other task option", "task", options, flag="task_option"
+    )
+    data: str | None = setting(
+        None,
+        "train on this file instead of a task: a CSV, TSV, Parquet (with pyarrow) or .npz "
+        "file (see README, 'Your own data')",
+        "task",
+        optional(text),
+        metavar="FILE",
+    )
+    target: str | None = setting(
+        None, "the target column of a --data table", "task", optional(text), metavar="COL"
+    )
+    id_column: str | None = setting(
+        None,
+        "the sequence-id column of a --data table: the rows of one id, in file order, are one "
+        "sequence (default: the whole table is one series, to forecast)",
+        "task",
+        optional(text),
+        flag="id",
+        metavar="COL",
+    )
+    features: list[str] | None = setting(
+        None,
+        "the input columns of a --data table, comma-separated (default: all but --id and "
+        "--target; to forecast, the target's past too)",
+        "task",
+        optional(column_names),
+        metavar="COL,...",
+    )
+    objective: str | None = setting(
+        None,
+        "what to learn from --data; none infers it: forecast a target that changes within a "
+        "sequence, or one series; classify text or at most 20 distinct whole numbers; else "
+        "regress",
+        "task",
+        choices=lambda: [None, *OBJECTIVES],
     )
     cell: str = setting("lstm", "the cell", "model", choices=cell_names)
     cell_options: dict[str, Any] = setting(
@@ -239,6 +298,13 @@ class RunConfig:
             expected = expectation(field, value)
             if expected is not None:
                 raise ConfigError(f"{field.name} must be {expected}; got {value!r}")
+        if self.data is None:
+            for name in ("target", "id_column", "features", "objective"):
+                if getattr(self, name) is not None:
+                    raise ConfigError(
+                        f"{name} applies to a data file; got {name}={getattr(self, name)!r} "
+                        f"without data"
+                    )
         if self.steps is not None and self.warmup >= self.steps:
             raise ConfigError(f"warmup must be below steps={self.steps}; got {self.warmup}")
         try:

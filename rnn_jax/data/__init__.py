@@ -1,7 +1,9 @@
-"""Tasks, generated or shipped with installed packages (nothing is downloaded).
+"""Tasks, generated, shipped with installed packages (nothing is downloaded), or a user's file.
 
 ``rj.data.get_task("adding", length=100)`` builds a `Task` by name; each task
 is also a function here (``rj.data.adding(length=100)``).
+``rj.data.file_task("sales.csv", target="sales", id="store")`` makes one of
+a CSV, TSV, Parquet or ``.npz`` file (`rnn_jax.data.files` reads them).
 """
 
 from __future__ import annotations
@@ -20,8 +22,17 @@ from rnn_jax.data.base import (
     is_solved,
 )
 from rnn_jax.data.bundled import digits, sunspots
+from rnn_jax.data.files import Sequences, read_sequences
 from rnn_jax.data.synthetic import adding, copy_memory, mackey_glass, translation
 from rnn_jax.data.text import char_text, decode, encode, read_text
+from rnn_jax.data.user_data import (
+    OBJECTIVES,
+    FileTask,
+    PredictionInputs,
+    decode_outputs,
+    file_task,
+    prediction_inputs,
+)
 
 TASKS: dict[str, Callable[..., Task]] = {
     "adding": adding,
@@ -64,7 +75,11 @@ __all__ = [
     "ArraySplit",
     "Batch",
     "DataError",
+    "FileTask",
     "GeneratedSplit",
+    "OBJECTIVES",
+    "PredictionInputs",
+    "Sequences",
     "StreamSplit",
     "TASKS",
     "Task",
@@ -72,11 +87,15 @@ __all__ = [
     "char_text",
     "copy_memory",
     "decode",
+    "decode_outputs",
     "digits",
     "encode",
+    "file_task",
     "get_task",
     "is_solved",
     "mackey_glass",
+    "prediction_inputs",
+    "read_sequences",
     "read_text",
     "sunspots",
     "task_names",
