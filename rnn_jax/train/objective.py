@@ -59,10 +59,9 @@ def supervised(
     loss_fn = LOSSES[loss]
 
     def run(params, batch, key, carry):
-        if stateful:
-            carry = tbptt.reset(carry, batch.reset)
+        restart = tbptt.restart_at_first_step(batch.inputs, batch.reset) if stateful else {}
         state, outputs = apply(
-            params, batch.inputs, length=batch.length, initial_state=carry, key=key
+            params, batch.inputs, length=batch.length, initial_state=carry, key=key, **restart
         )
         return outputs, (tbptt.carry_over(state) if stateful else None)
 

@@ -1,8 +1,10 @@
 """Truncated backpropagation through time: the state carried from chunk to chunk.
 
 A long stream is read in chunks; the state at the end of one chunk starts the
-next (`carry_over` cuts its gradient), and it is zeroed where a stream starts
-again (`reset`). The fit loop threads it through every step and stores it in
+next (`carry_over` cuts its gradient). Where a stream starts again, the chunk's
+scan restarts at its first step (`restart_at_first_step`: ``rj.scan``'s
+``resets``, so the state is the cell's own initial state, as inside a packed
+batch). The fit loop threads the state through every step and stores it in
 checkpoints, so a resumed run continues mid-stream exactly.
 """
 
@@ -21,11 +23,14 @@ def zero_carry(apply: Callable[..., tuple[Any, Any]], params: Any, inputs: Any) 
     return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), state)
 
 
-def reset(carry: Any, where: jax.Array | None) -> Any:
-    """``carry`` with every leaf zeroed when ``where`` (a scalar bool) is True."""
+def restart_at_first_step(inputs: Any, where: jax.Array | None) -> dict[str, jax.Array]:
+    """``{"resets": [T, B]}`` True at step 0 of every sequence when ``where`` (a scalar
+    bool) is, for time-major ``inputs`` (leaves ``[T, B, ...]``); nothing for None."""
     if where is None:
-        return carry
-    return jax.tree.map(lambda c: jnp.where(where, jnp.zeros_like(c), c), carry)
+        return {}
+    steps, sequences = jax.tree.leaves(inputs)[0].shape[:2]
+    first = jnp.arange(steps)[:, None] == 0
+    return {"resets": jnp.broadcast_to(first & where, (steps, sequences))}
 
 
 def carry_over(state: Any) -> Any:

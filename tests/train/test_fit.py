@@ -111,7 +111,7 @@ def test_truncated_bptt_carries_the_state_across_chunks(tmp_path):
     )
     whole_loss, _ = loss_fn(params, both, None, objective.init_carry(params, both))
     np.testing.assert_allclose(float(chunk_loss), float(whole_loss), rtol=1e-5)
-    restarted, _ = loss_fn(params, first, None, carry)  # reset: the carry is zeroed
+    restarted, _ = loss_fn(params, first, None, carry)  # reset: the scan restarts at step 0
     fresh, _ = loss_fn(params, first, None, objective.init_carry(params, first))
     assert float(restarted) == float(fresh)
     assert jnp.isfinite(chunk_loss)
