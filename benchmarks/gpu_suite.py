@@ -6,6 +6,7 @@ finds ``rnn_jax``; what is missing, such as PyTorch, is skipped and named)::
     PYTHONPATH=. python3 benchmarks/gpu_suite.py --smoke   # each kernel compiled and checked once
     PYTHONPATH=. python3 benchmarks/gpu_suite.py           # every group, within --budget-s
     PYTHONPATH=. python3 benchmarks/gpu_suite.py --plan    # what it would run, and the estimate
+    PYTHONPATH=. python3 benchmarks/gpu_suite.py --groups loops --cells lstm   # a part again
 
 Groups, in the order they run:
 
@@ -50,12 +51,20 @@ calls, estimate), ``targets`` (issue 11's targets against the medians) and
 (the ``sequential`` median of the same case and mode over this one) and
 ``compile_s``.
 
-Estimate on an H200 (``--plan``; no GPU has run this suite yet, so the unit
-costs are assumptions, `UNIT_COSTS`, to be replaced by the ``groups`` field of
-a first run): checks 11 compiles (pallas and reference in one program each),
-77 timed calls; loops 24 compiles, 168 timed calls; parallel 22 compiles, 140
-timed calls; heads 30 compiles, 210 timed calls; about 5.5 minutes in all
-and under a minute for ``--smoke``.
+Estimate on an H200 (``--plan``), from what it runs and `UNIT_COSTS`. No GPU has run this
+suite yet, so the unit costs are assumptions until a first run's ``groups`` field gives real
+ones; compiles dominate, since each timed case takes milliseconds::
+
+    group      compiles   timed calls   estimated s
+    checks           11             0            66   (Pallas and reference in one program)
+    loops            24           224            79
+    parallel         22           140            73
+    heads            30           231           105
+    in all, with 15 s to start: about 338 s (5.6 minutes); --smoke: 6 compiles, about 51 s
+
+A group or case starts only when its estimate fits in what is left of ``--budget-s`` (360 s;
+85 s with ``--smoke``), so a slower machine ends after the budget and at most one case, with
+its JSON written and what it skipped named.
 
 On a CPU the suite refuses to run unless ``--allow-cpu``, which runs the
 same cases at tiny shapes (the Pallas kernels in interpret mode) to test the
@@ -102,11 +111,13 @@ WARMUP = 1  # calls after the compiling one, before timing
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 # Assumed costs on an H200 for the estimate, until a run's ``groups`` field replaces them: a
-# compile (Pallas: tracing the tiled bodies and Triton's compile too), and a step of a time
-# loop (``reference``, ``sequential``) or of a fused kernel (``pallas``, cuDNN), in
-# microseconds; ``parallel`` and ``newton`` take a time-loop step per 16 steps.
+# compile (Pallas: tracing the tiled bodies and lowering them to Triton IR, measured at 0.6 to
+# 3.1 s per program on a loaded 2-core CPU with jax.export for "cuda", then Triton's and XLA's
+# compiles, assumed), and a step of a time loop (``reference``, ``sequential``) or of a fused
+# kernel (``pallas``, cuDNN), in microseconds; ``parallel`` and ``newton`` take a time-loop
+# step per 16 steps.
 UNIT_COSTS = {
-    "compile_s": {"pallas": 6.0, "check": 8.0, "other": 2.5},
+    "compile_s": {"pallas": 5.0, "check": 6.0, "other": 2.0},
     "step_us": {"loop": 12.0, "fused": 4.0, "parallel": 0.75},
     "backward_factor": 3.0,
     "start_s": 15.0,  # importing JAX and PyTorch, starting the GPU client
@@ -368,14 +379,21 @@ def check_arrays(check: Check, cell, T: int, B: int, F: int, seed: int):
 
 def values_and_gradients(cell, backend, reverse, arrays, params, xs, c0):
     """``(outputs, gradients)``: the scan's (carry, ys) and the gradient of
-    `common.training_loss` of them with respect to params, inputs and initial state."""
+    `common.training_loss` of them with respect to params, inputs and initial state, from
+    one forward pass (the one that keeps what the backward reads)."""
 
     def apply(p, x, c):
         out = rj.scan(cell, p, x, initial_state=c, reverse=reverse, backend=backend, **arrays)
         return real_view(out)
 
-    loss = common.training_loss(apply, params, xs, c0)
-    return apply(params, xs, c0), jax.grad(loss, argnums=(0, 1, 2))(params, xs, c0)
+    mse = common.training_loss(lambda out: out, jax.eval_shape(apply, params, xs, c0))
+
+    def loss(p, x, c):
+        out = apply(p, x, c)
+        return mse(out), out
+
+    (_, out), grads = jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True)(params, xs, c0)
+    return out, grads
 
 
 def refusal(name: str, cell, params, xs, **arrays) -> str | None:
