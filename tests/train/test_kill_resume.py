@@ -12,7 +12,7 @@ import numpy as np
 
 import rnn_jax as rj
 
-STEPS = 400
+STEPS = 200
 ROOT = Path(__file__).resolve().parents[2]
 
 
