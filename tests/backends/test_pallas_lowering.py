@@ -122,9 +122,7 @@ def test_vmap_lowers_the_same_kernels(platform):
 
 # GRU heads on CUDA, where Triton's power-of-two tiles are what 3 gates must be padded to;
 # the TPU's 128-lane tiles pad both kinds alike (GRUs lower for TPU in the gated-cells test).
-@pytest.mark.parametrize(
-    ("platform", "kind"), [("cuda", "lstm"), ("cuda", "gru"), ("tpu", "lstm")]
-)
+@pytest.mark.parametrize(("platform", "kind"), [("cuda", "lstm"), ("cuda", "gru"), ("tpu", "lstm")])
 def test_flashrnn_heads_lower_in_bfloat16(platform, kind):
     """FlashRNN's head layouts of a 768-wide layer at B=16, with gradients; the dense 768
     head forward (its backward does not fit one GPU program: refused in words, below)."""
