@@ -289,6 +289,28 @@ def cell_place(table: Table, name: str) -> Callable[[tuple[int, ...]], str]:
     return lambda index: f"{table.source} {table.row_word} {table.rows[index[0]]}, column {name!r}"
 
 
+def holds_objects(path: Path) -> bool:
+    """Whether the ``.npy`` file or any array of the ``.npz`` at ``path`` has an object dtype,
+    read from the arrays' headers alone (loading them would need pickle)."""
+
+    def object_dtype(stream) -> bool:
+        version = np.lib.format.read_magic(stream)
+        read = {(1, 0): np.lib.format.read_array_header_1_0}.get(
+            version, np.lib.format.read_array_header_2_0
+        )
+        return read(stream)[2].hasobject
+
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(path, "rb") as stream:
+                return object_dtype(stream)
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(".npy")]
+            return any(object_dtype(archive.open(name)) for name in names)
+    except (OSError, ValueError, zipfile.BadZipFile):
+        return False
+
+
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
     """The arrays of an ``.npz`` (or the one of a ``.npy``, as ``x``), without unpickling."""
     try:
@@ -305,7 +327,7 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
     except DataError:
         raise
     except ValueError as error:
-        if "allow_pickle" in str(error):
+        if holds_objects(path):
             raise DataError(
                 f"{path} holds an object array (ragged sequences?); pad x to [N, T, F] and give "
                 f"each sequence's valid steps in 'length' [N]"
