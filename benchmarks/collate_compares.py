@@ -4,7 +4,9 @@
 parameter counts, each runs in a comparison of its own. This collects their ``compare.json``
 files into one document of the suites' schema: every run with its history, every command, the
 published scores to compare with (``--reference NAME=VALUE``), and a table of each run's cell,
-settings, parameters, steps, wall time and test metrics.
+settings, parameters, steps, wall time and test metrics. A file this script wrote is an input
+too, with its runs, commands and references, so a new run joins an earlier table without the
+compare files behind it.
 
     python benchmarks/collate_compares.py benchmarks/results/training_copy_memory_T1000.json \\
         runs/copy/lru/compare.json runs/copy/lstm/compare.json ... \\
@@ -23,7 +25,7 @@ from rnn_jax.app.records import results_document, write_json
 from rnn_jax.app.tables import table
 
 # The settings that differ between the runs of one task, shown beside each run's cell.
-SETTINGS = ("hidden", "layers", "backend", "batch", "lr", "schedule")
+SETTINGS = ("hidden", "layers", "backend", "batch", "lr", "schedule", "seed")
 
 
 def reference(text: str) -> tuple[str, float]:
@@ -39,19 +41,28 @@ def reference(text: str) -> tuple[str, float]:
 
 
 def check_same_task(paths: list[Path], documents: list[dict[str, Any]]) -> None:
-    """A ValueError naming the first file whose task or task options differ from the first's."""
+    """A ValueError naming the first file with a run whose task or task options differ from
+    those of the first file's first run."""
     first = documents[0]
-    want = (first["task"], first["config"]["task_options"])
+    want = (first["task"], first["runs"][0]["config"]["task_options"])
     for path, document in zip(paths, documents, strict=True):
-        if (document["task"], document["config"]["task_options"]) != want:
-            raise ValueError(
-                f"{path} compares {document['task']} {document['config']['task_options']}; "
-                f"{paths[0]} compares {want[0]} {want[1]}"
-            )
+        for run in document["runs"]:
+            if (document["task"], run["config"]["task_options"]) != want:
+                raise ValueError(
+                    f"{path} compares {document['task']} {run['config']['task_options']}; "
+                    f"{paths[0]} compares {want[0]} {want[1]}"
+                )
 
 
-def options_text(options: dict[str, Any]) -> str:
-    """Cell options as the command line gives them: ``r_min=0.999 r_max=0.9999``."""
+def commands_of(document: dict[str, Any]) -> list[str]:
+    """The commands behind a document: a compare file's one, or a collated file's list."""
+    return document.get("commands") or [document["command"]]
+
+
+def options_text(config: dict[str, Any]) -> str:
+    """A run's cell options and layer options as the command line gives them:
+    ``r_min=0 r_max=0.5 2:r_min=0.999``."""
+    options = {**config["cell_options"], **config.get("layer_options", {})}
     return " ".join(f"{key}={value}" for key, value in options.items()) or "-"
 
 
@@ -69,7 +80,7 @@ def run_row(run: dict[str, Any], metrics: list[str]) -> list[Any]:
     return [
         run["cell"],
         *[config[name] for name in SETTINGS],
-        options_text(config["cell_options"]),
+        options_text(config),
         run["params"],
         run["steps"],
         round(run["train_seconds"]),
@@ -78,11 +89,12 @@ def run_row(run: dict[str, Any], metrics: list[str]) -> list[Any]:
     ]
 
 
-def collate(paths: list[Path], references: dict[str, float] | None = None) -> dict[str, Any]:
+def collate(paths: list[Path], references_given: dict[str, float] | None = None) -> dict[str, Any]:
     """The combined document of the compare files at ``paths`` (all of one task and options).
 
-    ``references`` are published scores on the task's loss, by name; they are
-    listed under the table and stored in the document.
+    ``references_given`` are published scores on the task's loss, by name; with
+    those of any collated input, they are listed under the table and stored in
+    the document.
     """
     if not paths:
         raise ValueError("collate needs at least one compare.json; got none")
@@ -102,11 +114,13 @@ def collate(paths: list[Path], references: dict[str, float] | None = None) -> di
     text += f"\nbaseline ({first['metric']}): {baselines or '-'}"
     if first["solved_when"]:
         text += f"; solved means test {first['solved_when']}"
-    references = dict(references or {})
+    earlier = [document.get("references", {}) for document in documents]
+    references = {name: value for known in earlier for name, value in known.items()}
+    references.update(references_given or {})
     if references:
         shown = "; ".join(f"{name} {value:.4g}" for name, value in references.items())
         text += f"\npublished ({first['metric']}): {shown}"
-    commands = [document["command"] for document in documents]
+    commands = [command for document in documents for command in commands_of(document)]
     return results_document(
         f"training-compare-{first['task']}",
         "; ".join(commands),

@@ -177,7 +177,7 @@ def option_settings(field: dataclasses.Field) -> dict[str, Any]:
             "type": key_value,
             "action": "append",
             "default": [],
-            "metavar": "KEY=VALUE",
+            "metavar": field.metadata["metavar"] or "KEY=VALUE",
         }
     settings = {"dest": field.name, "type": reader(field), "default": field.default}
     if field.metadata["metavar"] is not None:

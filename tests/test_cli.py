@@ -54,7 +54,8 @@ def test_every_option_reaches_its_field():
     argv = (
         "train --task translate --task-option symbols=5 --length 12 --op sort --data walks.csv "
         "--target label --id walk --features x,noise --objective classify --cell gru "
-        "--cell-option reset_after=false --hidden 12 --layers 2 --embed 8 --bidirectional "
+        "--cell-option reset_after=false --layer-option 2:reset_after=true --hidden 12 "
+        "--layers 2 --embed 8 --bidirectional "
         "--dropout 0.1 --backend sequential --attention none --optimizer sgd --lr 0.5 "
         "--schedule cosine --warmup 2 --clip 0 --weight-decay 0.01 --batch 3 --steps 7 "
         "--epochs 1.5 --eval-every 2 --patience 3 --seed 9 --mesh data=1"
@@ -69,6 +70,7 @@ def test_every_option_reaches_its_field():
         objective="classify",
         cell="gru",
         cell_options={"reset_after": False},
+        layer_options={"2:reset_after": True},
         hidden=12,
         layers=2,
         embed=8,

@@ -25,6 +25,7 @@ def compare_file(directory: Path, cell: str, hidden: int, test: dict, length: in
         "batch": 32,
         "lr": 0.001,
         "schedule": "constant",
+        "seed": 0,
         "cell_options": {"r_min": 0.9} if cell == "lru" else {},
     }
     run = {
@@ -86,3 +87,21 @@ def test_a_reference_is_a_name_and_a_number():
     for text in ("LSTM=low", "=0.5", "0.5"):
         with pytest.raises(argparse.ArgumentTypeError, match=f"expected NAME=NUMBER; got '{text}'"):
             collate_compares.reference(text)
+
+
+def test_a_collated_file_takes_a_new_run_with_its_runs_commands_and_references(tmp_path):
+    earlier = collate_compares.collate(
+        [compare_file(tmp_path, "lstm", 64, {"mse": 0.17})], {"LSTM (Bai et al. 2018)": 0.164}
+    )
+    earlier_path = tmp_path / "training_adding_T600.json"
+    earlier_path.write_text(json.dumps(earlier))
+    document = collate_compares.collate(
+        [earlier_path, compare_file(tmp_path, "lru", 128, {"mse": 0.004})]
+    )
+    assert [run["cell"] for run in document["runs"]] == ["lstm", "lru"]
+    assert document["commands"] == [
+        "rnn-jax compare --cells lstm --hidden 64",
+        "rnn-jax compare --cells lru --hidden 128",
+    ]
+    assert document["references"] == {"LSTM (Bai et al. 2018)": 0.164}
+    assert document["seconds"] == 40.0

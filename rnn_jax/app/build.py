@@ -39,18 +39,21 @@ def make_task(config: RunConfig) -> Task:
     )
 
 
-def make_cell(config: RunConfig) -> Cell:
-    """The cell ``config.cell`` of ``config.hidden`` units with ``config.cell_options``."""
-    return get_cell(config.cell, config.hidden, **config.cell_options)
+def make_cell(config: RunConfig, layer: int | None = None) -> Cell:
+    """The cell ``config.cell`` of ``config.hidden`` units with ``config.cell_options`` and,
+    over them, the ``layer_options`` of layer ``layer`` (1 the lowest; None for a cell outside
+    the stack, such as a decoder's)."""
+    options = config.cell_options if layer is None else config.options_of_layer(layer)
+    return get_cell(config.cell, config.hidden, **options)
 
 
 def make_body(config: RunConfig, *, allow_bidirectional: bool = True) -> Layer:
     """The sequence layer: ``config.layers`` cells stacked, each bidirectional if asked."""
     parts = []
-    for _ in range(config.layers):
-        forward = rnn(make_cell(config), backend=config.backend)
+    for layer in range(1, config.layers + 1):
+        forward = rnn(make_cell(config, layer), backend=config.backend)
         if config.bidirectional and allow_bidirectional:
-            backward = rnn(make_cell(config), reverse=True, backend=config.backend)
+            backward = rnn(make_cell(config, layer), reverse=True, backend=config.backend)
             parts.append(bidirectional(forward, backward))
         else:
             parts.append(forward)

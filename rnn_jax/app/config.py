@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,6 +85,17 @@ def options(value: Any) -> str | None:
     """Keyword options for a factory: a dict with string keys."""
     ok = isinstance(value, dict) and all(isinstance(key, str) for key in value)
     return None if ok else "a dict of options by name"
+
+
+LAYER_OPTION = re.compile(r"([1-9]\d*):(\w+)")
+
+
+def layer_options(value: Any) -> str | None:
+    """Cell options for single layers: a dict keyed ``LAYER:OPTION`` (``"2:r_min"``)."""
+    ok = isinstance(value, dict) and all(
+        isinstance(key, str) and LAYER_OPTION.fullmatch(key) for key in value
+    )
+    return None if ok else "a dict keyed LAYER:OPTION, such as '2:r_min'"
 
 
 def mesh_shape(value: Any) -> str | None:
@@ -215,6 +227,15 @@ class RunConfig:
         options,
         flag="cell_option",
     )
+    layer_options: dict[str, Any] = setting(
+        {},
+        "a cell option for one layer, LAYER:KEY=VALUE with layer 1 the lowest, e.g. "
+        "2:r_min=0.999; it overrides --cell-option there",
+        "model",
+        layer_options,
+        flag="layer_option",
+        metavar="LAYER:KEY=VALUE",
+    )
     hidden: int = setting(64, "units per layer", "model", positive_integer)
     layers: int = setting(1, "stacked layers", "model", positive_integer)
     embed: int = setting(32, "embedding size of token inputs", "model", positive_integer)
@@ -307,8 +328,33 @@ class RunConfig:
                     )
         if self.steps is not None and self.warmup >= self.steps:
             raise ConfigError(f"warmup must be below steps={self.steps}; got {self.warmup}")
+        for key in self.layer_options:
+            layer = int(LAYER_OPTION.fullmatch(key).group(1))
+            if not 1 <= layer <= self.layers:
+                raise ConfigError(
+                    f"layer_options names layers 1 to layers={self.layers}; got {key!r}"
+                )
         try:
-            get_cell(self.cell, self.hidden, **self.cell_options)
+            for layer in range(1, self.layers + 1):
+                get_cell(self.cell, self.hidden, **self.options_of_layer(layer))
         except ValueError as error:
             raise ConfigError(str(error)) from None
         return self
+
+    def options_of_layer(self, layer: int) -> dict[str, Any]:
+        """The cell options of layer ``layer`` (1 the lowest): ``cell_options`` with that
+        layer's ``layer_options`` over them.
+
+        Example:
+            >>> config = rj.app.RunConfig(
+            ...     cell="lru", layers=2, cell_options={"r_min": 0.0, "r_max": 0.5},
+            ...     layer_options={"2:r_min": 0.999, "2:r_max": 0.9999})
+            >>> config.options_of_layer(1), config.options_of_layer(2)
+            ({'r_min': 0.0, 'r_max': 0.5}, {'r_min': 0.999, 'r_max': 0.9999})
+        """
+        own = {}
+        for key, value in self.layer_options.items():
+            number, option = LAYER_OPTION.fullmatch(key).groups()
+            if int(number) == layer:
+                own[option] = value
+        return {**self.cell_options, **own}

@@ -4,6 +4,8 @@ import dataclasses
 import json
 import math
 
+import jax
+import jax.numpy as jnp
 import pytest
 
 import rnn_jax as rj
@@ -68,12 +70,33 @@ def test_the_defaults_and_a_changed_config_pass():
         ({"cell_options": {"bogus": 1}}, "cell lstm with options {'bogus': 1}: "),
         ({"cell": "multihead_lstm"}, "cell multihead_lstm with options {}: "),
         ({"cell": "multihead_lstm", "cell_options": {"num_heads": 5}}, "multiple of num_heads"),
+        ({"layer_options": {"r_min": 0.9}}, "layer_options must be a dict keyed LAYER:OPTION"),
+        ({"layer_options": {"0:r_min": 0.9}}, "layer_options must be a dict keyed LAYER:OPTION"),
+        (
+            {"layer_options": {"2:bogus": 1}},
+            "layer_options names layers 1 to layers=1; got '2:bogus'",
+        ),
+        ({"layers": 2, "layer_options": {"2:bogus": 1}}, "cell lstm with options {'bogus': 1}: "),
     ],
 )
 def test_check_names_the_setting_the_expectation_and_the_value(changes, message):
     with pytest.raises(ConfigError) as error:
         RunConfig(**changes).check()
     assert message in str(error.value)
+
+
+def test_layer_options_change_their_layer_only():
+    config = RunConfig(
+        cell="lru",
+        hidden=8,
+        layers=2,
+        cell_options={"r_min": 0.0, "r_max": 0.5},
+        layer_options={"2:r_min": 0.99, "2:r_max": 0.999},
+    ).check()
+    model = rj.app.make_model(config, rj.data.adding(length=10).info())
+    first, second = model.init(jax.random.key(0)).body
+    radius = [jnp.exp(-jnp.exp(params.nu_log)) for params in (first, second)]
+    assert float(jnp.max(radius[0])) <= 0.5 and float(jnp.min(radius[1])) >= 0.99
 
 
 def test_every_field_says_its_help_and_group():
