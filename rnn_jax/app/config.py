@@ -328,8 +328,7 @@ class RunConfig:
                     )
         if self.steps is not None and self.warmup >= self.steps:
             raise ConfigError(f"warmup must be below steps={self.steps}; got {self.warmup}")
-        for key in self.layer_options:
-            layer = int(LAYER_OPTION.fullmatch(key).group(1))
+        for key, layer, _, _ in self._layer_option_items():
             if not 1 <= layer <= self.layers:
                 raise ConfigError(
                     f"layer_options names layers 1 to layers={self.layers}; got {key!r}"
@@ -352,9 +351,14 @@ class RunConfig:
             >>> config.options_of_layer(1), config.options_of_layer(2)
             ({'r_min': 0.0, 'r_max': 0.5}, {'r_min': 0.999, 'r_max': 0.9999})
         """
-        own = {}
+        items = self._layer_option_items()
+        own = {option: value for _, number, option, value in items if number == layer}
+        return {**self.cell_options, **own}
+
+    def _layer_option_items(self) -> list[tuple[str, int, str, Any]]:
+        """``(key, layer, option, value)`` for each of ``layer_options``, in their order."""
+        items = []
         for key, value in self.layer_options.items():
             number, option = LAYER_OPTION.fullmatch(key).groups()
-            if int(number) == layer:
-                own[option] = value
-        return {**self.cell_options, **own}
+            items.append((key, int(number), option, value))
+        return items
