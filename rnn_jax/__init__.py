@@ -14,7 +14,7 @@ and ``rj.app`` runs configured experiments (what the ``rnn-jax`` command line
 drives).
 """
 
-from rnn_jax import app, backends, data, diagnostics, models, train
+from rnn_jax import app, backends, data, deploy, diagnostics, models, train
 from rnn_jax._driver import scan
 from rnn_jax.backends import Backend, NewtonInfo, Problem, flip_valid, newton_scan
 from rnn_jax.backends import get as get_backend
@@ -61,6 +61,7 @@ from rnn_jax.cells import (
     wrap_cell,
 )
 from rnn_jax.cells.multihead import MultiHeadParams, multihead_gru, multihead_lstm, multihead_simple
+from rnn_jax.deploy import export
 from rnn_jax.layers import (
     BidirectionalParams,
     Layer,
@@ -113,7 +114,9 @@ __all__ = [
     "conv_lstm",
     "count_params",
     "data",
+    "deploy",
     "diagnostics",
+    "export",
     "flip_valid",
     "get_backend",
     "gru",

@@ -40,8 +40,20 @@ def resolve(backend: str | Backend) -> str | Backend:
     return contract.get(backend)
 
 
+def symbolic_sizes(problem) -> bool:
+    """Whether ``T`` or the batch is a symbolic dimension (``jax.export``'s shape polymorphism)."""
+    return not all(isinstance(size, int) for size in problem.xs.shape[:2])
+
+
 def choose(cell, problem, backend: str | Backend) -> Backend:
-    """The backend that runs ``problem``: ``backend``, or ``auto``'s pick; refusals in words."""
+    """The backend that runs ``problem``: ``backend``, or ``auto``'s pick; refusals in words.
+
+    With symbolic sizes every scan is the reference loop: the kernels plan chunks, tiles and
+    their measured settings from concrete ``T`` and batch, and ``auto`` has no measurement
+    to look up; the reference, which every backend equals, takes any size.
+    """
+    if symbolic_sizes(problem):
+        return reference.DEFAULT
     chosen = auto.choose(cell, problem) if backend == "auto" else backend
     message = contract.refusal(chosen, cell, problem)
     if message is not None:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rnn_jax import app
-from rnn_jax.app import ConfigError, RunConfig, bench
+from rnn_jax.app import ConfigError, RunConfig, bench, exporting
 from rnn_jax.app.gradient_flow import TRAINING_LR
 from rnn_jax.data import DataError, get_task
 from rnn_jax.diagnostics import cells_by_name
@@ -329,6 +329,7 @@ def build_parser() -> Parser:
     gradflow.add_argument(
         "--out", help="directory for gradflow.json and gradflow.png (default runs/gradflow-TASK)"
     )
+    exporting.add_export_command(commands)
     return parser
 
 
@@ -479,6 +480,7 @@ COMMANDS = {
     "predict": command_predict,
     "generate": command_generate,
     "gradflow": command_gradflow,
+    "export": exporting.command_export,
 }
 
 
