@@ -138,7 +138,9 @@ def scan(
         backend: ``"auto"`` (measured choice), a registered name
             (``rj.backends.names()``) or a configured backend such as
             ``rj.backends.sequential(chunk=8)``. A backend that cannot compute
-            this cell exactly raises a ValueError saying why.
+            this cell exactly raises a ValueError saying why. Where ``T`` or the
+            batch is a symbolic size (``jax.export``'s shape polymorphism), the
+            reference loop runs, whatever the backend.
         unroll: steps per loop iteration; None takes the backend's tuned
             value, an int (1 included) or a bool is honoured.
         output_dtype: the dtype of ``ys``. None keeps the carry's: float32 for

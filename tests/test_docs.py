@@ -42,8 +42,10 @@ def test_docs_build_without_warnings_and_show_their_content(tmp_path):
     assert "it has no linear recurrence" in parallel  # the words its supports returns
     assert "parallel_suite-cpu-" in parallel  # the results file its medians come from
     assert "No results file" in page("backends/cudnn.html")  # none recorded: none shown
+    assert "walks.stream.onnx" in page("deploy.html")  # the export round trip
     flat = page("api/rnn_jax.html")
     for name in ("rnn_jax.scan", "rnn_jax.lstm", "rnn_jax.Cell", "rnn_jax.bidirectional"):
         assert f'id="{name}"' in flat, name
+    assert 'id="rnn_jax.export"' in flat
     assert 'id="rnn_jax.cells.get_cell"' in page("api/rnn_jax.cells.html")
     assert 'id="rnn_jax.interop.keras.from_keras"' in page("api/rnn_jax.interop.keras.html")

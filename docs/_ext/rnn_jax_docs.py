@@ -41,6 +41,7 @@ API_PAGES = (
     "rnn_jax.train",
     "rnn_jax.diagnostics",
     "rnn_jax.app",
+    "rnn_jax.deploy",
     "rnn_jax.backends",
     "rnn_jax.interop",
     "rnn_jax.interop.torch",

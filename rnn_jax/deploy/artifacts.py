@@ -74,7 +74,8 @@ def export(
         dynamic: ``batch`` and ``time`` symbolic (chosen when the program runs);
             False fixes them to ``example``'s sizes.
         platforms: StableHLO only: the platforms lowered for (``"cpu"``,
-            ``"cuda"``, ``"tpu"``), which choose the kernels of the Pallas backend.
+            ``"cuda"``, ``"tpu"``); at fixed sizes they choose the Pallas
+            backend's kernels (`rnn_jax.deploy.stablehlo`).
         opset: ONNX only: the opset of the graph.
 
     Returns:

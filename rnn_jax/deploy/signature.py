@@ -100,18 +100,20 @@ def fixed(ports: Sequence[Port], sizes: dict[str, int]) -> tuple[Port, ...]:
 
 
 def signature(
-    function: Callable, inputs: tuple[Port, ...], outputs: str, sizes: dict[str, int] | None
+    function: Callable,
+    inputs: tuple[Port, ...],
+    outputs: tuple[str, ...],
+    sizes: dict[str, int] | None,
 ) -> Signature:
     """The `Signature` of ``function`` over ``inputs`` (fixed to ``sizes`` when given).
 
-    ``function`` returns a tuple of pytrees, named by the comma-separated ``outputs``; the
-    signature's function returns their leaves.
+    ``function`` returns a tuple of pytrees, named by ``outputs``; the signature's
+    function returns their leaves.
     """
     if sizes is not None:
         inputs = fixed(inputs, sizes)
     shapes = jax.eval_shape(function, *[shape_struct(p) for p in inputs])
-    names = outputs.split(",")
-    ports = [p for name, part in zip(names, shapes, strict=True) for p in ports_of(name, part)]
+    ports = [p for name, part in zip(outputs, shapes, strict=True) for p in ports_of(name, part)]
     return Signature(lambda *args: tuple(jax.tree.leaves(function(*args))), inputs, tuple(ports))
 
 
@@ -124,7 +126,7 @@ def where_leaves(tree: Any, chosen: list[bool], change: Callable) -> Any:
 
 def per_step(tree: Any, leading: tuple[str, str]) -> list[bool]:
     """For each leaf of the shape structs ``tree``: whether its first two axes are
-    ``leading`` (symbolic names), i.e. it holds a value per step."""
+    ``leading`` (sizes as text, ``"time"`` or ``"1"``, then ``"batch"``): a value per step."""
     return [tuple(map(str, leaf.shape[:2])) == leading for leaf in jax.tree.leaves(tree)]
 
 
@@ -171,7 +173,7 @@ def sequence_signature(model: Any, params: Any, example: Any, *, dynamic: bool) 
         return (where_leaves(time_major(inputs, length), swapped, lambda y: jnp.swapaxes(y, 0, 1)),)
 
     sizes = None if dynamic else {BATCH: shape[0], TIME: shape[1]}
-    return signature(function, inputs, "outputs", sizes)
+    return signature(function, inputs, ("outputs",), sizes)
 
 
 def streaming_refusal(model: Any) -> str | None:
@@ -225,9 +227,7 @@ def streaming_signature(model: Any, params: Any, example: Any, *, dynamic: bool)
     check_zero_start(apply, params, step)
     state_ports = ports_of("state", state)
     outputs = jax.eval_shape(lambda x: apply(params, x[None])[1], shape_struct(step))
-    squeezed = [
-        tuple(map(str, leaf.shape[:2])) == ("1", BATCH) for leaf in jax.tree.leaves(outputs)
-    ]
+    squeezed = per_step(outputs, ("1", BATCH))  # a tagger's [1, batch, K] of the one step
     tree = jax.tree.structure(state)
 
     def function(inputs, *leaves):
@@ -235,7 +235,7 @@ def streaming_signature(model: Any, params: Any, example: Any, *, dynamic: bool)
         return where_leaves(ys, squeezed, lambda y: y[0]), carried
 
     sizes = None if dynamic else {BATCH: shape[0]}
-    return signature(function, (step, *state_ports), "outputs,next_state", sizes)
+    return signature(function, (step, *state_ports), ("outputs", "next_state"), sizes)
 
 
 def check_zero_start(apply: Callable, params: Any, step: Port) -> None:

@@ -4,13 +4,15 @@ The file is ``jax.export.Exported.serialize()``'s bytes: any JAX (no rnn_jax
 needed) loads it with ``jax.export.deserialize`` and calls it; other runtimes
 read its StableHLO module (``mlir_module_serialized``) through PJRT.
 
-Each scan in it is the backend's program for the platforms it is lowered for
-(``platforms``, default the CPU): ``jax.export(..., platforms=["cuda"])`` lowers
-the Pallas kernels through Triton, ``["tpu"]`` through Mosaic, on a machine
-without either. With symbolic ``batch`` and ``time`` every scan is the reference
-loop (``rj.scan`` picks it where a size is symbolic: the kernels plan chunks,
-tiles and measured settings from concrete sizes); exporting at fixed sizes keeps
-the backend the model was built with.
+With symbolic ``batch`` and ``time`` every scan is the reference loop
+(``rj.scan`` picks it where a size is symbolic: the kernels plan chunks, tiles
+and measured settings from concrete sizes), which lowers for any platform.
+Exported at fixed sizes, each scan is the backend the model was built with,
+lowered for ``platforms`` (default the CPU) on a machine without them: the
+Pallas kernels lower through Mosaic for ``"tpu"``, whose custom call
+``jax.export`` serializes; for ``"cuda"`` they lower through Triton, whose custom
+call has no compatibility guarantee across jaxlib versions, and ``jax.export``
+refuses to serialize it (its error names the call).
 """
 
 from __future__ import annotations
@@ -31,9 +33,8 @@ def serialize(form: Signature, *, platforms: Sequence[str] = PLATFORMS) -> bytes
         >>> model = rj.models.classifier(rj.gru(4), 2, input_size=1)
         >>> params = model.init(jax.random.key(0))
         >>> form = rj.deploy.sequence_signature(model, params, jnp.zeros((2, 5, 1)), dynamic=True)
-        >>> program = jax.export.deserialize(serialize(form))
-        >>> program.call(jnp.ones((3, 7, 1)), jnp.array([7, 2, 0]))[0].shape
-        (3, 2)
+        >>> jax.export.deserialize(serialize(form)).in_avals
+        (ShapedArray(float32[batch,time,1]), ShapedArray(int32[batch]))
     """
     exported = jax.export.export(jax.jit(form.function), platforms=tuple(platforms))
     return bytes(exported(*form.specs()).serialize())

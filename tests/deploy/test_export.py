@@ -221,10 +221,10 @@ def test_what_cannot_be_exported_exactly_is_refused_in_words(models):
         rj.export(model, params, EXAMPLE, streaming=True)
     pooled = rj.models.classifier(rj.gru(4), 2, input_size=FEATURES, pooling="mean")
     with pytest.raises(ValueError, match="mean pooling is over the whole sequence"):
-        rj.export(pooled, pooled.init(jax.random.key(0)), EXAMPLE, streaming=True)
+        rj.export(pooled, random_params(pooled, 0), EXAMPLE, streaming=True)
     lru = rj.models.tagger(rj.lru(4), 2, input_size=FEATURES)
     with pytest.raises(ValueError, match="complex64 values"):
-        rj.export(lru, lru.init(jax.random.key(0)), EXAMPLE, format="onnx")
+        rj.export(lru, random_params(lru, 0), EXAMPLE, format="onnx")
     translate = rj.models.seq2seq(rj.gru(4), rj.gru(4), source_vocab=5, target_vocab=5)
     with pytest.raises(ValueError, match="a seq2seq model reads two sequences"):
         rj.export(translate, None, jax.ShapeDtypeStruct((1, 1), jnp.int32))
