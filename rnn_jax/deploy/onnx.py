@@ -2,8 +2,9 @@
 ``Loop`` over the cell's step (`rnn_jax.deploy.onnx_scan`).
 
 The graph is of opset `OPSET`, float32, with the symbolic sizes ``batch`` and
-``time`` as named dynamic axes; onnxruntime runs it. A model with a primitive
-jax2onnx cannot convert is refused, naming the primitive.
+``time`` as named dynamic axes; onnxruntime runs it. A model that computes with
+complex numbers (the LRU), or with a primitive jax2onnx cannot convert, is
+refused in words.
 
 jax2onnx is imported on first use. It is installed without its declared
 dependencies (``pip install --no-deps jax2onnx``): its converter imports none of
@@ -115,4 +116,35 @@ def serialize(form: Signature, *, opset: int = OPSET, name: str = "rnn_jax") -> 
             )
         except NotImplementedError as error:
             raise ValueError(f"ONNX cannot express this model through jax2onnx: {error}") from None
+    drop_unused_initializers(proto.graph)
     return proto.SerializeToString()
+
+
+def subgraphs(graph: Any) -> Iterator[Any]:
+    """The graphs ``graph``'s nodes hold (a ``Loop``'s body), one level down."""
+    for node in graph.node:
+        for attribute in node.attribute:
+            if attribute.HasField("g"):
+                yield attribute.g
+            yield from attribute.graphs
+
+
+def names_read(graph: Any) -> set[str]:
+    """The names ``graph`` reads: its nodes' inputs and outputs, its subgraphs' reads."""
+    names = {output.name for output in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+    for inner in subgraphs(graph):
+        names |= names_read(inner)
+    return names
+
+
+def drop_unused_initializers(graph: Any) -> None:
+    """Removes from ``graph`` and its subgraphs the constants nothing reads (jax2onnx leaves
+    some beside its loops; runtimes warn of each)."""
+    for inner in subgraphs(graph):
+        drop_unused_initializers(inner)
+    read = names_read(graph)
+    kept = [tensor for tensor in graph.initializer if tensor.name in read]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
