@@ -3,8 +3,8 @@
 
 The graph is of opset `OPSET`, float32, with the symbolic sizes ``batch`` and
 ``time`` as named dynamic axes; onnxruntime runs it. A model that computes with
-complex numbers (the LRU), or with a primitive jax2onnx cannot convert, is
-refused in words.
+complex numbers (the LRU), in another float type (bf16 params), or with a
+primitive jax2onnx cannot convert, is refused in words.
 
 jax2onnx is imported on first use. It is installed without its declared
 dependencies (``pip install --no-deps jax2onnx``): its converter imports none of
@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from rnn_jax.deploy.signature import Signature
@@ -82,24 +83,32 @@ def computed_dtypes(jaxpr: Any) -> set[np.dtype]:
     return found
 
 
-def complex_refusal(form: Signature) -> str | None:
-    """Why ONNX cannot hold ``form`` exactly: complex arithmetic, which it lacks."""
+def dtype_refusal(form: Signature) -> str | None:
+    """Why ONNX cannot hold ``form`` exactly: complex arithmetic, which its runtimes lack, or
+    floats other than float32, which the conversion does not keep apart."""
     traced = jax.make_jaxpr(form.function)(*form.specs())
-    complex_types = sorted(str(d) for d in computed_dtypes(traced.jaxpr) if d.kind == "c")
-    if not complex_types:
-        return None
-    return (
-        f"the model computes with {', '.join(complex_types)} values (as the lru cell's complex "
-        "diagonal recurrence does), and ONNX runtimes have no complex arithmetic; export it "
-        "as StableHLO"
-    )
+    computed = computed_dtypes(traced.jaxpr)
+    complex_types = sorted(str(d) for d in computed if jnp.issubdtype(d, jnp.complexfloating))
+    if complex_types:
+        return (
+            f"the model computes with {', '.join(complex_types)} values (as the lru cell's "
+            "complex diagonal recurrence does), and ONNX runtimes have no complex arithmetic; "
+            "export it as StableHLO"
+        )
+    floats = sorted(str(d) for d in computed if jnp.issubdtype(d, jnp.floating) and d != "float32")
+    if floats:
+        return (
+            f"the model computes in {', '.join(floats)} beside float32, and the ONNX graph is "
+            "float32 only; cast the params to float32, or export it as StableHLO"
+        )
+    return None
 
 
 def serialize(form: Signature, *, opset: int = OPSET, name: str = "rnn_jax") -> bytes:
     """The ONNX model of ``form`` (its ports as the graph's inputs and outputs), serialized
     (``rj.export(..., format="onnx")`` calls it). A ValueError says why a model cannot be
     expressed exactly."""
-    reason = complex_refusal(form)
+    reason = dtype_refusal(form)
     if reason is not None:
         raise ValueError(f"ONNX cannot express this model exactly: {reason}")
     with jax_plugins_only():

@@ -225,6 +225,10 @@ def test_what_cannot_be_exported_exactly_is_refused_in_words(models):
     lru = rj.models.tagger(rj.lru(4), 2, input_size=FEATURES)
     with pytest.raises(ValueError, match="complex64 values"):
         rj.export(lru, random_params(lru, 0), EXAMPLE, format="onnx")
+    model, params = models["gru"]
+    halved = jax.tree.map(lambda a: a.astype(jnp.bfloat16), params)
+    with pytest.raises(ValueError, match="computes in bfloat16 beside float32"):
+        rj.export(model, halved, EXAMPLE, format="onnx")
     translate = rj.models.seq2seq(rj.gru(4), rj.gru(4), source_vocab=5, target_vocab=5)
     with pytest.raises(ValueError, match="a seq2seq model reads two sequences"):
         rj.export(translate, None, jax.ShapeDtypeStruct((1, 1), jnp.int32))
