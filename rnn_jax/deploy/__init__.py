@@ -12,8 +12,9 @@ forecaster, generator), whatever backend it was built with: StableHLO with
 symbolic sizes and ONNX both hold the reference loop, which every backend
 equals; StableHLO at fixed sizes holds the backend's own program. Streaming
 takes the models that read forwards only. Refused in words: seq2seq models,
-streaming a model that reads backwards or pools over the whole sequence, and a
-primitive jax2onnx cannot convert.
+streaming a model that reads backwards or pools over the whole sequence, and in
+ONNX complex values (the LRU), floats other than float32, and a primitive
+jax2onnx cannot convert.
 """
 
 from rnn_jax.deploy.artifacts import FORMATS, Artifact, export
