@@ -11,10 +11,13 @@ Example:
 The scan kernels are ``rj.backends``; training, models, tasks and diagnostics
 are subpackages ``rj.train``, ``rj.models``, ``rj.data``, ``rj.diagnostics``,
 and ``rj.app`` runs configured experiments (what the ``rnn-jax`` command line
-drives).
+drives). Those five load at their first use, so ``import rnn_jax`` costs only
+the core (cells, ``rj.scan``, backends, layers).
 """
 
-from rnn_jax import app, backends, data, diagnostics, models, train
+from importlib import import_module as _import_module
+
+from rnn_jax import backends
 from rnn_jax._driver import scan
 from rnn_jax.backends import Backend, NewtonInfo, Problem, flip_valid, newton_scan
 from rnn_jax.backends import get as get_backend
@@ -73,6 +76,9 @@ from rnn_jax.layers import (
 from rnn_jax.summary import count_params, summary
 
 __version__ = "0.1.0"
+
+# Subpackages above the core, imported by `__getattr__` when first named.
+_SUBPACKAGES = ("app", "data", "diagnostics", "models", "train")
 
 __all__ = [
     "Backend",
@@ -142,3 +148,13 @@ __all__ = [
     "train",
     "wrap_cell",
 ]
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return _import_module(f"rnn_jax.{name}")  # which also binds it here
+    raise AttributeError(f"module 'rnn_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBPACKAGES})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+from rnn_jax._extras import require
+
 
 class Progress:
     """Shows ``steps`` done of ``total`` with the latest loss, validation loss and sequences/s.
@@ -28,8 +30,7 @@ class Progress:
         self.last: tuple[int, float] | None = None  # (step, time) of the previous update
         self.rate: float | None = None
         if enabled:
-            from tqdm.auto import tqdm
-
+            tqdm = require("tqdm.auto", "the progress bar").tqdm
             self.bar = tqdm(
                 total=total,
                 initial=initial,
