@@ -2,13 +2,14 @@
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from rnn_jax import cli
+from rnn_jax import app, cli
 from rnn_jax.app import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -239,6 +240,69 @@ def test_generate_needs_a_language_model(capsys, tmp_path):
     assert cli.main(argv) == 0
     capsys.readouterr()
     fails_cleanly(capsys, ["generate", "--checkpoint-dir", str(ckpt)], "needs a language model")
+
+
+def test_resume_reports_a_damaged_checkpoint_in_one_line_and_goes_on(capsys, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    argv = ["train", "--task", "adding", "--length", "10", *TINY, "--checkpoint-dir", str(ckpt)]
+    argv += ["--checkpoint-every", "10", "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 0
+    (ckpt / "20" / "params" / "manifest.ocdbt").unlink()
+    capsys.readouterr()
+    assert cli.main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rnn-jax: warning: checkpoint "), err
+    assert err[0].endswith("; going back to step 10"), err
+    assert app.load_run(ckpt).step == 20 and (ckpt / "20.damaged").is_dir()
+
+
+def test_a_missing_extra_ends_in_one_line_before_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    argv = ["compare", "--task", "adding", "--cells", "gru", *TINY, "--out", str(tmp_path / "out")]
+    message = "writing plots needs matplotlib: pip install 'rnn_jax[app]'"
+    fails_cleanly(capsys, argv, message, tmp_path)
+
+
+# A compare run in a fresh process that counts its compile requests and the persistent
+# cache's hits (jax.monitoring's events).
+COUNTING = """
+import json, sys
+from jax import monitoring
+from rnn_jax import app, cli
+counts = {"compiles": 0, "hits": 0}
+def on_duration(event, duration, **_):
+    if event == "/jax/core/compile/backend_compile_duration":
+        counts["compiles"] += 1
+def on_event(event, **_):
+    if event == "/jax/compilation_cache/cache_hits":
+        counts["hits"] += 1
+monitoring.register_event_duration_secs_listener(on_duration)
+monitoring.register_event_listener(on_event)
+code = cli.main(sys.argv[1:])
+print(json.dumps({**counts, "code": code}))
+"""
+
+
+def test_a_second_identical_compare_compiles_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RNN_JAX_COMPILATION_CACHE": str(cache)}
+    argv = "compare --task adding --length 5 --cells gru --hidden 4 --batch 8 --steps 2"
+    argv = [*argv.split(), "--no-progress", "--out", str(tmp_path / "out")]
+
+    def counts():
+        result = subprocess.run(
+            [sys.executable, "-c", COUNTING, *argv], capture_output=True, text=True, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    first = counts()
+    entries = sorted(path.name for path in cache.iterdir())
+    second = counts()
+    assert first["code"] == second["code"] == 0
+    assert first["compiles"] > 0 and first["hits"] == 0 and len(entries) == first["compiles"]
+    assert second["compiles"] == second["hits"] == first["compiles"]
+    assert sorted(path.name for path in cache.iterdir()) == entries
 
 
 def test_compare_prints_the_table_and_saves_plot_and_json(capsys, tmp_path):

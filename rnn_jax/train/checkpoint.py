@@ -221,17 +221,20 @@ class Checkpointer:
                 damaged.append(step)
         return newest_first[-1], read(newest_first[-1]), damaged
 
-    def set_aside(self, step: int) -> Path:
-        """Renames the damaged step ``step`` to ``STEP.damaged`` (which orbax ignores), so that
-        a resumed run writes that step anew; returns the new path."""
-        source = self.directory / str(step)
-        target = source.with_name(f"{step}.damaged")
-        copy = 1
-        while target.exists():
-            target, copy = source.with_name(f"{step}.damaged-{copy}"), copy + 1
-        source.rename(target)
+    def set_aside(self, step: int) -> None:
+        """Renames the damaged step ``step`` to ``STEP.damaged`` (which orbax ignores), so that a
+        resumed run writes that step anew. Process 0 renames; every process waits for it."""
+        if jax.process_index() == 0:
+            source = self.directory / str(step)
+            target, copy = source.with_name(f"{step}.damaged"), 1
+            while target.exists():
+                target, copy = source.with_name(f"{step}.damaged-{copy}"), copy + 1
+            source.rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"rnn_jax: checkpoint {step} set aside")
         self._manager = None  # orbax lists the steps afresh
-        return target
 
 
 def savable(tree: Any) -> Any:

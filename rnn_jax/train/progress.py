@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 
@@ -11,7 +12,8 @@ from rnn_jax._extras import require
 class Progress:
     """Shows ``steps`` done of ``total`` with the latest loss, validation loss and sequences/s.
 
-    ``enabled=None`` shows it only when stderr is a terminal.
+    ``enabled=None`` shows it only when stderr is a terminal and tqdm (the ``app`` extra) is
+    installed; ``enabled=True`` without tqdm is a `rnn_jax._extras.MissingExtra`.
     """
 
     def __init__(
@@ -23,8 +25,8 @@ class Progress:
         enabled: bool | None = None,
         description: str = "",
     ):
-        if enabled is None:
-            enabled = sys.stderr.isatty()
+        if enabled is None:  # a bar where one shows: on a terminal, with tqdm installed
+            enabled = sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None
         self.batch_size = batch_size
         self.bar = None
         self.last: tuple[int, float] | None = None  # (step, time) of the previous update
