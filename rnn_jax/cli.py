@@ -95,7 +95,7 @@ def checked_int(check: Callable[[str, Any], int]) -> Callable[[str], int]:
     return read
 
 
-count = checked_int(positive_int)
+parse_positive_int = checked_int(positive_int)
 
 
 PREDICT_HELP = (
@@ -116,13 +116,13 @@ READERS = {int: parse_int, float: parse_float, str: str, list: comma_list}
 TASK_SHORTCUTS = {
     "length": (
         "length",
-        count,
+        parse_positive_int,
         "sequence length T (adding, copy_memory, forecasting, text, translate; the window "
         "of a --data series)",
     ),
     "text": ("path", str, "UTF-8 text for --task text (default: the Python standard library)"),
-    "max-chars": ("max_chars", count, "characters of text to read"),
-    "horizon": ("horizon", count, "forecast horizon (steps ahead; also for --data)"),
+    "max-chars": ("max_chars", parse_positive_int, "characters of text to read"),
+    "horizon": ("horizon", parse_positive_int, "forecast horizon (steps ahead; also for --data)"),
     "op": ("op", str, "translate: reverse or sort"),
 }
 
@@ -248,7 +248,7 @@ def progress_option() -> argparse.ArgumentParser:
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="show a progress bar (default: when stderr is a terminal)",
+        help="show a progress bar (default: when stderr is a terminal and tqdm is installed)",
     )
     return parent
 
@@ -261,7 +261,7 @@ def add_train(commands: Any) -> None:
     train.add_argument("--checkpoint-dir", help="write checkpoints here")
     train.add_argument(
         "--checkpoint-every",
-        type=count,
+        type=parse_positive_int,
         help="steps between checkpoints (default: only at the end)",
     )
     train.add_argument(
@@ -323,9 +323,11 @@ def add_generate(commands: Any) -> None:
     generate = commands.add_parser("generate", help="write text with a trained language model")
     generate.add_argument("--checkpoint-dir", required=True)
     generate.add_argument("--prompt", default="def ", help="text to start from")
-    generate.add_argument("--chars", type=count, default=400, help="characters to write")
+    generate.add_argument(
+        "--chars", type=parse_positive_int, default=400, help="characters to write"
+    )
     generate.add_argument("--temperature", type=parse_float, default=0.8, help="0: greedy")
-    generate.add_argument("--top-k", type=count, help="sample among the k likeliest")
+    generate.add_argument("--top-k", type=parse_positive_int, help="sample among the k likeliest")
     generate.add_argument("--seed", type=parse_int, default=0)
 
 

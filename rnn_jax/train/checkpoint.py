@@ -100,6 +100,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, *, max_to_keep: int = 2):
+        _orbax()  # a missing orbax is said now, not at the first save after training
         self.directory = Path(directory).absolute()
         self.max_to_keep = max_to_keep
         self._manager = None
