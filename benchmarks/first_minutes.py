@@ -90,23 +90,25 @@ def imports(repeats: int) -> dict:
     }
 
 
-def cached_compare(job: str) -> dict:
-    """The same compare twice in fresh processes on one empty cache: seconds and counts."""
-    runs = []
-    with tempfile.TemporaryDirectory() as folder:
-        env = environment(RNN_JAX_COMPILATION_CACHE=str(Path(folder) / "cache"))
-        argv = [*job.split(), "--no-progress", "--out", str(Path(folder) / "out")]
-        for _ in range(2):
-            started = time.perf_counter()
-            result = subprocess.run(
-                [sys.executable, "-c", COUNTING, *argv], capture_output=True, text=True, env=env
-            )
-            seconds = time.perf_counter() - started
-            if result.returncode != 0:
-                raise RuntimeError(f"rnn-jax {job} failed: {result.stderr[-2000:]}")
-            counts = json.loads(result.stdout.strip().splitlines()[-1])
-            runs.append({"seconds": round(seconds, 2), **counts})
-    return {"command": f"rnn-jax {job}", "first": runs[0], "second": runs[1]}
+def cached_compare(job: str, folder: Path) -> dict:
+    """The same compare twice in fresh processes on one empty cache in ``folder``: each run's
+    seconds and counts, and the cache's files after each."""
+    cache = folder / "cache"
+    env = environment(RNN_JAX_COMPILATION_CACHE=str(cache))
+    argv = [*job.split(), "--no-progress", "--out", str(folder / "out")]
+    measured = {"command": f"rnn-jax {job}"}
+    for run in ("first", "second"):
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-c", COUNTING, *argv], capture_output=True, text=True, env=env
+        )
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            raise RuntimeError(f"rnn-jax {job} failed: {result.stderr[-2000:]}")
+        counts = json.loads(result.stdout.strip().splitlines()[-1])
+        files = sorted(path.name for path in cache.iterdir())
+        measured[run] = {"seconds": round(seconds, 2), **counts, "cache_files": files}
+    return measured
 
 
 def main(argv=None) -> int:
@@ -114,10 +116,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="3 import pairs, a tiny compare")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     args = parser.parse_args(argv)
-    measured = {
-        "imports": imports(3 if args.quick else 15),
-        "cached_compare": cached_compare(QUICK_JOB if args.quick else MAIN_JOB),
-    }
+    with tempfile.TemporaryDirectory() as folder:
+        job = cached_compare(QUICK_JOB if args.quick else MAIN_JOB, Path(folder))
+    for run in ("first", "second"):
+        job[run]["cache_files"] = len(job[run]["cache_files"])
+    measured = {"imports": imports(3 if args.quick else 15), "cached_compare": job}
     path = common.write_results(
         "first_minutes",
         [],

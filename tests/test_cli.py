@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +12,9 @@ from rnn_jax import app, cli
 from rnn_jax.app import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import first_minutes  # noqa: E402  (the compare run twice on one compilation cache)
+
 TINY = ["--hidden", "8", "--batch", "16", "--steps", "20", "--no-progress"]
 
 
@@ -263,46 +265,15 @@ def test_a_missing_extra_ends_in_one_line_before_training(capsys, tmp_path, monk
     fails_cleanly(capsys, argv, message, tmp_path)
 
 
-# A compare run in a fresh process that counts its compile requests and the persistent
-# cache's hits (jax.monitoring's events).
-COUNTING = """
-import json, sys
-from jax import monitoring
-from rnn_jax import app, cli
-counts = {"compiles": 0, "hits": 0}
-def on_duration(event, duration, **_):
-    if event == "/jax/core/compile/backend_compile_duration":
-        counts["compiles"] += 1
-def on_event(event, **_):
-    if event == "/jax/compilation_cache/cache_hits":
-        counts["hits"] += 1
-monitoring.register_event_duration_secs_listener(on_duration)
-monitoring.register_event_listener(on_event)
-code = cli.main(sys.argv[1:])
-print(json.dumps({**counts, "code": code}))
-"""
-
-
 def test_a_second_identical_compare_compiles_nothing(tmp_path):
-    cache = tmp_path / "cache"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RNN_JAX_COMPILATION_CACHE": str(cache)}
-    argv = "compare --task adding --length 5 --cells gru --hidden 4 --batch 8 --steps 2"
-    argv = [*argv.split(), "--no-progress", "--out", str(tmp_path / "out")]
-
-    def counts():
-        result = subprocess.run(
-            [sys.executable, "-c", COUNTING, *argv], capture_output=True, text=True, env=env
-        )
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout.strip().splitlines()[-1])
-
-    first = counts()
-    entries = sorted(path.name for path in cache.iterdir())
-    second = counts()
+    job = "compare --task adding --length 5 --cells gru --hidden 4 --batch 8 --steps 2"
+    measured = first_minutes.cached_compare(job, tmp_path)
+    first, second = measured["first"], measured["second"]
     assert first["code"] == second["code"] == 0
-    assert first["compiles"] > 0 and first["hits"] == 0 and len(entries) == first["compiles"]
+    assert first["compiles"] > 0 and first["hits"] == 0
+    assert len(first["cache_files"]) == first["compiles"]
     assert second["compiles"] == second["hits"] == first["compiles"]
-    assert sorted(path.name for path in cache.iterdir()) == entries
+    assert second["cache_files"] == first["cache_files"]
 
 
 def test_compare_prints_the_table_and_saves_plot_and_json(capsys, tmp_path):
