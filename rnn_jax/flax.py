@@ -317,6 +317,16 @@ def _joined(params: Mapping, names: list[str], leaf: str) -> jax.Array:
     return jnp.concatenate([jnp.asarray(params[name][leaf]) for name in names], axis=-1)
 
 
+def _cell_like(factory, module: LinenCell, converted: Any, **options: Any) -> Cell:
+    """The rnn_jax cell of ``factory`` computing as ``module`` does with ``converted``."""
+    return factory(
+        converted.recurrent_kernel.shape[0],
+        activation=module.activation_fn,
+        dtype=_precision_of(converted, module.dtype, "from_linen"),
+        **options,
+    )
+
+
 def _lstm_from_linen(module, variables) -> tuple[Cell, LSTMParams]:
     inputs, recurrent = [f"i{g}" for g in _LSTM_GATES], [f"h{g}" for g in _LSTM_GATES]
     params = _linen_params(variables, inputs + recurrent, module)
@@ -325,13 +335,7 @@ def _lstm_from_linen(module, variables) -> tuple[Cell, LSTMParams]:
         recurrent_kernel=_joined(params, recurrent, "kernel"),
         bias=_joined(params, recurrent, "bias"),
     )
-    cell = lstm(
-        converted.recurrent_kernel.shape[0],
-        activation=module.activation_fn,
-        gate_activation=module.gate_fn,
-        dtype=_precision_of(converted, module.dtype, "from_linen"),
-    )
-    return cell, converted
+    return _cell_like(lstm, module, converted, gate_activation=module.gate_fn), converted
 
 
 def _gru_from_linen(module, variables) -> tuple[Cell, GRUParams]:
@@ -345,13 +349,7 @@ def _gru_from_linen(module, variables) -> tuple[Cell, GRUParams]:
         # Linen's r and z have no recurrent bias; n's sits inside the reset, as ours does.
         recurrent_bias=jnp.concatenate([jnp.zeros_like(candidate_bias)] * 2 + [candidate_bias]),
     )
-    cell = gru(
-        converted.recurrent_kernel.shape[0],
-        activation=module.activation_fn,
-        gate_activation=module.gate_fn,
-        dtype=_precision_of(converted, module.dtype, "from_linen"),
-    )
-    return cell, converted
+    return _cell_like(gru, module, converted, gate_activation=module.gate_fn), converted
 
 
 def _simple_from_linen(module, variables) -> tuple[Cell, SimpleParams]:
@@ -362,8 +360,7 @@ def _simple_from_linen(module, variables) -> tuple[Cell, SimpleParams]:
     converted = SimpleParams(
         jnp.asarray(params["i"]["kernel"]), recurrent, jnp.asarray(params["i"]["bias"])
     )
-    dtype = _precision_of(converted, module.dtype, "from_linen")
-    return simple(recurrent.shape[0], activation=module.activation_fn, dtype=dtype), converted
+    return _cell_like(simple, module, converted), converted
 
 
 _FROM_LINEN = {

@@ -19,7 +19,6 @@ file goes to ``benchmarks/results/`` (``seq2seq_port-<platform>-<time>.json``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -114,13 +113,7 @@ def compiled(trainer: train.Trainer, key: jax.Array, batch: addition.Batch):
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=2000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--hidden-size", type=int, default=512)
-    parser.add_argument("--learning-rate", type=float, default=0.003)
-    parser.add_argument("--eval-size", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = train.options(__doc__)
     parser.add_argument("--results", type=Path, default=common.RESULTS_DIR)
     args = parser.parse_args(argv)
 

@@ -124,15 +124,21 @@ def show(batch: addition.Batch, tokens: np.ndarray, count: int = 5) -> None:
         print(f"  {addition.decode(query)} = {got} ({verdict})")
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def options(doc: str) -> argparse.ArgumentParser:
+    """The settings of the example (Flax's defaults), shared with ``compare_flax.py``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--hidden-size", type=int, default=512)
     parser.add_argument("--learning-rate", type=float, default=0.003)
-    parser.add_argument("--eval-size", type=int, default=1000)
-    parser.add_argument("--log-every", type=int, default=200)
+    parser.add_argument("--eval-size", type=int, default=1000, help="new examples scored")
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = options(__doc__)
+    parser.add_argument("--log-every", type=int, default=200)
     args = parser.parse_args(argv)
 
     model = make_model(args.hidden_size)

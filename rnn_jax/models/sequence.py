@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.backends.masking import valid_steps
-from rnn_jax.cells.base import Cell, Config
+from rnn_jax.cells import Cell, Config
 from rnn_jax.layers.base import Layer, as_layer, output_size, step_arguments
 from rnn_jax.models.base import (
     Dense,
