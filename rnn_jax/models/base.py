@@ -16,8 +16,9 @@ class Model(NamedTuple):
     initial_state=None, key=None, time_major=True) -> (final_state, outputs)``.
 
     ``inputs`` are time-major (``[T, B, F]`` floats or ``[T, B]`` token ids),
-    or batch-major with ``time_major=False`` (outputs then come batch-major
-    too); ``key`` turns dropout on. ``decode`` is present on models that
+    or batch-major with ``time_major=False`` (``[*batch, T, F]`` or
+    ``[*batch, T]``, as ``rj.scan``'s; outputs then come batch-major too);
+    ``key`` turns dropout on. ``decode`` is present on models that
     produce sequences without teacher forcing (seq2seq: each drawn token fed
     back, greedy or sampled); ``spec`` records how the model was built.
     """
@@ -49,16 +50,25 @@ def embedding_init(key: jax.Array, vocab_size: int, size: int) -> jax.Array:
     return jax.random.normal(key, (vocab_size, size), jnp.float32)
 
 
-def swap_batch_time(tree: Any, swap: bool) -> Any:
-    """Every array of ``tree`` with its first two axes swapped when ``swap`` (``[B, T, ...]`` and
-    ``[T, B, ...]`` into each other; Nones pass), else ``tree`` itself: a model's
-    ``time_major=False`` in and out.
+def to_time_major(tree: Any, feature_rank: int, time_major: bool) -> Any:
+    """The arrays of ``tree``, batch-major ``[*batch, T, *features]`` with ``feature_rank``
+    feature axes, as time-major ``[T, *batch, *features]``; ``tree`` itself when
+    ``time_major`` (``rj.scan``'s convention). Nones pass.
 
     Example:
-        >>> swap_batch_time((jnp.zeros((2, 5, 3)), None), True)[0].shape
+        >>> to_time_major(jnp.zeros((2, 5, 3)), 1, time_major=False).shape
         (5, 2, 3)
     """
-    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), tree) if swap else tree
+    if time_major:
+        return tree
+    return jax.tree.map(lambda x: jnp.moveaxis(x, x.ndim - 1 - feature_rank, 0), tree)
+
+
+def from_time_major(tree: Any, feature_rank: int, time_major: bool) -> Any:
+    """The inverse of `to_time_major`: ``[T, *batch, *features]`` back to batch-major."""
+    if time_major:
+        return tree
+    return jax.tree.map(lambda x: jnp.moveaxis(x, 0, x.ndim - 1 - feature_rank), tree)
 
 
 class Inputs(NamedTuple):
@@ -72,6 +82,11 @@ class Inputs(NamedTuple):
     vocab_size: int | None
     name: str = "inputs"
     hint: str = "input_size="
+
+    @property
+    def feature_rank(self) -> int:
+        """Feature axes of one step's input: none for token ids, one for features."""
+        return 0 if self.vocab_size is not None else 1
 
     def init(self, key: jax.Array) -> jax.Array | None:
         return None if self.vocab_size is None else embedding_init(key, self.vocab_size, self.size)

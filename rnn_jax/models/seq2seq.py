@@ -26,8 +26,9 @@ from rnn_jax.models.base import (
     Model,
     dense,
     dense_init,
+    from_time_major,
     resolve_inputs,
-    swap_batch_time,
+    to_time_major,
 )
 from rnn_jax.models.sequence import check_sampling, draw, pool
 
@@ -242,15 +243,14 @@ def teacher_forced(
     """``inputs = (source, decoder_inputs)`` -> ``(decoder_state, logits [T, B, V])``;
     ``length``, ``resets`` and ``mask`` describe the source."""
     source, decoder_inputs = inputs
-    swap = not time_major
-    source, decoder_inputs, resets, mask = swap_batch_time(
-        (source, decoder_inputs, resets, mask), swap
-    )
+    source = to_time_major(source, plan.source.feature_rank, time_major)
+    decoder_inputs = to_time_major(decoder_inputs, plan.target.feature_rank, time_major)
+    resets, mask = to_time_major((resets, mask), 0, time_major)
     cell, carry = prepare(plan, params, source, length, key, resets, mask)
     xs = plan.target(params.target_embed, decoder_inputs)
     start = carry if initial_state is None else initial_state
     state, outs = scan(cell, params, xs, initial_state=start)
-    return state, swap_batch_time(dense(params.head, outs), swap)
+    return state, from_time_major(dense(params.head, outs), 1, time_major)
 
 
 def free_running(
@@ -273,8 +273,8 @@ def free_running(
     without ``key``, else drawn by `draw` with one key per step (split before the loop);
     with ``return_logits``, ``(tokens, logits [steps, B, V])``, differentiable in ``params``."""
     check_sampling(temperature, top_k)
-    swap = not time_major
-    source, resets, mask = swap_batch_time((source, resets, mask), swap)
+    source = to_time_major(source, plan.source.feature_rank, time_major)
+    resets, mask = to_time_major((resets, mask), 0, time_major)
     cell, carry = prepare(plan, params, source, length, None, resets, mask)
     steps = steps or source.shape[0] + 1
     first = jnp.broadcast_to(jnp.asarray(begin, jnp.int32), carry[1].shape[:-1])
@@ -291,7 +291,10 @@ def free_running(
         return (carry, token), ((token, logits) if return_logits else token)
 
     _, drawn = jax.lax.scan(body, (carry, first), keys, length=steps)
-    return swap_batch_time(drawn, swap)
+    if not return_logits:
+        return from_time_major(drawn, 0, time_major)
+    tokens, logits = drawn
+    return from_time_major(tokens, 0, time_major), from_time_major(logits, 1, time_major)
 
 
 def target_reader(target_inputs: str, target_vocab: int, embed_size: int) -> Inputs:

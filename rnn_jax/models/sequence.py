@@ -16,8 +16,9 @@ from rnn_jax.models.base import (
     Model,
     dense,
     dense_init,
+    from_time_major,
     resolve_inputs,
-    swap_batch_time,
+    to_time_major,
 )
 
 
@@ -89,7 +90,8 @@ def _sequence_model(
         time_major=True,
     ):
         # The model pools over time itself, so it reads time-major data whatever comes.
-        inputs, resets, mask = swap_batch_time((inputs, resets, mask), not time_major)
+        inputs = to_time_major(inputs, reader.feature_rank, time_major)
+        resets, mask = to_time_major((resets, mask), 0, time_major)
         xs = reader(params.embed, inputs)
         state, ys = layer.apply(
             params.body,
@@ -101,7 +103,7 @@ def _sequence_model(
         )
         if pooling is not None:
             return state, dense(params.head, pool(ys, length, pooling, mask))
-        return state, swap_batch_time(dense(params.head, ys), not time_major)
+        return state, from_time_major(dense(params.head, ys), 1, time_major)
 
     spec = {
         "kind": kind,

@@ -203,3 +203,10 @@ def test_models_take_batch_major_data_with_time_major_false():
         _, want = model.apply(params, xs, mask=mask)
         _, got = model.apply(params, xs.swapaxes(0, 1), mask=mask.T, time_major=False)
         np.testing.assert_allclose(got, want if want.ndim == 2 else want.swapaxes(0, 1), rtol=1e-6)
+    # Token ids with two batch axes: [*batch, T] in, [*batch, T, outputs] out, as rj.scan's.
+    model = tagger(rj.gru(8), 4, vocab_size=5)
+    params = model.init(jax.random.key(0))
+    ids = jax.random.randint(jax.random.key(3), (7, 2, 3), 0, 5)
+    _, want = model.apply(params, ids)
+    _, got = model.apply(params, jnp.moveaxis(ids, 0, -1), time_major=False)
+    np.testing.assert_allclose(got, jnp.moveaxis(want, 0, -2), rtol=1e-6)
