@@ -12,6 +12,9 @@ processes the tests start inherit it; ``JAX_DISABLE_MOST_OPTIMIZATIONS=0`` overr
 import os
 
 os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
+# The command line caches compiled programs under ~/.cache; tests write nothing outside their
+# temporary directories (the cache's own test names one).
+os.environ.setdefault("RNN_JAX_COMPILATION_CACHE", "off")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402

@@ -48,7 +48,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import rnn_jax as rj  # noqa: E402
-from rnn_jax.backends import auto, sequential  # noqa: E402
+from rnn_jax.backends import Sequential, auto  # noqa: E402
 from rnn_jax.backends.problem import describe  # noqa: E402
 
 SHAPES = {
@@ -249,7 +249,7 @@ def sweep_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
         cases, meta = {}, {}
         for settings in grid:
             name = variant_name(settings)
-            cases[name] = rnn_jax_cases(cell_name, shape, sequential(**settings), args.modes)
+            cases[name] = rnn_jax_cases(cell_name, shape, Sequential(**settings), args.modes)
             meta[name] = {"backend": "sequential", **settings}
         return cases, meta
 

@@ -90,11 +90,11 @@ QUICK = {
     "newton": [("gru", 4, 16, 16, (256,))],
 }
 VARIANTS = {
-    "parallel[associative]": rj.backends.parallel(method="associative"),
-    "parallel[chunked4]": rj.backends.parallel(method="chunked", chunk=4),
-    "parallel[chunked8]": rj.backends.parallel(method="chunked", chunk=8),
-    "parallel[chunked16]": rj.backends.parallel(method="chunked", chunk=16),
-    "parallel[log]": rj.backends.parallel(log_space=True),
+    "parallel[associative]": rj.backends.Parallel(method="associative"),
+    "parallel[chunked4]": rj.backends.Parallel(method="chunked", chunk=4),
+    "parallel[chunked8]": rj.backends.Parallel(method="chunked", chunk=8),
+    "parallel[chunked16]": rj.backends.Parallel(method="chunked", chunk=16),
+    "parallel[log]": rj.backends.Parallel(log_space=True),
 }
 
 

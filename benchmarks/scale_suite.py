@@ -160,7 +160,7 @@ def time_records(devices, size) -> list[dict[str, Any]]:
     params = cell.init(jax.random.key(0), size["I"])
     backends = {
         "parallel": "parallel",
-        "sharded": rj.backends.sharded(mesh=Mesh(np.array(devices), ("time",))),
+        "sharded": rj.backends.Sharded(mesh=Mesh(np.array(devices), ("time",))),
     }
     records = []
     for steps in size["T"]:

@@ -9,12 +9,16 @@ Example:
     (100, 8, 64)
 
 The scan kernels are ``rj.backends``; training, models, tasks and diagnostics
-are subpackages ``rj.train``, ``rj.models``, ``rj.data``, ``rj.diagnostics``,
-and ``rj.app`` runs configured experiments (what the ``rnn-jax`` command line
-drives).
+are subpackages ``rj.train``, ``rj.models``, ``rj.data``, ``rj.diagnostics``;
+``rj.app`` runs configured experiments (what the ``rnn-jax`` command line
+drives) and ``rj.deploy`` exports trained models (``rj.export``). Those six load
+at their first use, so ``import rnn_jax`` costs only the core (cells,
+``rj.scan``, backends, layers).
 """
 
-from rnn_jax import app, backends, data, deploy, diagnostics, models, train
+from importlib import import_module as _import_module
+
+from rnn_jax import backends
 from rnn_jax._driver import scan
 from rnn_jax.backends import Backend, NewtonInfo, Problem, flip_valid, newton_scan
 from rnn_jax.backends import get as get_backend
@@ -61,7 +65,6 @@ from rnn_jax.cells import (
     wrap_cell,
 )
 from rnn_jax.cells.multihead import MultiHeadParams, multihead_gru, multihead_lstm, multihead_simple
-from rnn_jax.deploy import export
 from rnn_jax.layers import (
     BidirectionalParams,
     Layer,
@@ -74,6 +77,9 @@ from rnn_jax.layers import (
 from rnn_jax.summary import count_params, summary
 
 __version__ = "0.1.0"
+
+# Subpackages above the core, imported by `__getattr__` when first named.
+_SUBPACKAGES = ("app", "data", "deploy", "diagnostics", "models", "train")
 
 __all__ = [
     "Backend",
@@ -145,3 +151,15 @@ __all__ = [
     "train",
     "wrap_cell",
 ]
+
+
+def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return _import_module(f"rnn_jax.{name}")  # which also binds it here
+    if name == "export":  # rj.export, of rnn_jax.deploy
+        return _import_module("rnn_jax.deploy").export
+    raise AttributeError(f"module 'rnn_jax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBPACKAGES, "export"})

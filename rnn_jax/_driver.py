@@ -12,17 +12,20 @@ from functools import partial
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
-from rnn_jax import _scan_primitive
-from rnn_jax.backends import auto, contract, reference
+from rnn_jax import _scan_primitive, _validate
+from rnn_jax.backends import auto, contract, registry
 from rnn_jax.backends.contract import Backend
 from rnn_jax.backends.problem import (
     Arguments,
     carry_passed_on,
     check_output_dtype,
-    check_unroll,
     make_problem,
+    time_axis_of,
+    time_first,
 )
+from rnn_jax.backends.reference import Reference
 from rnn_jax.cells.base import Cell
 
 
@@ -37,7 +40,7 @@ def resolve(backend: str | Backend) -> str | Backend:
             f"backend must be 'auto', a backend name or an rnn_jax Backend; got "
             f"{type(backend).__name__}"
         )
-    return contract.get(backend)
+    return registry.get(backend)
 
 
 def symbolic_sizes(problem) -> bool:
@@ -53,7 +56,7 @@ def choose(cell, problem, backend: str | Backend) -> Backend:
     to look up; the reference, which every backend equals, takes any size.
     """
     if symbolic_sizes(problem):
-        return reference.DEFAULT
+        return Reference()
     chosen = auto.choose(cell, problem) if backend == "auto" else backend
     message = contract.refusal(chosen, cell, problem)
     if message is not None:
@@ -85,7 +88,7 @@ def _programs(cell, backend, reverse, unroll, tree, *, gradient: bool):
         return run_with(flat, lambda problem: choose(cell, problem, backend))
 
     def oracle(*flat):
-        return run_with(flat, lambda problem: reference.DEFAULT)
+        return run_with(flat, lambda problem: Reference())
 
     return solve, oracle
 
@@ -103,6 +106,7 @@ def scan(
     backend: str | Backend = "auto",
     unroll: int | bool | None = None,
     output_dtype: Any = None,
+    time_major: bool = True,
 ) -> tuple[Any, Any]:
     """Runs ``cell`` over the time-major sequence ``xs``; returns ``(final_carry, ys)``.
 
@@ -137,7 +141,7 @@ def scan(
             of a prefix). Combines with ``length``.
         backend: ``"auto"`` (measured choice), a registered name
             (``rj.backends.names()``) or a configured backend such as
-            ``rj.backends.sequential(chunk=8)``. A backend that cannot compute
+            ``rj.backends.Sequential(chunk=8)``. A backend that cannot compute
             this cell exactly raises a ValueError saying why. Where ``T`` or the
             batch is a symbolic size (``jax.export``'s shape polymorphism), the
             reference loop runs, whatever the backend.
@@ -148,9 +152,14 @@ def scan(
             state accumulates in float32 (the mixed-precision policy; Flax's
             ``nn.RNN`` returns the parameters' dtype instead). A floating dtype
             casts the outputs, e.g. ``jnp.bfloat16`` to feed bf16 layers.
+        time_major: False for batch-major data (Flax's ``nn.RNN`` default,
+            PyTorch's ``batch_first=True``): ``xs: [*batch, T, F]``, ``mask``
+            and ``resets`` ``[*batch, T]``, and ``ys`` comes back
+            ``[*batch, T, output_size]``; the same kernel runs.
 
     Returns:
-        ``(final_carry, ys)`` with ``ys: [T, *batch, output_size]``.
+        ``(final_carry, ys)`` with ``ys: [T, *batch, output_size]``
+        (``[*batch, T, output_size]`` with ``time_major=False``).
 
     Example:
         >>> cell = rj.lstm(32)
@@ -165,8 +174,14 @@ def scan(
             f"cell must be an rnn_jax Cell (e.g. rj.lstm(64)); got {type(cell).__name__}"
         )
     chosen = resolve(backend)
-    unroll = check_unroll(unroll)
+    unroll = _validate.unroll(unroll)
     output_dtype = check_output_dtype(output_dtype)
+    if not time_major:
+        axis = time_axis_of(cell, xs)
+        batch_shape, steps = tuple(xs.shape[:axis]), xs.shape[axis]
+        xs = jnp.moveaxis(xs, axis, 0)
+        mask = time_first("mask", mask, batch_shape, steps)
+        resets = time_first("resets", resets, batch_shape, steps)
     arguments = Arguments(
         cell, params, xs, initial_state=initial_state, length=length, mask=mask, resets=resets
     )
@@ -193,4 +208,7 @@ def scan(
     final, ys = jax.tree.unflatten(jax.tree.structure((carry, y)), outs)
     if output_dtype is not None:
         ys = jax.tree.map(lambda leaf: leaf.astype(output_dtype), ys)
-    return arguments.restore(final, ys)
+    final, ys = arguments.restore(final, ys)
+    if not time_major:
+        ys = jax.tree.map(lambda y: jnp.moveaxis(y, 0, len(arguments.batch_shape)), ys)
+    return final, ys

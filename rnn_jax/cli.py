@@ -5,28 +5,35 @@ This module parses and prints; `rnn_jax.app` does the work. The options of
 help, value type), so the command line and the config cannot drift apart.
 Bad arguments and bad data end the command with one line on stderr and exit
 code 2, before anything is written; outputs are written atomically once a
-run is done.
+run is done. Warnings of rnn_jax (a damaged checkpoint passed over) are one
+line too. Every command but ``bench`` compiles through JAX's persistent
+cache (`rnn_jax.app.compilation_cache`: ``RNN_JAX_COMPILATION_CACHE=off``
+turns it off).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import shlex
 import sys
 import types
 import typing
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rnn_jax import app
+from rnn_jax._extras import MissingExtra
+from rnn_jax._validate import non_negative_int, positive_int
 from rnn_jax.app import ConfigError, RunConfig, bench, exporting
 from rnn_jax.app.gradient_flow import TRAINING_LR
 from rnn_jax.data import DataError, get_task
 from rnn_jax.diagnostics import cells_by_name
-from rnn_jax.train import CheckpointError, TrainingError
+from rnn_jax.train import CheckpointError, CheckpointWarning, TrainingError
 
 PROG = "rnn-jax"
 USAGE_EXIT = 2
@@ -61,25 +68,34 @@ def key_value(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
-def integer(text: str) -> int:
+def parse_int(text: str) -> int:
+    """An option's text read as an int (checked by the option's rule elsewhere)."""
     try:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected an integer; got {text!r}") from None
 
 
-def positive_integer(text: str) -> int:
-    value = integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    return value
-
-
-def number(text: str) -> float:
+def parse_float(text: str) -> float:
     try:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number; got {text!r}") from None
+
+
+def checked_int(check: Callable[[str, Any], int]) -> Callable[[str], int]:
+    """An option's reader: its text as an int that ``check`` (from `rnn_jax._validate`) accepts."""
+
+    def read(text: str) -> int:
+        try:
+            return check("the value", parse_int(text))
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return read
+
+
+parse_positive_int = checked_int(positive_int)
 
 
 PREDICT_HELP = (
@@ -93,20 +109,20 @@ COMPARED_CELLS = ["simple", "lstm", "gru"]  # what compare trains unless --cells
 PROBED_CELLS = ["simple", "lstm", "gru", "mgu", "indrnn"]  # what gradflow measures unless told
 
 # How the command line reads a value of each field type.
-READERS = {int: integer, float: number, str: str, list: comma_list}
+READERS = {int: parse_int, float: parse_float, str: str, list: comma_list}
 
 # Shortcuts for common task options: ``--FLAG VALUE`` sets the task option, as
 # ``--task-option OPTION=VALUE`` would. Flag: (option, reader, help).
 TASK_SHORTCUTS = {
     "length": (
         "length",
-        positive_integer,
+        parse_positive_int,
         "sequence length T (adding, copy_memory, forecasting, text, translate; the window "
         "of a --data series)",
     ),
     "text": ("path", str, "UTF-8 text for --task text (default: the Python standard library)"),
-    "max-chars": ("max_chars", positive_integer, "characters of text to read"),
-    "horizon": ("horizon", positive_integer, "forecast horizon (steps ahead; also for --data)"),
+    "max-chars": ("max_chars", parse_positive_int, "characters of text to read"),
+    "horizon": ("horizon", parse_positive_int, "forecast horizon (steps ahead; also for --data)"),
     "op": ("op", str, "translate: reverse or sort"),
 }
 
@@ -225,31 +241,34 @@ def config_from_args(args: argparse.Namespace, **given: Any) -> RunConfig:
     return RunConfig(**values).check()
 
 
-def build_parser() -> Parser:
-    parser = Parser(
-        prog=PROG,
-        description="Recurrent networks in JAX: train, compare, predict, generate, bench, "
-        "gradflow.",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    progress = argparse.ArgumentParser(add_help=False)
-    progress.add_argument(
+def progress_option() -> argparse.ArgumentParser:
+    """The ``--progress`` option the training commands share."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="show a progress bar (default: when stderr is a terminal)",
+        help="show a progress bar (default: when stderr is a terminal and tqdm is installed)",
     )
+    return parent
 
-    train = commands.add_parser("train", help="train one model on a task", parents=[progress])
+
+def add_train(commands: Any) -> None:
+    train = commands.add_parser(
+        "train", help="train one model on a task", parents=[progress_option()]
+    )
     add_config_options(train, CONFIG_FIELDS)
     train.add_argument("--checkpoint-dir", help="write checkpoints here")
     train.add_argument(
         "--checkpoint-every",
-        type=positive_integer,
+        type=parse_positive_int,
         help="steps between checkpoints (default: only at the end)",
     )
     train.add_argument(
-        "--resume", action="store_true", help="continue the run in --checkpoint-dir exactly"
+        "--resume",
+        action="store_true",
+        help="continue the run in --checkpoint-dir exactly, from its newest intact checkpoint "
+        "(a damaged newer one is reported and set aside as STEP.damaged)",
     )
     train.add_argument(
         "--out",
@@ -257,8 +276,12 @@ def build_parser() -> Parser:
         "the --data file's name where one is given)",
     )
 
+
+def add_compare(commands: Any) -> None:
     compare = commands.add_parser(
-        "compare", help="train several cells on one task: table, plot", parents=[progress]
+        "compare",
+        help="train several cells on one task: table, plot",
+        parents=[progress_option()],
     )
     compare.add_argument(
         "--cells",
@@ -271,6 +294,8 @@ def build_parser() -> Parser:
         "--out", help="directory for compare.json and compare.png (default runs/compare-TASK)"
     )
 
+
+def add_predict(commands: Any) -> None:
     predict = commands.add_parser(
         "predict",
         help="a finished --data run's predictions on a file, as CSV",
@@ -293,19 +318,27 @@ def build_parser() -> Parser:
         "--out", metavar="FILE", help="the CSV to write (default runs/predict-STEM.csv)"
     )
 
+
+def add_generate(commands: Any) -> None:
     generate = commands.add_parser("generate", help="write text with a trained language model")
     generate.add_argument("--checkpoint-dir", required=True)
     generate.add_argument("--prompt", default="def ", help="text to start from")
-    generate.add_argument("--chars", type=positive_integer, default=400, help="characters to write")
-    generate.add_argument("--temperature", type=number, default=0.8, help="0: greedy")
-    generate.add_argument("--top-k", type=positive_integer, help="sample among the k likeliest")
-    generate.add_argument("--seed", type=integer, default=0)
+    generate.add_argument(
+        "--chars", type=parse_positive_int, default=400, help="characters to write"
+    )
+    generate.add_argument("--temperature", type=parse_float, default=0.8, help="0: greedy")
+    generate.add_argument("--top-k", type=parse_positive_int, help="sample among the k likeliest")
+    generate.add_argument("--seed", type=parse_int, default=0)
 
+
+def add_bench(commands: Any) -> None:
     bench_parser = commands.add_parser(
         "bench", help="run the benchmark suite (benchmarks/cpu_suite.py)", add_help=False
     )
     bench_parser.add_argument("args", nargs=argparse.REMAINDER, help="passed to the suite")
 
+
+def add_gradflow(commands: Any) -> None:
     gradflow = commands.add_parser("gradflow", help="||dL/dh_t|| over t for each cell")
     gradflow.add_argument(
         "--cells",
@@ -316,20 +349,44 @@ def build_parser() -> Parser:
     add_config_options(gradflow, ["task", "task_options", "hidden", "batch", "seed"])
     gradflow.add_argument(
         "--train-steps",
-        type=integer,
+        type=checked_int(non_negative_int),
         default=0,
         help="train each cell this many steps first (default: at initialisation)",
     )
     gradflow.add_argument(
         "--lr",
-        type=number,
+        type=parse_float,
         default=TRAINING_LR,
         help="learning rate for --train-steps (default %(default)s)",
     )
     gradflow.add_argument(
         "--out", help="directory for gradflow.json and gradflow.png (default runs/gradflow-TASK)"
     )
-    exporting.add_export_command(commands)
+
+
+# The subcommands' parsers, in the order of the help.
+SUBCOMMANDS = (
+    add_train,
+    add_compare,
+    add_predict,
+    add_generate,
+    add_bench,
+    add_gradflow,
+    exporting.add_export_command,
+)
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog=PROG,
+        description="Recurrent networks in JAX: train, compare, predict, generate, bench, "
+        "gradflow.",
+        epilog="Compiled programs are cached in ~/.cache/rnn_jax/jax (or "
+        "$RNN_JAX_COMPILATION_CACHE; off turns the cache off).",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for add in SUBCOMMANDS:
+        add(commands)
     return parser
 
 
@@ -496,13 +553,32 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             names = ", ".join([*COMMANDS, "bench"])
             raise UsageError(f"choose a command: {names} (see {PROG} --help)")
-        return COMMANDS[args.command](args)
-    except (UsageError, DataError, ConfigError, CheckpointError) as error:
+        app.use_compilation_cache()
+        with one_line_warnings():
+            return COMMANDS[args.command](args)
+    except (UsageError, DataError, ConfigError, CheckpointError, MissingExtra) as error:
         return fail(str(error), USAGE_EXIT)
     except TrainingError as error:
         return fail(str(error), 1)
     except KeyboardInterrupt:
         return fail("interrupted", 130)
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """rnn_jax's warnings (a damaged checkpoint passed over) in one line on stderr, as errors
+    are; other warnings as Python shows them."""
+    with warnings.catch_warnings():
+        python_way = warnings.showwarning
+
+        def show(message, category, *where, **options):
+            if issubclass(category, CheckpointWarning):
+                print(f"{PROG}: warning: {message}", file=sys.stderr)
+            else:
+                python_way(message, category, *where, **options)
+
+        warnings.showwarning = show
+        yield
 
 
 def fail(message: str, code: int) -> int:

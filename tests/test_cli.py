@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from rnn_jax import cli
+from rnn_jax import app, cli
 from rnn_jax.app import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import first_minutes  # noqa: E402  (the compare run twice on one compilation cache)
+
 TINY = ["--hidden", "8", "--batch", "16", "--steps", "20", "--no-progress"]
 
 
@@ -120,7 +123,8 @@ def text_file(tmp_path):
         ([], "choose a command"),
         (["fly"], "invalid choice"),
         (["train", "--cell", "nope"], "cell must be one of"),
-        (["train", "--hidden", "0"], "positive integer"),
+        (["train", "--hidden", "0"], "hidden must be a positive int; got 0"),
+        (["train", "--checkpoint-every", "0"], "the value must be a positive int; got 0"),
         (["train", "--lr", "fast"], "expected a number"),
         (["train", "--task", "nope"], "task must be one of"),
         (["train", "--task", "digits", "--length", "9"], "unknown ['length']"),
@@ -238,6 +242,38 @@ def test_generate_needs_a_language_model(capsys, tmp_path):
     assert cli.main(argv) == 0
     capsys.readouterr()
     fails_cleanly(capsys, ["generate", "--checkpoint-dir", str(ckpt)], "needs a language model")
+
+
+def test_resume_reports_a_damaged_checkpoint_in_one_line_and_goes_on(capsys, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    argv = ["train", "--task", "adding", "--length", "10", *TINY, "--checkpoint-dir", str(ckpt)]
+    argv += ["--checkpoint-every", "10", "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 0
+    (ckpt / "20" / "params" / "manifest.ocdbt").unlink()
+    capsys.readouterr()
+    assert cli.main([*argv, "--resume"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("rnn-jax: warning: checkpoint "), err
+    assert err[0].endswith("; going back to step 10"), err
+    assert app.load_run(ckpt).step == 20 and (ckpt / "20.damaged").is_dir()
+
+
+def test_a_missing_extra_ends_in_one_line_before_training(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    argv = ["compare", "--task", "adding", "--cells", "gru", *TINY, "--out", str(tmp_path / "out")]
+    message = "writing plots needs matplotlib: pip install 'rnn_jax[app]'"
+    fails_cleanly(capsys, argv, message, tmp_path)
+
+
+def test_a_second_identical_compare_compiles_nothing(tmp_path):
+    job = "compare --task adding --length 5 --cells gru --hidden 4 --batch 8 --steps 2"
+    measured = first_minutes.cached_compare(job, tmp_path)
+    first, second = measured["first"], measured["second"]
+    assert first["code"] == second["code"] == 0
+    assert first["compiles"] > 0 and first["hits"] == 0
+    assert len(first["cache_files"]) == first["compiles"]
+    assert second["compiles"] == second["hits"] == first["compiles"]
+    assert second["cache_files"] == first["cache_files"]
 
 
 def test_compare_prints_the_table_and_saves_plot_and_json(capsys, tmp_path):

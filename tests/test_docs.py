@@ -49,3 +49,5 @@ def test_docs_build_without_warnings_and_show_their_content(tmp_path):
     assert 'id="rnn_jax.export"' in flat
     assert 'id="rnn_jax.cells.get_cell"' in page("api/rnn_jax.cells.html")
     assert 'id="rnn_jax.interop.keras.from_keras"' in page("api/rnn_jax.interop.keras.html")
+    porting = page("coming_from_flax.html")  # each difference a Flax user meets, with its fix
+    assert "carry_from_flax" in porting and "clip_norm=None" in porting

@@ -1,6 +1,6 @@
 """The Flax modules compute what the pure core computes (jit, grad, vmap, an optax step); the NNX
 module keeps nnx.RNN's conventions, checked against nnx.RNN and nnx.Bidirectional themselves;
-NNX's own cells map to ours and back, step by step."""
+NNX's and Linen's own cells map to ours and back, step by step."""
 
 import chex
 import jax
@@ -8,10 +8,20 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from flax import linen as nn
 from flax import nnx
 
 import rnn_jax as rj
-from rnn_jax.flax import NNXRNN, RNN, from_nnx, to_nnx
+from rnn_jax.flax import (
+    NNXRNN,
+    RNN,
+    carry_from_flax,
+    carry_to_flax,
+    from_linen,
+    from_nnx,
+    to_linen,
+    to_nnx,
+)
 
 T, B, F, H = 7, 3, 5, 4
 XS = jax.random.normal(jax.random.key(0), (T, B, F))  # time-major
@@ -230,3 +240,101 @@ def test_to_nnx_refuses_what_nnx_cells_cannot_compute():
     shapes = jax.eval_shape(lambda key: rj.mgu(H).init(key, F), jax.random.key(0))
     with pytest.raises(ValueError, match="the mgu cell"):
         to_nnx(rj.mgu(H), shapes)
+
+
+# --- Linen's cells -----------------------------------------------------------------------------
+
+
+def linen_variables(module, seed=0):
+    """``module``'s variables with every parameter drawn anew (Linen initialises biases to
+    zero, which would hide a misplaced bias)."""
+    carry = module.initialize_carry(jax.random.key(0), (B, F))
+    shapes = jax.eval_shape(module.init, jax.random.key(1), carry, XS[0])
+    leaves, tree = jax.tree.flatten(shapes)
+    keys = jax.random.split(jax.random.key(seed), len(leaves))
+    drawn = [
+        jax.random.uniform(k, leaf.shape, leaf.dtype, -0.7, 0.7)
+        for k, leaf in zip(keys, leaves, strict=True)
+    ]
+    return jax.tree.unflatten(tree, drawn)
+
+
+LINEN = {
+    "lstm": (lambda: nn.LSTMCell(H), rj.lstm(H)),
+    "optimized_lstm": (lambda: nn.OptimizedLSTMCell(H), rj.lstm(H)),
+    "gru": (lambda: nn.GRUCell(H), rj.gru(H)),
+    "simple": (lambda: nn.SimpleCell(H), rj.simple(H)),
+    "simple_relu_residual": (
+        lambda: nn.SimpleCell(H, activation_fn=nn.relu, residual=True),
+        rj.simple(H, activation="relu"),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(LINEN))
+def test_linen_cells_map_to_ours_and_back_step_by_step(kind):
+    make, ours = LINEN[kind]
+    module = make()
+    variables = linen_variables(module)
+    cell, params = from_linen(module, variables)
+    h0 = jax.random.normal(jax.random.key(4), (B, H))
+    flax_carry = (-h0, h0) if "lstm" in kind else h0  # (c, h): c and h differ, so a swap shows
+    carry = carry_from_flax(flax_carry)
+    for x in XS[:3]:
+        carry, y = cell.step(params, carry, x)
+        flax_carry, want = module.apply(variables, flax_carry, x)
+        close(y, want)
+        close(carry_to_flax(carry), flax_carry)
+
+    # Ours -> Linen, with every bias nonzero (the GRU's r and z recurrent biases fold in).
+    noisy = jax.tree.map(
+        lambda p: jax.random.normal(jax.random.key(5), p.shape),
+        jax.eval_shape(lambda key: ours.init(key, F), jax.random.key(6)),
+    )
+    back, back_variables = to_linen(ours, noisy, optimized=kind == "optimized_lstm")
+    assert type(back) is (type(module) if "residual" not in kind else nn.SimpleCell)
+    start = carry_from_flax((-h0, h0) if "lstm" in kind else h0)
+    want_carry, want = ours.step(noisy, start, XS[0])
+    got_carry, got = back.apply(back_variables, carry_to_flax(start), XS[0])
+    close(got, want)
+    close(got_carry, carry_to_flax(want_carry))
+    if "residual" not in kind:  # the round trip gives Linen's variables back
+        close(to_linen(cell, params)[1], variables)
+
+
+def test_from_linen_reads_a_cell_inside_nn_rnn_and_sizes_from_the_parameters():
+    """The Flax seq2seq example builds its decoder as LSTMCell(vocab_size) fed a carry of the
+    encoder's size: Linen reads the size from the carry, and so does the conversion."""
+    rnn = nn.RNN(nn.LSTMCell(3))  # features=3 is not the size it runs at
+    xs = X_BTF
+    carry = (jnp.zeros((B, H)), jnp.ones((B, H)))
+    variables = rnn.init(jax.random.key(0), xs, initial_carry=carry)
+    cell, params = from_linen(rnn.cell, variables["params"]["cell"])
+    want_carry, want = rnn.apply(variables, xs, initial_carry=carry, return_carry=True)
+    got_carry, got = rj.scan(cell, params, XS, initial_state=carry_from_flax(carry), backend=REF)
+    close(got.swapaxes(0, 1), want)
+    close(got_carry, carry_from_flax(want_carry))
+    with pytest.raises(ValueError, match=r"variables\['params'\]\[<the RNN's name>\]\['cell'\]"):
+        from_linen(rnn.cell, variables)
+
+
+def test_linen_conversions_refuse_what_they_cannot_compute_exactly():
+    module = nn.GRUCell(H, dtype=jnp.bfloat16)
+    with pytest.raises(ValueError, match="dtype=bfloat16 over float32 parameters"):
+        from_linen(module, linen_variables(module))
+    with pytest.raises(TypeError, match="not a subclass"):
+        from_linen(type("Mine", (nn.GRUCell,), {})(H), {})
+    refusals = {
+        "declares none": rj.gru(H, reset_after=False),
+        "has a projection": rj.lstm(2 * H, proj_size=H),
+    }
+    for words, cell in refusals.items():
+        shapes = jax.eval_shape(lambda key, cell=cell: cell.init(key, F), jax.random.key(0))
+        with pytest.raises(ValueError, match=words):
+            to_linen(cell, shapes)
+    low = rj.lstm(H, dtype=jnp.bfloat16)
+    with pytest.raises(ValueError, match="float32"):
+        to_linen(low, low.init(jax.random.key(0), F))
+    state = rj.LSTMState(h=jnp.ones(H), c=jnp.zeros(H))
+    with pytest.raises(TypeError, match="already an rnn_jax LSTMState"):
+        carry_from_flax(state)

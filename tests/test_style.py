@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(shutil.which("ruff") is None, reason="ruff is in the test extra")
 def test_ruff_clean():
     result = subprocess.run(
-        ["ruff", "check", "rnn_jax", "tests", "benchmarks"],
+        ["ruff", "check", "rnn_jax", "tests", "benchmarks", "examples"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -10,12 +10,15 @@
 - `gradflow`: the gradient-flow report over `rj.diagnostics`.
 - Records: `write_json`, `results_document`, `table`, `plot_curves`,
   `plot_history`; every file written atomically.
+- `use_compilation_cache`: JAX's persistent compilation cache, which the
+  command line turns on, so a second identical run compiles nothing.
 
 `rj.train` below knows nothing of this package.
 """
 
 from rnn_jax.app.build import make_body, make_cell, make_model, make_objective, make_task
 from rnn_jax.app.comparison import compare
+from rnn_jax.app.compilation_cache import use_compilation_cache
 from rnn_jax.app.config import DEFAULT_STEPS, ConfigError, RunConfig
 from rnn_jax.app.generation import generate_text
 from rnn_jax.app.gradient_flow import gradflow
@@ -47,6 +50,7 @@ __all__ = [
     "results_document",
     "run",
     "table",
+    "use_compilation_cache",
     "write_json",
     "write_predictions",
 ]

@@ -10,12 +10,12 @@ from typing import Any
 
 from rnn_jax.app.build import make_task
 from rnn_jax.app.config import ConfigError, RunConfig
-from rnn_jax.app.plots import plot_curves
+from rnn_jax.app.plots import check_plotting, plot_curves
 from rnn_jax.app.records import results_document, write_json
 from rnn_jax.app.runs import diverged, loss_baselines, run, solved_when
 from rnn_jax.app.tables import table
 from rnn_jax.data import Task
-from rnn_jax.train.loop import TrainingError
+from rnn_jax.train import TrainingError
 
 
 def baseline_text(task: Task, metric: str) -> str:
@@ -56,40 +56,12 @@ def compare(
     if not cells:
         raise ConfigError("cells must name at least one cell; got none")
     checked = [dataclasses.replace(config, cell=name).check() for name in cells]
+    if out_dir is not None:
+        check_plotting()
     task = make_task(config)
-    info = task.info()
-    metric = info["loss"] if info["loss"] in info["metrics"] else info["metrics"][0]
-    shown = [m for m in info["metrics"] if m != metric][:2]
-    runs, rows = [], []
+    metric = compared_metric(task)
     started = time.perf_counter()
-    for run_config in checked:
-        try:
-            results = run(run_config, task=task, progress=progress)
-            outcome = results["solved"]
-            note = f"test {metric} {results['test'][metric]:.4g}"
-        except TrainingError as error:  # one diverging cell does not end the comparison
-            results = diverged(run_config, info, error)
-            outcome, note = "diverged", str(error)
-        runs.append(results)
-        test = results["test"]
-        rows.append(
-            [
-                run_config.cell,
-                results["params"],
-                results["steps"],
-                results["train_seconds"],
-                test.get(metric),
-                *[test.get(m) for m in shown],
-                outcome,
-            ]
-        )
-        if echo is not None:
-            echo(f"{run_config.cell}: {note} ({results['train_seconds']:.0f} s)")
-    header = ["cell", "params", "steps", "train s", f"test {metric}"]
-    header += [f"test {m}" for m in shown] + ["solved?"]
-    text = table(rows, header) + f"\nbaseline ({metric}): {baseline_text(task, metric)}"
-    if task.solved is not None:
-        text += f"; solved means test {solved_when(task)}"
+    runs = [compared_run(run_config, task, metric, progress, echo) for run_config in checked]
     summary = {
         "task": task.name,
         "description": task.description,
@@ -98,7 +70,7 @@ def compare(
         "solved_when": solved_when(task),
         "config": config.to_dict(),
         "cells": list(cells),
-        "table": text,
+        "table": comparison_table(runs, task, metric),
         "seconds": round(time.perf_counter() - started, 1),
         "runs": runs,
     }
@@ -108,6 +80,54 @@ def compare(
         write_json(out / "compare.json", document)
         plot_validation_losses(runs, task, out / "compare.png")
     return summary
+
+
+def compared_metric(task: Task) -> str:
+    """The metric the table ranks by: the task's loss where it is a metric, else its first."""
+    info = task.info()
+    return info["loss"] if info["loss"] in info["metrics"] else info["metrics"][0]
+
+
+def compared_run(
+    config: RunConfig,
+    task: Task,
+    metric: str,
+    progress: bool | None,
+    echo: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    """The results of one cell's run, or the record of its divergence (the others go on);
+    ``echo`` is told the outcome in a line."""
+    try:
+        results = run(config, task=task, progress=progress)
+        note = f"test {metric} {results['test'][metric]:.4g}"
+    except TrainingError as error:
+        results = diverged(config, task.info(), error)
+        note = str(error)
+    if echo is not None:
+        echo(f"{config.cell}: {note} ({results['train_seconds']:.0f} s)")
+    return results
+
+
+def comparison_table(runs: Sequence[dict[str, Any]], task: Task, metric: str) -> str:
+    """The runs side by side: parameters, steps, time, test metrics, solved; the baselines."""
+    shown = [m for m in task.info()["metrics"] if m != metric][:2]
+    rows = [
+        [
+            results["cell"],
+            results["params"],
+            results["steps"],
+            results["train_seconds"],
+            *[results["test"].get(m) for m in [metric, *shown]],
+            "diverged" if "diverged" in results else results["solved"],
+        ]
+        for results in runs
+    ]
+    header = ["cell", "params", "steps", "train s", *[f"test {m}" for m in [metric, *shown]]]
+    text = table(rows, [*header, "solved?"])
+    text += f"\nbaseline ({metric}): {baseline_text(task, metric)}"
+    if task.solved is not None:
+        text += f"; solved means test {solved_when(task)}"
+    return text
 
 
 def plot_validation_losses(runs: Sequence[dict[str, Any]], task: Task, path: Path) -> Path:

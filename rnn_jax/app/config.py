@@ -15,8 +15,9 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
+from rnn_jax._validate import non_negative_int, one_of, optional_positive_int, positive_int
 from rnn_jax.backends import names as backend_names
 from rnn_jax.cells import cell_names, get_cell
 from rnn_jax.data import OBJECTIVES, task_names
@@ -27,8 +28,9 @@ DEFAULT_STEPS = 1000  # the updates of a run that gives neither steps nor epochs
 
 GROUPS = ("task", "model", "training")
 
-# A rule looks at a value and returns what was expected, in words, when the value breaks it.
-Rule = Callable[[Any], str | None]
+# A rule checks a field's value (`rnn_jax._validate`'s contract): it returns the value, or
+# raises a ValueError or TypeError naming the field, what it expected and what came.
+Rule = Callable[[str, Any], Any]
 
 
 class ConfigError(ValueError):
@@ -39,82 +41,66 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def integer(value: Any) -> str | None:
-    return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+class Condition(NamedTuple):
+    """A rule that a value ``holds``, ``expected`` saying what that is in words."""
+
+    expected: str
+    holds: Callable[[Any], bool]
+
+    def __call__(self, name: str, value: Any) -> Any:
+        if not self.holds(value):
+            raise ValueError(f"{name} must be {self.expected}; got {value!r}")
+        return value
+
+    def optional(self) -> Condition:
+        """This condition, or None (the field's "not given")."""
+        return Condition(f"None or {self.expected}", lambda v: v is None or self.holds(v))
 
 
-def positive_integer(value: Any) -> str | None:
-    return None if integer(value) is None and value >= 1 else "a positive integer"
-
-
-def non_negative_integer(value: Any) -> str | None:
-    return None if integer(value) is None and value >= 0 else "an integer >= 0"
-
-
-def positive_number(value: Any) -> str | None:
-    return None if _is_number(value) and value > 0 else "a positive number"
-
-
-def non_negative_number(value: Any) -> str | None:
-    return None if _is_number(value) and value >= 0 else "a number >= 0"
-
-
-def fraction(value: Any) -> str | None:
-    return None if _is_number(value) and 0 <= value < 1 else "a number in [0, 1)"
-
-
-def boolean(value: Any) -> str | None:
-    return None if isinstance(value, bool) else "True or False"
-
-
-def text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value else "a non-empty string"
-
-
-def column_names(value: Any) -> str | None:
-    ok = (
-        isinstance(value, list)
-        and value
-        and all(isinstance(name, str) and name for name in value)
-        and len(set(value)) == len(value)
-    )
-    return None if ok else "a non-empty list of distinct column names"
-
-
-def options(value: Any) -> str | None:
-    """Keyword options for a factory: a dict with string keys."""
-    ok = isinstance(value, dict) and all(isinstance(key, str) for key in value)
-    return None if ok else "a dict of options by name"
-
+positive_number = Condition("a positive number", lambda v: _is_number(v) and v > 0)
+non_negative_number = Condition("a number >= 0", lambda v: _is_number(v) and v >= 0)
+fraction = Condition("a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1)
+boolean = Condition("True or False", lambda v: isinstance(v, bool))
+text = Condition("a non-empty string", lambda v: isinstance(v, str) and bool(v))
+column_names = Condition(
+    "a non-empty list of distinct column names",
+    lambda v: (
+        isinstance(v, list)
+        and bool(v)
+        and all(isinstance(name, str) and name for name in v)
+        and len(set(v)) == len(v)
+    ),
+)
+# Keyword options for a factory: a dict with string keys.
+options = Condition(
+    "a dict of options by name",
+    lambda v: isinstance(v, dict) and all(isinstance(key, str) for key in v),
+)
 
 LAYER_OPTION = re.compile(r"([1-9]\d*):(\w+)")
 
+# Cell options for single layers: a dict keyed ``LAYER:OPTION`` (``"2:r_min"``).
+layer_options = Condition(
+    "a dict keyed LAYER:OPTION, such as '2:r_min'",
+    lambda v: (
+        isinstance(v, dict)
+        and all(isinstance(key, str) and LAYER_OPTION.fullmatch(key) for key in v)
+    ),
+)
 
-def layer_options(value: Any) -> str | None:
-    """Cell options for single layers: a dict keyed ``LAYER:OPTION`` (``"2:r_min"``)."""
-    ok = isinstance(value, dict) and all(
-        isinstance(key, str) and LAYER_OPTION.fullmatch(key) for key in value
-    )
-    return None if ok else "a dict keyed LAYER:OPTION, such as '2:r_min'"
 
-
-def mesh_shape(value: Any) -> str | None:
-    """A mesh as `rnn_jax.train.sharding.parse_mesh` reads it (checked without devices)."""
+def parses_as_mesh(value: Any) -> bool:
+    """Whether `rnn_jax.train.sharding.parse_mesh` reads ``value`` (checked without devices)."""
     try:
         parse_mesh(value)
     except (TypeError, ValueError):
-        return "'auto' or AXIS=SIZE[,AXIS=SIZE] with the axes data and model"
-    return None
+        return False
+    return True
 
 
-def optional(rule: Rule) -> Rule:
-    """``rule``, or None (the field's "not given")."""
-
-    def check(value: Any) -> str | None:
-        expected = None if value is None else rule(value)
-        return None if expected is None else f"None or {expected}"
-
-    return check
+mesh_shape = Condition(
+    "'auto' or AXIS=SIZE[,AXIS=SIZE] with the axes data and model", parses_as_mesh
+)
 
 
 def setting(
@@ -151,13 +137,16 @@ def setting(
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def expectation(field: dataclasses.Field, value: Any) -> str | None:
-    """What ``field`` expected, in words, when ``value`` breaks its rule; None when it holds."""
+def check_field(field: dataclasses.Field, value: Any) -> None:
+    """A `ConfigError` when ``value`` breaks the rule or the choices of ``field``."""
     choices = field.metadata["choices"]
-    if choices is None:
-        return field.metadata["rule"](value)
-    allowed = list(choices())
-    return None if value in allowed else f"one of {allowed}"
+    try:
+        if choices is None:
+            field.metadata["rule"](field.name, value)
+        else:
+            one_of(field.name, value, list(choices()))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(str(error)) from None
 
 
 @dataclass(frozen=True)
@@ -176,7 +165,7 @@ class RunConfig:
         >>> rj.app.RunConfig(hidden=0).check()
         Traceback (most recent call last):
         ...
-        rnn_jax.app.config.ConfigError: hidden must be a positive integer; got 0
+        rnn_jax.app.config.ConfigError: hidden must be a positive int; got 0
     """
 
     task: str = setting("adding", "the task", "task", choices=task_names)
@@ -188,18 +177,18 @@ class RunConfig:
         "train on this file instead of a task: a CSV, TSV, Parquet (with pyarrow) or .npz "
         "file (see README, 'Your own data')",
         "task",
-        optional(text),
+        text.optional(),
         metavar="FILE",
     )
     target: str | None = setting(
-        None, "the target column of a --data table", "task", optional(text), metavar="COL"
+        None, "the target column of a --data table", "task", text.optional(), metavar="COL"
     )
     id_column: str | None = setting(
         None,
         "the sequence-id column of a --data table: the rows of one id, in file order, are one "
         "sequence (default: the whole table is one series, to forecast)",
         "task",
-        optional(text),
+        text.optional(),
         flag="id",
         metavar="COL",
     )
@@ -208,7 +197,7 @@ class RunConfig:
         "the input columns of a --data table, comma-separated (default: all but --id and "
         "--target; to forecast, the target's past too)",
         "task",
-        optional(column_names),
+        column_names.optional(),
         metavar="COL,...",
     )
     objective: str | None = setting(
@@ -236,9 +225,9 @@ class RunConfig:
         flag="layer_option",
         metavar="LAYER:KEY=VALUE",
     )
-    hidden: int = setting(64, "units per layer", "model", positive_integer)
-    layers: int = setting(1, "stacked layers", "model", positive_integer)
-    embed: int = setting(32, "embedding size of token inputs", "model", positive_integer)
+    hidden: int = setting(64, "units per layer", "model", positive_int)
+    layers: int = setting(1, "stacked layers", "model", positive_int)
+    embed: int = setting(32, "embedding size of token inputs", "model", positive_int)
     bidirectional: bool = setting(False, "bidirectional layers", "model", boolean)
     dropout: float = setting(0.0, "dropout between stacked layers", "model", fraction)
     backend: str = setting(
@@ -255,36 +244,38 @@ class RunConfig:
     schedule: str = setting(
         "constant", "learning-rate schedule", "training", choices=lambda: SCHEDULES
     )
-    warmup: int = setting(0, "linear warmup steps", "training", non_negative_integer)
+    warmup: int = setting(0, "linear warmup steps", "training", non_negative_int)
     clip: float = setting(
         1.0, "clip gradients to this global norm, 0 for none", "training", non_negative_number
     )
     weight_decay: float = setting(
         0.0, "weight decay (decoupled for adamw)", "training", non_negative_number
     )
-    batch: int = setting(64, "sequences per update", "training", positive_integer)
+    batch: int = setting(64, "sequences per update", "training", positive_int)
     steps: int | None = setting(
-        None, f"updates (default {DEFAULT_STEPS})", "training", optional(positive_integer)
+        None, f"updates (default {DEFAULT_STEPS})", "training", optional_positive_int
     )
     epochs: float | None = setting(
         None,
         "passes over the training data, instead of steps",
         "training",
-        optional(positive_number),
+        positive_number.optional(),
     )
     eval_every: int | None = setting(
         None,
         "updates between validations (default: a twentieth of the run)",
         "training",
-        optional(positive_integer),
+        optional_positive_int,
     )
     patience: int | None = setting(
         None,
         "early stopping: validations without improvement",
         "training",
-        optional(positive_integer),
+        optional_positive_int,
     )
-    seed: int = setting(0, "seed of the initial params, batches and dropout", "training", integer)
+    seed: int = setting(
+        0, "seed of the initial params, batches and dropout", "training", non_negative_int
+    )
     mesh: str = setting(
         "auto",
         "devices as a mesh: auto (every device splits the batch), data=N, or data=N,model=M "
@@ -315,10 +306,7 @@ class RunConfig:
     def check(self) -> RunConfig:
         """Raises a `ConfigError` naming the first bad setting; returns self."""
         for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            expected = expectation(field, value)
-            if expected is not None:
-                raise ConfigError(f"{field.name} must be {expected}; got {value!r}")
+            check_field(field, getattr(self, field.name))
         if self.data is None:
             for name in ("target", "id_column", "features", "objective"):
                 if getattr(self, name) is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rnn_jax.app.plots import plot_curves
+from rnn_jax.app.plots import check_plotting, plot_curves
 from rnn_jax.app.records import results_document, write_json
 from rnn_jax.app.tables import table
 from rnn_jax.cells import Cell
@@ -46,6 +46,8 @@ def gradflow(
         >>> summary["when"], len(summary["norms"]["simple"])
         ('at initialisation', 20)
     """
+    if out_dir is not None:
+        check_plotting()
     norms = {}
     for name, cell in cells.items():
         params = None

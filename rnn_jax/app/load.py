@@ -34,10 +34,11 @@ def load_run(directory: str | Path) -> LoadedRun:
     """The run whose checkpoints are in ``directory`` (``rj.app.run(checkpoint_dir=...)``).
 
     The model is rebuilt from the stored config and task sizes, the params
-    are those of the latest checkpoint (the run's last step; with early
-    stopping, `run` reports the best params instead, which are not restored
-    here). Raises `CheckpointError` for a directory without a readable
-    checkpoint, or one written for another model.
+    are those of the newest intact checkpoint (the run's last step, unless a
+    damaged newer one was passed over with a `rj.train.CheckpointWarning`;
+    with early stopping, `run` reports the best params instead, which are
+    not restored here). Raises `CheckpointError` for a directory without a
+    readable checkpoint, or one written for another model.
 
     Example:
         >>> import tempfile
@@ -53,23 +54,24 @@ def load_run(directory: str | Path) -> LoadedRun:
     if not directory.is_dir():
         raise CheckpointError(f"{directory} is not a directory; give a run's checkpoint directory")
     checkpointer = Checkpointer(directory)
-    step = checkpointer.latest_step()
-    if step is None:
-        raise CheckpointError(f"no checkpoint in {directory}")
-    meta = checkpointer.read_meta(step)
-    if "task_info" not in meta:
-        raise CheckpointError(
-            f"checkpoint {directory / str(step)} has no task sizes; rj.app.run did not write it"
+
+    def read(step: int) -> LoadedRun:
+        meta = checkpointer.read_meta(step)
+        if "task_info" not in meta:
+            raise CheckpointError(
+                f"checkpoint {directory / str(step)} has no task sizes; rj.app.run did not write it"
+            )
+        config = RunConfig.from_dict(meta["config"])
+        model = make_model(config, meta["task_info"])
+        template = jax.eval_shape(model.init, jax.random.key(0))
+        return LoadedRun(
+            directory=directory,
+            config=config,
+            info=meta["task_info"],
+            model=model,
+            params=checkpointer.restore("params", template, step),
+            step=step,
+            finished=bool(meta.get("finished")),
         )
-    config = RunConfig.from_dict(meta["config"])
-    model = make_model(config, meta["task_info"])
-    template = jax.eval_shape(model.init, jax.random.key(0))
-    return LoadedRun(
-        directory=directory,
-        config=config,
-        info=meta["task_info"],
-        model=model,
-        params=checkpointer.restore("params", template, step),
-        step=step,
-        finished=bool(meta.get("finished")),
-    )
+
+    return checkpointer.newest_intact(read)[1]

@@ -10,13 +10,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rnn_jax._extras import require
 from rnn_jax.app.records import write_atomically
 
 
-def _figure(width: float = 7.0, height: float = 4.2):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def check_plotting() -> None:
+    """A `rnn_jax._extras.MissingExtra` now, before any work, if plots cannot be drawn."""
+    require("matplotlib.figure", "writing plots")
 
+
+def _figure(width: float = 7.0, height: float = 4.2):
+    Figure = require("matplotlib.figure", "writing plots").Figure
+    FigureCanvasAgg = require("matplotlib.backends.backend_agg", "writing plots").FigureCanvasAgg
     figure = Figure(figsize=(width, height), dpi=110)
     FigureCanvasAgg(figure)
     return figure

@@ -18,13 +18,14 @@ from jax.sharding import Mesh
 
 from rnn_jax.app.build import make_model, make_objective, make_task
 from rnn_jax.app.config import DEFAULT_STEPS, ConfigError, RunConfig
-from rnn_jax.app.plots import plot_history
+from rnn_jax.app.plots import check_plotting, plot_history
 from rnn_jax.app.records import results_document, write_json
 from rnn_jax.data import Task, is_solved
+from rnn_jax.models import Model
 from rnn_jax.summary import count_params
-from rnn_jax.train import distributed
+from rnn_jax.train import EarlyStopping, FitResult, TrainingError, distributed, evaluate, fit
 from rnn_jax.train.checkpoint import Checkpointer
-from rnn_jax.train.loop import EarlyStopping, TrainingError, evaluate, fit
+from rnn_jax.train.objective import Objective
 from rnn_jax.train.optim import make_optimizer
 from rnn_jax.train.sharding import DATA, describe, make_mesh
 
@@ -101,11 +102,48 @@ def run(
         (['loss', 'mse'], 20)
     """
     config.check()
+    if out_dir is not None:
+        check_plotting()
     mesh = run_mesh(config)
     task = task or make_task(config)
     info = task.info()
     model = make_model(config, info)
     objective = make_objective(model, info)
+    checkpointer = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
+    result = fit_run(
+        config,
+        task,
+        model,
+        objective,
+        mesh,
+        checkpointer=checkpointer,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        progress=progress,
+    )
+    started = time.perf_counter()
+    test_batches = task.test.batches(evaluation_batch_size(config, task))
+    test = evaluate(objective, result.params, test_batches, mesh=mesh)
+    results = run_results(config, task, result, test, time.perf_counter() - started)
+    if out_dir is not None and jax.process_index() == 0:
+        write_run(Path(out_dir), results, task, command)
+    return results
+
+
+def fit_run(
+    config: RunConfig,
+    task: Task,
+    model: Model,
+    objective: Objective,
+    mesh: Mesh,
+    *,
+    checkpointer: Checkpointer | None,
+    checkpoint_every: int | None,
+    resume: bool,
+    progress: bool | None,
+) -> FitResult:
+    """`rj.train.fit` as ``config`` sets it up: the optimizer and its schedule, the batches,
+    validation, early stopping, and the config and task sizes in every checkpoint."""
     steps = total_steps(config, task)
     optimizer, learning_rate = make_optimizer(
         config.optimizer,
@@ -117,7 +155,7 @@ def run(
         weight_decay=config.weight_decay,
     )
     eval_batch = evaluation_batch_size(config, task)
-    result = fit(
+    return fit(
         objective,
         model.init(jax.random.key(config.seed)),
         optimizer,
@@ -128,19 +166,23 @@ def run(
         val=lambda: task.val.batches(eval_batch),
         eval_every=config.eval_every or max(1, steps // 20),
         early_stopping=EarlyStopping(config.patience) if config.patience else None,
-        checkpointer=Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None,
+        checkpointer=checkpointer,
         checkpoint_every=checkpoint_every,
         resume=resume,
         config=config.to_dict(),
-        meta={"task_info": info},
+        meta={"task_info": task.info()},
         learning_rate=learning_rate,
         progress=progress,
         description=f"{config.cell} on {task.name}",
         mesh=mesh,
     )
-    started = time.perf_counter()
-    test = evaluate(objective, result.params, task.test.batches(eval_batch), mesh=mesh)
-    results = {
+
+
+def run_results(
+    config: RunConfig, task: Task, result: FitResult, test: dict[str, float], test_seconds: float
+) -> dict[str, Any]:
+    """The results of a trained run (JSON): test metrics beside the baselines, the history."""
+    return {
         "task": task.name,
         "description": task.description,
         "config": config.to_dict(),
@@ -148,7 +190,7 @@ def run(
         "params": count_params(result.params),
         "steps": result.step,
         "train_seconds": round(result.seconds, 2),
-        "test_seconds": round(time.perf_counter() - started, 2),
+        "test_seconds": round(test_seconds, 2),
         "stopped_early": result.stopped_early,
         "best_step": result.best_step,
         "test": test,
@@ -158,17 +200,19 @@ def run(
         "solved_when": solved_when(task),
         "history": result.history,
     }
-    if out_dir is not None and jax.process_index() == 0:
-        out = Path(out_dir)
-        document = results_document(f"training-run-{task.name}", command, **results)
-        write_json(out / "results.json", document)
-        plot_history(
-            result.history,
-            out / "history.png",
-            title=f"{config.cell} on {task.description}",
-            baselines=loss_baselines(task),
-        )
-    return results
+
+
+def write_run(out: Path, results: dict[str, Any], task: Task, command: str | None) -> None:
+    """``results.json`` and ``history.png`` (the learning curves beside the baselines) in
+    ``out``; ``command`` is recorded in the JSON."""
+    document = results_document(f"training-run-{task.name}", command, **results)
+    write_json(out / "results.json", document)
+    plot_history(
+        results["history"],
+        out / "history.png",
+        title=f"{results['cell']} on {task.description}",
+        baselines=loss_baselines(task),
+    )
 
 
 def diverged(config: RunConfig, info: dict[str, Any], error: TrainingError) -> dict[str, Any]:

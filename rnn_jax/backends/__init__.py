@@ -1,52 +1,73 @@
-"""The scan kernels (backends) behind ``rj.scan``, one module each.
+"""The scan kernels (backends) behind ``rj.scan``: one module each, one class each.
 
-Every module is callable as its backend's factory::
+A backend is a frozen dataclass of its options (`Backend`); ``rj.scan`` takes
+one, or its name for the defaults::
 
     rj.scan(cell, params, xs, backend="sequential")                     # defaults
-    rj.scan(cell, params, xs, backend=rj.backends.sequential(chunk=8))  # configured
+    rj.scan(cell, params, xs, backend=rj.backends.Sequential(chunk=8))  # configured
 
-- `reference`: the plain ``lax.scan`` over ``cell.step``, the oracle.
-- `sequential`: ``lax.scan`` with hoisted projections and a custom backward pass.
-- `checkpointed`: backpropagation through time in O(√T) memory.
-- `parallel`: parallel scans over linear recurrences.
-- `newton`: DEER / quasi-DEER Newton iterations, parallel in time for any cell.
-- `pallas`: fused kernels for GPU and TPU.
-- `cudnn`: cuDNN's LSTM through ``jax.experimental.rnn``.
-- `sharded`: the time axis of a linear recurrence split across devices.
+- `Reference` (`reference`): the plain ``lax.scan`` over ``cell.step``, the oracle.
+- `Sequential` (`sequential`): ``lax.scan`` with hoisted projections and a custom
+  backward pass.
+- `Checkpointed` (`checkpointed`): backpropagation through time in O(√T) memory.
+- `Parallel` (`parallel`): parallel scans over linear recurrences.
+- `Newton` (`newton`): DEER / quasi-DEER Newton iterations, parallel in time for any cell.
+- `Sharded` (`sharded`): the time axis of a linear recurrence split across devices.
+- `Pallas` (`pallas`): fused kernels for GPU and TPU.
+- `Cudnn` (`cudnn`): cuDNN's LSTM through ``jax.experimental.rnn``.
 
-The contract between them and the driver is in `rnn_jax.backends.contract`;
-``auto`` (`rnn_jax.backends.auto`) picks one from measurements.
+The contract between them and the driver is in `rnn_jax.backends.contract`,
+the names in `rnn_jax.backends.registry`; ``auto`` (`rnn_jax.backends.auto`)
+picks one from measurements. `Pallas` and `Cudnn` (and their modules) are
+imported on first use, so ``import rnn_jax`` does not import Pallas.
 """
 
-from rnn_jax.backends import (
-    checkpointed,
-    cudnn,
-    newton,
-    pallas,
-    parallel,
-    reference,
-    sequential,
-    sharded,
-)
-from rnn_jax.backends.contract import Backend, Problem, get, names, register
+import importlib
+
+from rnn_jax.backends.checkpointed import Checkpointed
+from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.masking import flip_valid
-from rnn_jax.backends.newton import NewtonInfo, newton_scan
+from rnn_jax.backends.newton import Newton, NewtonInfo, newton_scan
+from rnn_jax.backends.parallel import Parallel
+from rnn_jax.backends.reference import Reference
+from rnn_jax.backends.registry import get, names, register
+from rnn_jax.backends.sequential import Sequential
+from rnn_jax.backends.sharded import Sharded
+
+_ON_FIRST_USE = {
+    "Pallas": "rnn_jax.backends.pallas.backend",
+    "Cudnn": "rnn_jax.backends.cudnn",
+    "pallas": "rnn_jax.backends.pallas",
+    "cudnn": "rnn_jax.backends.cudnn",
+}
+
+
+def __getattr__(name: str):
+    if name not in _ON_FIRST_USE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = importlib.import_module(_ON_FIRST_USE[name])
+    return module if name.islower() else getattr(module, name)
+
+
+def __dir__():
+    return sorted({*globals(), *_ON_FIRST_USE})
+
 
 __all__ = [
     "Backend",
+    "Checkpointed",
+    "Cudnn",
+    "Newton",
     "NewtonInfo",
+    "Pallas",
+    "Parallel",
     "Problem",
-    "checkpointed",
-    "cudnn",
+    "Reference",
+    "Sequential",
+    "Sharded",
     "flip_valid",
     "get",
     "names",
-    "newton",
     "newton_scan",
-    "pallas",
-    "parallel",
-    "reference",
     "register",
-    "sequential",
-    "sharded",
 ]

@@ -43,7 +43,7 @@ from typing import Any
 
 import jax
 
-from rnn_jax.backends import contract
+from rnn_jax.backends import registry
 from rnn_jax.backends.contract import Backend, Problem
 
 TABLE = "dispatch.json"
@@ -143,7 +143,7 @@ def candidates(cell, problem: Problem, *, table: dict | None = None, platform: s
     entry = nearest(entries, cell.name, str(problem.xs.dtype), shape_of(cell, problem))
     if entry is None:
         return []
-    return ranked(entry, platform, contract.names(), mode_of(problem))
+    return ranked(entry, platform, registry.names(), mode_of(problem))
 
 
 def choose(
@@ -151,10 +151,10 @@ def choose(
 ) -> Backend:
     """The backend ``auto`` runs for this cell and problem (see the module docstring)."""
     for name in candidates(cell, problem, table=table, platform=platform):
-        backend = contract.get(name)
+        backend = registry.get(name)
         if backend.supports(cell, problem) is None:
             return backend
-    return contract.get(DEFAULT_BACKEND)
+    return registry.get(DEFAULT_BACKEND)
 
 
 def tuned_sequential(

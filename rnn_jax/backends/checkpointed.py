@@ -18,20 +18,21 @@ Example:
     >>> cell = rj.lstm(8)
     >>> params = cell.init(jax.random.key(0), 4)
     >>> xs = jnp.ones((100, 2, 4))
-    >>> carry, ys = rj.scan(cell, params, xs, backend=rj.backends.checkpointed(segment=16))
+    >>> carry, ys = rj.scan(cell, params, xs, backend=rj.backends.Checkpointed(segment=16))
 """
 
 from __future__ import annotations
 
 import math
-from functools import cache, partial
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.backends import sequential
-from rnn_jax.backends.contract import Backend, Problem, always, callable_module, register
+from rnn_jax import _validate
+from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.masking import pad_steps
+from rnn_jax.backends.sequential import Sequential
 
 
 def segment_size(steps: int) -> int:
@@ -39,10 +40,12 @@ def segment_size(steps: int) -> int:
     return math.isqrt(steps - 1) + 1 if steps > 1 else 1
 
 
-def run(cell, params, problem: Problem, *, segment: int | None = None):
+def checkpointed_scan(cell, params, problem: Problem, segment: int | None = None):
+    """``(final_carry, ys)`` by `Sequential` over segments of ``segment`` steps (None:
+    ``ceil(√T)``), each rematerialised in the backward pass."""
     steps = problem.steps
     if steps == 0:
-        return sequential.run(cell, params, problem)
+        return Sequential().run(cell, params, problem)
     size = segment_size(steps) if segment is None else min(segment, steps)
     padded = pad_steps(problem, size)
 
@@ -57,7 +60,7 @@ def run(cell, params, problem: Problem, *, segment: int | None = None):
         part = padded._replace(
             xs=xs, initial_state=carry, valid=valid, starts=starts, length=length
         )
-        return sequential.run(cell, params, part)
+        return Sequential().run(cell, params, part)
 
     firsts = jnp.arange(padded.steps // size, dtype=jnp.int32) * size
     segments = (split(padded.xs), split(padded.valid), split(padded.starts), firsts)
@@ -66,15 +69,19 @@ def run(cell, params, problem: Problem, *, segment: int | None = None):
     return final, ys
 
 
-@cache
-def configure(*, segment: int | None = None) -> Backend:
-    """The ``checkpointed`` backend with segments of ``segment`` steps (default ``ceil(√T)``)."""
-    if segment is not None and (
-        isinstance(segment, bool) or not isinstance(segment, int) or segment <= 0
-    ):
-        raise ValueError(f"segment must be a positive int or None; got {segment!r}")
-    return Backend("checkpointed", always, partial(run, segment=segment))
+@dataclass(frozen=True)
+class Checkpointed(Backend):
+    """Backpropagation through time in O(√T) memory (see the module docstring).
 
+    Args:
+        segment: steps per rematerialised segment; None: ``ceil(√T)``.
+    """
 
-DEFAULT = register(configure())
-callable_module(__name__)
+    name = "checkpointed"
+    segment: int | None = None
+
+    def __post_init__(self):
+        _validate.optional_positive_int("segment", self.segment)
+
+    def run(self, cell, params, problem: Problem):
+        return checkpointed_scan(cell, params, problem, self.segment)

@@ -1,9 +1,9 @@
-"""The contract between the driver and the scan kernels: `Problem`, `Backend` and the registry.
+"""The contract between the driver and the scan kernels: `Problem` and `Backend`.
 
 The driver (``rj.scan``) validates its arguments once and hands every backend
 one normalised `Problem`: the batch axes flattened to one, the valid steps as
-a mask, the restarts as a mask in the order the scan runs. A backend is
-``Backend(name, supports, run)``:
+a mask, the restarts as a mask in the order the scan runs. A backend is a
+frozen dataclass of its options with two methods (`Backend`):
 
 - ``supports(cell, problem) -> str | None``: None when the backend computes
   this exactly, else the reason in words. ``auto``, the tests and every error
@@ -13,18 +13,13 @@ a mask, the restarts as a mask in the order the scan runs. A backend is
 
 A backend reads what it needs from the cell's declared capabilities
 (`rnn_jax.cells.Gates`, `rnn_jax.cells.LinearRecurrence`, ...), never its name.
-
-Each backend module is callable as its own factory, so
-``rj.backends.sequential(chunk=8)`` configures the backend while
-``import rnn_jax.backends.sequential`` still imports the module.
+The names ``rj.scan`` accepts are in `rnn_jax.backends.registry`.
 """
 
 from __future__ import annotations
 
-import sys
-import types
-from collections.abc import Callable
-from typing import Any, NamedTuple
+import abc
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 
@@ -75,57 +70,44 @@ class Problem(NamedTuple):
         return int(self.xs.shape[1])
 
 
-Supports = Callable[[Any, Problem], "str | None"]
-Run = Callable[[Any, Any, Problem], tuple[Any, Any]]
+class Backend(abc.ABC):
+    """A scan kernel: a frozen dataclass whose fields are its options.
 
+    Subclasses are ``@dataclass(frozen=True)``, so equal options make equal,
+    hashable backends (a jitted function taking one as a static argument
+    compiles once per configuration), and check their options when built
+    (``__post_init__``, with `rnn_jax._validate`). They set:
 
-class Backend(NamedTuple):
-    """A scan kernel: ``supports(cell, problem) -> reason or None`` and
-    ``run(cell, params, problem) -> (final_carry, ys)`` (see the module docstring).
-
-    Backends are hashable; a factory called twice with the same options
-    returns the same backend, so jitted functions taking it as a static
-    argument compile once.
-    """
-
-    name: str
-    supports: Supports
-    run: Run
-
-
-def always(cell, problem: Problem) -> None:
-    """``supports`` of a backend that computes every cell and problem."""
-    del cell, problem
-
-
-_REGISTRY: dict[str, Backend] = {}
-
-
-def register(backend: Backend) -> Backend:
-    """Registers ``backend`` under its name (a later registration replaces it)."""
-    if not isinstance(backend, Backend):
-        raise TypeError(f"backend must be an rnn_jax Backend; got {type(backend).__name__}")
-    _REGISTRY[backend.name] = backend
-    return backend
-
-
-def get(name: str) -> Backend:
-    """The registered backend called ``name``; a ValueError lists the known ones."""
-    if name not in _REGISTRY:
-        raise ValueError(
-            f"backend must be 'auto', a Backend or one of {sorted(_REGISTRY)}; got {name!r}"
-        )
-    return _REGISTRY[name]
-
-
-def names() -> list[str]:
-    """Names of the registered backends, sorted.
+    - ``name``: a class attribute, the name ``rj.scan(backend=...)`` and the
+      registry know it by;
+    - ``supports(cell, problem) -> str | None``: None when the backend
+      computes this exactly, else the reason in words (default: every cell
+      and problem);
+    - ``run(cell, params, problem) -> (final_carry, ys)``: the carry with
+      leaves ``[B, ...]`` and the outputs ``[T, B, ...]``, as the reference
+      computes them.
 
     Example:
-        >>> "sequential" in rj.backends.names()
-        True
+        >>> import dataclasses
+        >>> from rnn_jax.backends import reference
+        >>> @dataclasses.dataclass(frozen=True)
+        ... class Plain(rj.Backend):
+        ...     name = "plain"
+        ...     def run(self, cell, params, problem):
+        ...         return reference.reference_scan(cell, params, problem)
+        >>> cell = rj.gru(4)
+        >>> params = cell.init(jax.random.key(0), 2)
+        >>> carry, ys = rj.scan(cell, params, jnp.ones((3, 2)), backend=Plain())
     """
-    return sorted(_REGISTRY)
+
+    name: ClassVar[str]
+
+    def supports(self, cell, problem: Problem) -> str | None:
+        del cell, problem
+
+    @abc.abstractmethod
+    def run(self, cell, params, problem: Problem) -> tuple[Any, Any]:
+        """``(final_carry, ys)`` of ``cell`` over ``problem``."""
 
 
 def refusal(backend: Backend, cell, problem: Problem) -> str | None:
@@ -134,15 +116,3 @@ def refusal(backend: Backend, cell, problem: Problem) -> str | None:
     if reason is None:
         return None
     return f"the {backend.name} backend cannot run the {cell.name} cell exactly: {reason}"
-
-
-class BackendModule(types.ModuleType):
-    """A backend's module, callable as the backend's factory (its ``configure``)."""
-
-    def __call__(self, **options: Any) -> Backend:
-        return self.configure(**options)
-
-
-def callable_module(module_name: str) -> None:
-    """Makes the module ``module_name`` callable as its ``configure`` function."""
-    sys.modules[module_name].__class__ = BackendModule

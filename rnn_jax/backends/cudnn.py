@@ -22,7 +22,7 @@ itself on a CPU.
 Example:
     >>> cell = rj.lstm(16)
     >>> params = cell.init(jax.random.key(0), 8)
-    >>> checked = rj.backends.cudnn(implementation="reference")  # any platform
+    >>> checked = rj.backends.Cudnn(implementation="reference")  # any platform
     >>> carry, ys = rj.scan(cell, params, jnp.ones((5, 2, 8)), backend=checked)
     >>> ys.shape
     (5, 2, 16)
@@ -30,14 +30,15 @@ Example:
 
 from __future__ import annotations
 
-from functools import cache, partial
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 from jax.experimental import rnn as jrnn
 
-from rnn_jax.backends.contract import Backend, Problem, callable_module, register
+from rnn_jax import _validate
+from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.masking import flip_valid
 from rnn_jax.cells.base import CudnnWeights
 
@@ -74,7 +75,7 @@ def platform_reason() -> str | None:
     if where != "gpu" or jrnn.gpu_rnn is None:
         return (
             f"it needs an NVIDIA GPU (cuDNN through jax.experimental.rnn) and JAX runs on "
-            f"{where!r} here; rj.backends.cudnn(implementation='reference') checks the "
+            f"{where!r} here; rj.backends.Cudnn(implementation='reference') checks the "
             "mapping on any platform"
         )
     version = str(getattr(jax.devices()[0].client, "platform_version", "")).lower()
@@ -83,7 +84,8 @@ def platform_reason() -> str | None:
     return None
 
 
-def supports(cell, problem: Problem, *, implementation: str) -> str | None:
+def refusal(cell, problem: Problem, implementation: str) -> str | None:
+    """Why this backend cannot run ``cell`` over ``problem``, or None."""
     layout = cell.cudnn_layout
     if layout is None or layout.mode != "lstm":
         return "it is not cuDNN's LSTM (it declares no CudnnLayout of mode 'lstm')"
@@ -128,7 +130,7 @@ def _cudnn_call(x, h0, c0, weights, seq_lengths, *, input_size, hidden_size, pre
     )
 
 
-def run(cell, params, problem: Problem, *, implementation: str, precision: Any):
+def cudnn_scan(cell, params, problem: Problem, *, implementation: str, precision: Any):
     call = _cudnn_call if implementation == "cudnn" else _reference_call
     x, lengths = problem.xs, problem.length
     T, B, F = x.shape
@@ -160,8 +162,8 @@ def run(cell, params, problem: Problem, *, implementation: str, precision: Any):
     return state._replace(h=h, c=c), ys
 
 
-@cache
-def configure(*, implementation: str = "cudnn", precision: Any = None) -> Backend:
+@dataclass(frozen=True)
+class Cudnn(Backend):
     """A configured ``cudnn`` backend.
 
     Args:
@@ -172,14 +174,18 @@ def configure(*, implementation: str = "cudnn", precision: Any = None) -> Backen
             use TF32, like XLA's default float32 matmuls on the same GPU;
             ``jax.lax.Precision.HIGHEST``: full float32).
     """
-    if implementation not in IMPLEMENTATIONS:
-        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}; got {implementation!r}")
-    return Backend(
-        "cudnn",
-        partial(supports, implementation=implementation),
-        partial(run, implementation=implementation, precision=precision),
-    )
 
+    name = "cudnn"
+    implementation: Literal["cudnn", "reference"] = "cudnn"
+    precision: Any = None
 
-DEFAULT = register(configure())
-callable_module(__name__)
+    def __post_init__(self):
+        _validate.one_of("implementation", self.implementation, IMPLEMENTATIONS)
+
+    def supports(self, cell, problem: Problem) -> str | None:
+        return refusal(cell, problem, self.implementation)
+
+    def run(self, cell, params, problem: Problem):
+        return cudnn_scan(
+            cell, params, problem, implementation=self.implementation, precision=self.precision
+        )

@@ -33,7 +33,7 @@ the diagonal of ``J_t``: ``O(T D)`` memory and elementwise scans instead of
   not converge).
 
 `newton_scan` returns ``(carry, ys, NewtonInfo(iterations, converged))``;
-``rj.backends.newton(...)`` configures a backend for ``rj.scan`` (which drops
+``rj.backends.Newton(...)`` configures a backend for ``rj.scan`` (which drops
 the info); ``backend="newton"`` is the default configuration.
 
 ``jax.vmap`` of ``rj.scan`` folds the mapped axis into the batch, which the
@@ -44,14 +44,16 @@ branches, so the sequential fallback would always run).
 from __future__ import annotations
 
 import math
-from functools import cache, partial
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from rnn_jax import _validate
 from rnn_jax.backends import linear_solve
-from rnn_jax.backends.contract import Backend, Problem, always, callable_module, register
+from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.linear_solve import METHODS, previous_states, resolve_method
 from rnn_jax.backends.masking import zero_where_not
 from rnn_jax.backends.problem import carry_passed_on, checked_problem
@@ -496,14 +498,13 @@ def solve(cell, params, problem: Problem, *, tol, max_iters, jacobian, method):
 
 
 def _check_options(tol, max_iters, jacobian, method):
-    if tol is not None and not (isinstance(tol, int | float) and tol > 0):
+    if tol is not None and (
+        isinstance(tol, bool) or not isinstance(tol, int | float) or not tol > 0
+    ):
         raise ValueError(f"tol must be a positive number or None; got {tol!r}")
-    if isinstance(max_iters, bool) or not isinstance(max_iters, int) or max_iters < 0:
-        raise ValueError(f"max_iters must be a non-negative int; got {max_iters!r}")
-    if jacobian not in JACOBIANS:
-        raise ValueError(f"jacobian must be one of {JACOBIANS}; got {jacobian!r}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
+    _validate.non_negative_int("max_iters", max_iters)
+    _validate.one_of("jacobian", jacobian, JACOBIANS)
+    _validate.one_of("method", method, METHODS)
 
 
 def newton_scan(
@@ -568,31 +569,34 @@ def newton_scan(
     return carry, ys, info
 
 
-def run(cell, params, problem: Problem, **options):
-    carry, ys, _ = solve(cell, params, problem, **options)
-    return carry, ys
-
-
-@cache
-def configure(
-    *,
-    tol: float | None = None,
-    max_iters: int = 64,
-    jacobian: str = "auto",
-    method: str = "auto",
-) -> Backend:
+@dataclass(frozen=True)
+class Newton(Backend):
     """The ``newton`` backend with the given options (see `newton_scan`).
 
     Example:
-        >>> backend = rj.backends.newton(jacobian="diagonal", max_iters=200)
+        >>> backend = rj.backends.Newton(jacobian="diagonal", max_iters=200)
         >>> cell = rj.lstm(8)
         >>> params = cell.init(jax.random.key(0), 4)
         >>> carry, ys = rj.scan(cell, params, jnp.ones((64, 4)), backend=backend)
     """
-    _check_options(tol, max_iters, jacobian, method)
-    options = {"tol": tol, "max_iters": max_iters, "jacobian": jacobian, "method": method}
-    return Backend("newton", always, partial(run, **options))
 
+    name = "newton"
+    tol: float | None = None
+    max_iters: int = 64
+    jacobian: Literal["auto", "full", "diagonal"] = "auto"
+    method: Literal["auto", "associative", "chunked"] = "auto"
 
-DEFAULT = register(configure())
-callable_module(__name__)
+    def __post_init__(self):
+        _check_options(self.tol, self.max_iters, self.jacobian, self.method)
+
+    def run(self, cell, params, problem: Problem):
+        carry, ys, _ = solve(
+            cell,
+            params,
+            problem,
+            tol=self.tol,
+            max_iters=self.max_iters,
+            jacobian=self.jacobian,
+            method=self.method,
+        )
+        return carry, ys

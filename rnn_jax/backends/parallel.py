@@ -29,19 +29,21 @@ attention-like form within each and the recurrence on the states across
 them; valid steps, restarts and reversal exact as well. ``method`` and
 ``log_space`` concern linear recurrences only.
 
-``rj.backends.parallel(...)`` configures one; ``backend="parallel"`` is the
+``rj.backends.Parallel(...)`` configures one; ``backend="parallel"`` is the
 default configuration (``method="auto"``: the associative scan on GPU and TPU,
 the chunked scan on CPU, where it measures better than an associative scan).
 """
 
 from __future__ import annotations
 
-from functools import cache, partial
+from dataclasses import dataclass
+from typing import Literal
 
 import jax.numpy as jnp
 
+from rnn_jax import _validate
 from rnn_jax.backends.chunkwise import chunkwise
-from rnn_jax.backends.contract import Backend, Problem, callable_module, register
+from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.linear_solve import METHODS, solve, solve_log
 from rnn_jax.backends.masking import (
     expand_to,
@@ -51,9 +53,8 @@ from rnn_jax.backends.masking import (
 )
 
 
-def supports(cell, problem: Problem, *, log_space: bool = False) -> str | None:
+def refusal(cell, log_space: bool) -> str | None:
     """Why this backend cannot run ``cell``, or None."""
-    del problem
     if cell.memory is not None:
         return None
     if cell.linear is None:
@@ -107,7 +108,7 @@ def memory_run(cell, params, problem: Problem, *, chunk: int):
     return final, ys
 
 
-def run(cell, params, problem: Problem, *, method, chunk, log_space, memory_chunk):
+def parallel_scan(cell, params, problem: Problem, *, method, chunk, log_space, memory_chunk):
     """``(final_carry, ys)`` of a linear-recurrence or matrix-memory cell, as the reference
     scan gives them."""
     if cell.memory is not None:
@@ -130,11 +131,9 @@ def run(cell, params, problem: Problem, *, method, chunk, log_space, memory_chun
     return linear_outputs(linear, params, hs, problem)
 
 
-@cache
-def configure(
-    *, method: str = "auto", chunk: int = 8, log_space: bool = False, memory_chunk: int = 64
-) -> Backend:
-    """The ``parallel`` backend configured with a scan method.
+@dataclass(frozen=True)
+class Parallel(Backend):
+    """The ``parallel`` backend, configured with a scan method.
 
     Args:
         method: ``"associative"`` (``lax.associative_scan``), ``"chunked"``
@@ -149,24 +148,37 @@ def configure(
     Example:
         >>> cell = rj.min_gru(16)
         >>> params = cell.init(jax.random.key(0), 4)
-        >>> backend = rj.backends.parallel(log_space=True)
+        >>> backend = rj.backends.Parallel(log_space=True)
         >>> carry, ys = rj.scan(cell, params, jnp.ones((1000, 4)), backend=backend)
         >>> bool(jnp.isfinite(ys).all())
         True
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    for name, value in (("chunk", chunk), ("memory_chunk", memory_chunk)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int; got {value!r}")
-    if log_space and method == "chunked":
-        raise ValueError("log_space=True scans associatively; use method='auto' or 'associative'")
-    return Backend(
-        "parallel",
-        partial(supports, log_space=log_space),
-        partial(run, method=method, chunk=chunk, log_space=log_space, memory_chunk=memory_chunk),
-    )
 
+    name = "parallel"
+    method: Literal["auto", "associative", "chunked"] = "auto"
+    chunk: int = 8
+    log_space: bool = False
+    memory_chunk: int = 64
 
-DEFAULT = register(configure())
-callable_module(__name__)
+    def __post_init__(self):
+        _validate.one_of("method", self.method, METHODS)
+        _validate.positive_int("chunk", self.chunk)
+        _validate.positive_int("memory_chunk", self.memory_chunk)
+        if self.log_space and self.method == "chunked":
+            raise ValueError(
+                "log_space=True scans associatively; use method='auto' or 'associative'"
+            )
+
+    def supports(self, cell, problem: Problem) -> str | None:
+        return refusal(cell, self.log_space)
+
+    def run(self, cell, params, problem: Problem):
+        return parallel_scan(
+            cell,
+            params,
+            problem,
+            method=self.method,
+            chunk=self.chunk,
+            log_space=self.log_space,
+            memory_chunk=self.memory_chunk,
+        )

@@ -111,15 +111,6 @@ def check_initial_state(cell, params, initial_state: Any, batch_shape: tuple[int
     return initial_state
 
 
-def check_unroll(unroll: Any) -> int | bool | None:
-    """``unroll``: None (the tuned value), a positive int or a bool (whole loop / rolled)."""
-    if unroll is None or isinstance(unroll, bool):
-        return unroll
-    if not isinstance(unroll, int) or unroll < 1:
-        raise ValueError(f"unroll must be None, a bool or a positive int; got {unroll!r}")
-    return unroll
-
-
 def check_output_dtype(dtype: Any):
     """``dtype`` as a NumPy dtype if it is floating, None if None; else a TypeError naming it."""
     if dtype is None:
@@ -131,6 +122,31 @@ def check_output_dtype(dtype: Any):
     if not jnp.issubdtype(dtype, jnp.inexact):
         raise TypeError(f"output_dtype must be a floating dtype or None; got {dtype}")
     return dtype
+
+
+def time_axis_of(cell, xs: Any) -> int:
+    """The time axis of batch-major ``xs: [*batch, T, *features]``."""
+    rank = cell.feature_rank
+    if getattr(xs, "ndim", 0) < 1 + rank:
+        raise ValueError(
+            f"xs must have shape [*batch, T, features] (time_major=False; rank >= {1 + rank} "
+            f"for the {cell.name} cell); got shape {tuple(getattr(xs, 'shape', ()))}"
+        )
+    return xs.ndim - 1 - rank
+
+
+def time_first(name: str, value: Any, batch_shape: tuple[int, ...], steps: int):
+    """A batch-major per-step array ``[*batch, T]`` (``mask``, ``resets``) as ``[T, *batch]``."""
+    if value is None:
+        return None
+    value = jnp.asarray(value)
+    expected = (*batch_shape, steps)
+    if tuple(value.shape) != expected:
+        raise ValueError(
+            f"{name} must have shape [*batch, T] = {expected} (time_major=False, from xs); "
+            f"got {tuple(value.shape)}"
+        )
+    return jnp.moveaxis(value, -1, 0)
 
 
 class Arguments:

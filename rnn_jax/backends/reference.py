@@ -6,13 +6,16 @@ but its ``step``, and computes every problem.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
-from rnn_jax.backends.contract import Backend, always, callable_module, register
+from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.masking import scan_steps
 
 
-def run(cell, params, problem):
+def reference_scan(cell, params, problem: Problem):
+    """``(final_carry, ys)``: ``cell.step`` under ``lax.scan``, masks and restarts applied
+    per step, the problem's ``unroll`` (None: 1) steps per loop iteration."""
     return scan_steps(
         partial(cell.step, params),
         problem.initial_state,
@@ -25,10 +28,17 @@ def run(cell, params, problem):
     )
 
 
-def configure() -> Backend:
-    """The ``reference`` backend (it has no options)."""
-    return DEFAULT
+@dataclass(frozen=True)
+class Reference(Backend):
+    """The plain ``lax.scan`` over ``cell.step``: the oracle every backend equals.
 
+    Example:
+        >>> cell = rj.gru(8)
+        >>> params = cell.init(jax.random.key(0), 4)
+        >>> carry, ys = rj.scan(cell, params, jnp.ones((10, 4)), backend=rj.backends.Reference())
+    """
 
-DEFAULT = register(Backend("reference", always, run))
-callable_module(__name__)
+    name = "reference"
+
+    def run(self, cell, params, problem: Problem):
+        return reference_scan(cell, params, problem)

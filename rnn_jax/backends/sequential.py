@@ -56,14 +56,16 @@ reference loop.
 
 from __future__ import annotations
 
-from functools import cache, partial
-from typing import Any, NamedTuple
+from dataclasses import dataclass, fields
+from functools import partial
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.backends import auto, reference
-from rnn_jax.backends.contract import Backend, Problem, always, callable_module, register
+from rnn_jax import _validate
+from rnn_jax.backends import auto
+from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.jaxprs import Reads, outputs_fed_back, parameters_read, reads_only_sum
 from rnn_jax.backends.masking import (
     keep_where,
@@ -73,6 +75,7 @@ from rnn_jax.backends.masking import (
     zero_where_not,
 )
 from rnn_jax.backends.numerics import matmul, rows_product
+from rnn_jax.backends.reference import reference_scan
 
 RESIDUALS = ("store", "recompute", "carries")
 WEIGHT_GRADS = ("per_chunk", "after_sweep")
@@ -524,37 +527,23 @@ def plan_for(cell, problem: Problem, configured: dict[str, Any]) -> Plan:
     )
 
 
-def run(cell, params, problem: Problem, *, configured: tuple = ()):
-    configured = dict(configured)
-    if cell.project is None or cell.recur is None:
-        return reference.run(cell, params, problem)
-    if cell.gates is None:
-        # The sweeps tune the gated kernel, whose unroll=True means one whole chunk; here
-        # it would unroll the whole sequence. So only the caller's unroll applies.
-        unroll = configured.get("unroll") or problem.unroll or 1
-        return scan_steps(
-            partial(cell.recur, params),
-            problem.initial_state,
-            cell.project(params, problem.xs),
-            valid=problem.valid,
-            starts=problem.starts,
-            restart_state=problem.restart_state,
-            reverse=problem.reverse,
-            unroll=unroll,
-        )
-    return gated_scan(cell, plan_for(cell, problem, configured), params, problem)
+def hoisted_scan(cell, params, problem: Problem, unroll: int | bool | None):
+    """A cell without `Gates`: the projection of every step at once, ``recur`` in the loop."""
+    return scan_steps(
+        partial(cell.recur, params),
+        problem.initial_state,
+        cell.project(params, problem.xs),
+        valid=problem.valid,
+        starts=problem.starts,
+        restart_state=problem.restart_state,
+        reverse=problem.reverse,
+        unroll=unroll or problem.unroll or 1,
+    )
 
 
-@cache
-def configure(
-    *,
-    unroll: int | bool | None = None,
-    chunk: int | None = None,
-    residuals: str | None = None,
-    pipeline: bool | None = None,
-    weight_grads: str | None = None,
-) -> Backend:
-    """The ``sequential`` backend, configured; None takes the measured value.
+@dataclass(frozen=True)
+class Sequential(Backend):
+    """The ``sequential`` backend; an option left None takes the measured value.
 
     Args:
         unroll: steps per loop iteration, overriding ``rj.scan``'s ``unroll``.
@@ -571,32 +560,32 @@ def configure(
     Example:
         >>> cell = rj.gru(8)
         >>> params = cell.init(jax.random.key(0), 4)
-        >>> backend = rj.backends.sequential(chunk=0, residuals="store")
+        >>> backend = rj.backends.Sequential(chunk=0, residuals="store")
         >>> carry, ys = rj.scan(cell, params, jnp.ones((10, 2, 4)), backend=backend)
     """
-    if residuals is not None and residuals not in RESIDUALS:
-        raise ValueError(f"residuals must be one of {RESIDUALS}; got {residuals!r}")
-    if weight_grads is not None and weight_grads not in WEIGHT_GRADS:
-        raise ValueError(f"weight_grads must be one of {WEIGHT_GRADS}; got {weight_grads!r}")
-    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0):
-        raise ValueError(f"chunk must be a non-negative int or None; got {chunk!r}")
-    if pipeline is not None and not isinstance(pipeline, bool):
-        raise ValueError(f"pipeline must be a bool or None; got {pipeline!r}")
-    if (
-        unroll is not None
-        and not isinstance(unroll, bool)
-        and (not isinstance(unroll, int) or unroll < 1)
-    ):
-        raise ValueError(f"unroll must be None, a bool or a positive int; got {unroll!r}")
-    configured = (
-        ("unroll", unroll),
-        ("chunk", chunk),
-        ("residuals", residuals),
-        ("pipeline", pipeline),
-        ("weight_grads", weight_grads),
-    )
-    return Backend("sequential", always, partial(run, configured=configured))
 
+    name = "sequential"
+    unroll: int | bool | None = None
+    chunk: int | None = None
+    residuals: Literal["store", "recompute", "carries"] | None = None
+    pipeline: bool | None = None
+    weight_grads: Literal["per_chunk", "after_sweep"] | None = None
 
-DEFAULT = register(configure())
-callable_module(__name__)
+    def __post_init__(self):
+        _validate.unroll(self.unroll)
+        _validate.optional_non_negative_int("chunk", self.chunk)
+        if self.residuals is not None:
+            _validate.one_of("residuals", self.residuals, RESIDUALS)
+        if self.weight_grads is not None:
+            _validate.one_of("weight_grads", self.weight_grads, WEIGHT_GRADS)
+        _validate.optional_bool("pipeline", self.pipeline)
+
+    def run(self, cell, params, problem: Problem):
+        if cell.project is None or cell.recur is None:
+            return reference_scan(cell, params, problem)
+        if cell.gates is None:
+            # The sweeps tune the gated kernel, whose unroll=True means one whole chunk;
+            # here it would unroll the whole sequence. So only the caller's unroll applies.
+            return hoisted_scan(cell, params, problem, self.unroll)
+        configured = {field.name: getattr(self, field.name) for field in fields(self)}
+        return gated_scan(cell, plan_for(cell, problem, configured), params, problem)

@@ -27,21 +27,24 @@ such pass-through steps, which change nothing in either direction.
 last device to the first. With a 1-device mesh it is the parallel backend's
 solve (exact, and a check that the same program runs on one device or many).
 
-``rj.backends.sharded(mesh=..., axis=...)`` configures one; the default
+``rj.backends.Sharded(mesh=..., axis=...)`` configures one; the default
 (``backend="sharded"``) shards time over every device ``jax.devices()``
 lists, on a mesh of one axis named ``"time"``.
 """
 
 from __future__ import annotations
 
-from functools import cache, partial
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
-from rnn_jax.backends.contract import Backend, Problem, callable_module, register
+from rnn_jax import _validate
+from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.linear_solve import METHODS, associative, previous_states, solve
 from rnn_jax.backends.masking import linear_outputs, masked_coefficients
 
@@ -55,7 +58,7 @@ def mesh_of(mesh: Mesh | None, axis: str) -> Mesh:
     return Mesh(np.array(jax.devices()), (axis,))
 
 
-def supports(cell, problem: Problem, *, mesh: Mesh | None, axis: str, batch_axis: str | None):
+def refusal(cell, *, mesh: Mesh | None, axis: str, batch_axis: str | None) -> str | None:
     """Why this backend cannot run ``cell``, or None."""
     if cell.linear is None:
         return (
@@ -64,7 +67,6 @@ def supports(cell, problem: Problem, *, mesh: Mesh | None, axis: str, batch_axis
             "'newton' on one device"
         )
     names = (AXIS,) if mesh is None else mesh.axis_names
-    del problem
     for role, name in (("axis", axis), ("batch_axis", batch_axis)):
         if name is not None and name not in names:
             return f"its {role} {name!r} is not an axis of the mesh {tuple(names)}"
@@ -109,7 +111,7 @@ def sharded_states(a, b, h0, *, mesh: Mesh, axis: str, batch_axis, reverse, meth
     return hs[:steps]
 
 
-def run(cell, params, problem: Problem, *, mesh, axis, batch_axis, method, chunk):
+def sharded_scan(cell, params, problem: Problem, *, mesh, axis, batch_axis, method, chunk):
     """``(final_carry, ys)`` of a linear-recurrence cell, as the reference scan gives them."""
     linear = cell.linear
     h0 = problem.initial_state
@@ -135,15 +137,8 @@ def run(cell, params, problem: Problem, *, mesh, axis, batch_axis, method, chunk
     return linear_outputs(linear, params, hs, problem)
 
 
-@cache
-def configure(
-    *,
-    mesh: Mesh | None = None,
-    axis: str = AXIS,
-    batch_axis: str | None = None,
-    method: str = "auto",
-    chunk: int = 8,
-) -> Backend:
+@dataclass(frozen=True)
+class Sharded(Backend):
     """The ``sharded`` backend: ``T`` split over the mesh axis ``axis``.
 
     Args:
@@ -166,23 +161,37 @@ def configure(
         >>> bool(jnp.allclose(ys, want, atol=1e-5))
         True
     """
-    if mesh is not None and not isinstance(mesh, Mesh):
-        raise TypeError(f"mesh must be a jax.sharding.Mesh or None; got {type(mesh).__name__}")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}; got {method!r}")
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk must be a positive int; got {chunk!r}")
-    if batch_axis is not None and mesh is None:
-        raise ValueError("batch_axis needs a mesh with that axis; got mesh=None")
-    if batch_axis is not None and batch_axis == axis:
-        raise ValueError(f"batch_axis must differ from axis; both are {axis!r}")
-    options = {"mesh": mesh, "axis": axis, "batch_axis": batch_axis}
-    return Backend(
-        "sharded",
-        partial(supports, **options),
-        partial(run, **options, method=method, chunk=chunk),
-    )
 
+    name = "sharded"
+    mesh: Mesh | None = None
+    axis: str = AXIS
+    batch_axis: str | None = None
+    method: Literal["auto", "associative", "chunked"] = "auto"
+    chunk: int = 8
 
-DEFAULT = register(configure())
-callable_module(__name__)
+    def __post_init__(self):
+        if self.mesh is not None and not isinstance(self.mesh, Mesh):
+            raise TypeError(
+                f"mesh must be a jax.sharding.Mesh or None; got {type(self.mesh).__name__}"
+            )
+        _validate.one_of("method", self.method, METHODS)
+        _validate.positive_int("chunk", self.chunk)
+        if self.batch_axis is not None and self.mesh is None:
+            raise ValueError("batch_axis needs a mesh with that axis; got mesh=None")
+        if self.batch_axis is not None and self.batch_axis == self.axis:
+            raise ValueError(f"batch_axis must differ from axis; both are {self.axis!r}")
+
+    def supports(self, cell, problem: Problem) -> str | None:
+        return refusal(cell, mesh=self.mesh, axis=self.axis, batch_axis=self.batch_axis)
+
+    def run(self, cell, params, problem: Problem):
+        return sharded_scan(
+            cell,
+            params,
+            problem,
+            mesh=self.mesh,
+            axis=self.axis,
+            batch_axis=self.batch_axis,
+            method=self.method,
+            chunk=self.chunk,
+        )

@@ -20,6 +20,8 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
+from rnn_jax._validate import int_at_least
+
 
 class DataError(ValueError):
     """Bad data or task options (a missing, empty or undecodable file, a too-short text)."""
@@ -270,7 +272,9 @@ def split_counts(total: int, val: float, test: float) -> tuple[int, int, int]:
 
 
 def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """``value`` if it is an int of at least ``minimum``, else a DataError naming it."""
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise DataError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
+    """``value`` if it is an int of at least ``minimum``, else a DataError naming it (task
+    options come from the command line, whose errors are DataErrors)."""
+    try:
+        return int_at_least(name, value, minimum, f"an int >= {minimum}")
+    except (TypeError, ValueError) as error:
+        raise DataError(str(error)) from None

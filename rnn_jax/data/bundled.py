@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rnn_jax._extras import require
 from rnn_jax.data.base import ArraySplit, Batch, DataError, Task, split_counts
 from rnn_jax.data.synthetic import forecast_task
 
@@ -17,8 +18,7 @@ def digits(pixels_per_step: int = 1, data_seed: int = 0) -> Task:
     fixed shuffle (``data_seed``). Baselines: the most frequent training class,
     and chance.
     """
-    from sklearn.datasets import load_digits
-
+    load_digits = require("sklearn.datasets", "the digits task").load_digits
     if pixels_per_step not in (1, 2, 4, 8, 16, 32, 64):
         raise DataError(f"pixels_per_step must divide 64; got {pixels_per_step!r}")
     bunch = load_digits()
@@ -55,8 +55,7 @@ def digits(pixels_per_step: int = 1, data_seed: int = 0) -> Task:
 
 def sunspot_series() -> np.ndarray:
     """Yearly sunspot numbers 1700–2008 (309 values), as statsmodels ships them."""
-    from statsmodels.datasets import sunspots as dataset
-
+    dataset = require("statsmodels.datasets", "the sunspots task").sunspots
     return dataset.load_pandas().data["SUNACTIVITY"].to_numpy(np.float64)
 
 

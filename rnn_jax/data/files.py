@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from rnn_jax._extras import require
 from rnn_jax.data.base import DataError
 
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
@@ -180,10 +181,7 @@ def read_text_table(path: Path) -> Table:
 
 def read_parquet(path: Path) -> Table:
     """A Parquet file's columns as text (missing values become empty fields)."""
-    try:
-        import pyarrow.parquet as parquet
-    except ImportError:
-        raise DataError(f"reading {path} needs pyarrow: pip install 'rnn_jax[data]'") from None
+    parquet = require("pyarrow.parquet", f"reading {path}")
     try:
         table = parquet.read_table(path)
     except Exception as error:  # pyarrow raises its own error types for a damaged file

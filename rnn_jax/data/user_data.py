@@ -17,6 +17,11 @@ that changes within a sequence; an ``.npz`` ``y`` of ``[N, T]``), else
 ``classify`` when the targets are text or whole numbers with at most
 `MAX_INFERRED_CLASSES` distinct values, else ``regress``.
 
+`file_task` is a pipeline whose stages each run once and hand their result
+on: the file read (`rnn_jax.data.files.read_sequences`), the objective
+chosen, the targets read for it (`read_targets`: class indices, or numbers),
+the splits drawn, then the task built for the objective.
+
 Sequences are split 70/15/15 by a shuffle (``data_seed``); one series is
 split 70/15/15 in time and cut into windows of ``length`` steps. Inputs are
 standardised per feature, and regression and forecast targets too, with the
@@ -37,7 +42,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from rnn_jax.data.base import ArraySplit, Batch, DataError, Task, split_counts
+from rnn_jax._validate import one_of
+from rnn_jax.data.base import ArraySplit, Batch, DataError, Task, check_int, split_counts
 from rnn_jax.data.files import Sequences, numbers, read_sequences
 
 OBJECTIVES = ("classify", "regress", "forecast")
@@ -103,6 +109,21 @@ def infer_objective(data: Sequences) -> str:
     whole = np.all(np.isfinite(parsed)) and np.all(parsed == np.round(parsed))
     few = np.unique(parsed).size <= MAX_INFERRED_CLASSES
     return "classify" if whole and few else "regress"
+
+
+def choose_objective(data: Sequences, objective: str | None) -> str:
+    """``objective``, or the one the targets suggest when None; a DataError when the file
+    holds no targets, or targets of the wrong shape for it."""
+    if data.target is None:
+        where = "give --target COLUMN" if data.is_table else "an .npz holds them as 'y'"
+        raise DataError(f"{data.source} holds no targets to train on: {where}")
+    objective = objective or infer_objective(data)
+    if objective == "forecast" and data.target.ndim == 1:
+        raise DataError(
+            f"{data.source}: y is [N], one target per sequence; forecast needs y [N, T], one per "
+            f"step"
+        )
+    return objective
 
 
 def sequence_targets(data: Sequences, objective: str) -> np.ndarray:
@@ -171,6 +192,35 @@ def class_labels(data: Sequences, values: np.ndarray) -> tuple[list[Any], np.nda
     return classes, index.astype(np.int32)
 
 
+def target_series(data: Sequences) -> np.ndarray:
+    """``[N, T]`` the per-step target as numbers (zero past each length)."""
+    valid = valid_steps(data)
+    fill = "0" if data.target.dtype.kind == "U" else 0
+    return np.where(
+        valid, numbers(np.where(valid, data.target, fill), target_place(data, "forecast")), 0.0
+    )
+
+
+class Targets(NamedTuple):
+    """A file's targets, read once for the objective: ``values`` ``[N]`` class indices
+    (classify, with ``classes`` in index order), ``[N]`` numbers (regress), or ``[N, T]``
+    numbers (forecast, zero past each length)."""
+
+    values: np.ndarray
+    classes: list[Any] | None = None
+
+
+def read_targets(data: Sequences, objective: str) -> Targets:
+    """The targets of ``data`` as ``objective`` reads them; a DataError names the first bad one."""
+    if objective == "forecast":
+        return Targets(target_series(data))
+    values = sequence_targets(data, objective)
+    if objective == "classify":
+        classes, index = class_labels(data, values)
+        return Targets(index, classes)
+    return Targets(numbers(values, target_place(data, objective)))
+
+
 def moments(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean and deviation of ``values [M, F]`` over their M entries (a deviation of 0 as 1)."""
     std = values.std(axis=0)
@@ -189,20 +239,14 @@ def scaling(inputs: np.ndarray, target: np.ndarray) -> dict[str, Any]:
     }
 
 
-def target_series(data: Sequences) -> np.ndarray:
-    """``[N, T]`` the per-step target as numbers (zero past each length)."""
-    valid = valid_steps(data)
-    fill = "0" if data.target.dtype.kind == "U" else 0
-    return np.where(
-        valid, numbers(np.where(valid, data.target, fill), target_place(data, "forecast")), 0.0
-    )
-
-
-def model_inputs(data: Sequences, encoding: dict[str, Any]) -> np.ndarray:
-    """``[N, T, F]`` the inputs the model reads, before scaling: features, then the target."""
+def model_inputs(
+    data: Sequences, encoding: dict[str, Any], series: np.ndarray | None
+) -> np.ndarray:
+    """``[N, T, F]`` the inputs the model reads, before scaling: the features, then the target
+    ``series [N, T]`` where the encoding reads it as an input."""
     if not encoding["target_as_input"]:
         return data.features
-    return np.concatenate([data.features, target_series(data)[..., None]], axis=-1)
+    return np.concatenate([data.features, series[..., None]], axis=-1)
 
 
 def scaled(values: np.ndarray, mean: Any, std: Any, valid: np.ndarray) -> np.ndarray:
@@ -212,7 +256,7 @@ def scaled(values: np.ndarray, mean: Any, std: Any, valid: np.ndarray) -> np.nda
 
 
 def check_options(objective: str, windowed: bool, length: int | None, horizon: int | None) -> None:
-    """A DataError for an option the objective does not read."""
+    """A DataError for an option the objective does not read, or a bad one."""
     if horizon is not None and objective != "forecast":
         raise DataError(f"horizon applies to forecast; the objective is {objective}")
     if length is not None and not windowed:
@@ -221,10 +265,36 @@ def check_options(objective: str, windowed: bool, length: int | None, horizon: i
             "these sequences are read whole"
         )
     for name, value in (("length", length), ("horizon", horizon)):
-        if value is not None and (
-            not isinstance(value, int) or isinstance(value, bool) or value < 1
-        ):
-            raise DataError(f"{name} must be an integer >= 1; got {value!r}")
+        if value is not None:
+            check_int(name, value)
+
+
+def base_encoding(data: Sequences, objective: str, all_features: bool) -> dict[str, Any]:
+    """What the task's encoding holds before the scaling: the columns and the objective."""
+    encoding = {
+        "objective": objective,
+        "features": list(data.feature_names),
+        # a table's forecast reads the target's own past too, unless --features says otherwise
+        "target_as_input": objective == "forecast" and all_features and data.is_table,
+        "target": data.target_name,
+        "id": data.id_name,
+        "table": data.is_table,
+    }
+    if not encoding["features"] and not encoding["target_as_input"]:
+        raise DataError(f"{data.source}: no input columns are left beside the target and the id")
+    return encoding
+
+
+def split_sequences(data: Sequences, data_seed: int) -> list[np.ndarray]:
+    """The indices of the train, validation and test sequences, by a shuffle of ``data_seed``."""
+    if data.count < 3:
+        raise DataError(
+            f"{data.source} holds {data.count} sequences; the train, validation and test "
+            f"splits need at least 3"
+        )
+    order = np.random.default_rng(data_seed).permutation(data.count)
+    n_train, n_val, _ = split_counts(data.count, VAL, TEST)
+    return np.split(order, [n_train, n_train + n_val])
 
 
 def file_task(
@@ -256,114 +326,100 @@ def file_task(
         >>> task.kind, task.input_size, task.output_size, task.encoding["classes"]
         ('classification', 1, 2, ['down', 'up'])
     """
-    if objective is not None and objective not in OBJECTIVES:
-        raise DataError(f"objective must be one of {OBJECTIVES}; got {objective!r}")
+    if objective is not None:
+        try:
+            one_of("objective", objective, OBJECTIVES)
+        except ValueError as error:
+            raise DataError(str(error)) from None
     data = read_sequences(path, target=target, id=id, features=features)
-    if data.target is None:
-        where = "give --target COLUMN" if data.is_table else "an .npz holds them as 'y'"
-        raise DataError(f"{data.source} holds no targets to train on: {where}")
-    objective = objective or infer_objective(data)
-    if objective == "forecast" and data.target.ndim == 1:
-        raise DataError(
-            f"{data.source}: y is [N], one target per sequence; forecast needs y [N, T], one per "
-            f"step"
-        )
+    objective = choose_objective(data, objective)
     windowed = objective == "forecast" and data.count == 1
     check_options(objective, windowed, length, horizon)
-    encoding = {
-        "objective": objective,
-        "features": list(data.feature_names),
-        "target_as_input": objective == "forecast" and features is None and data.is_table,
-        "target": data.target_name,
-        "id": data.id_name,
-        "table": data.is_table,
-    }
-    if not encoding["features"] and not encoding["target_as_input"]:
-        raise DataError(f"{data.source}: no input columns are left beside the target and the id")
-    path = Path(path)
-    common = {
-        "name": path.stem,
-        "kind": KINDS[objective],
-        "options": {
-            "path": str(path),
-            "target": target,
-            "id": id,
-            "features": features,
-            "objective": objective,
-            "length": length,
-            "horizon": horizon,
-            "data_seed": data_seed,
+    encoding = base_encoding(data, objective, features is None)
+    targets = read_targets(data, objective)
+    options = {"path": str(path), "target": target, "id": id, "features": features}
+    options.update(objective=objective, length=length, horizon=horizon, data_seed=data_seed)
+    common = {"name": Path(path).stem, "kind": KINDS[objective], "options": options}
+    if windowed:
+        return series_task(data, targets, encoding, common, length or DEFAULT_WINDOW, horizon or 1)
+    parts = split_sequences(data, data_seed)
+    if objective == "forecast":
+        return sequence_forecast_task(data, targets, encoding, common, parts, horizon or 1)
+    return sequence_task(data, targets, encoding, common, parts)
+
+
+class Head(NamedTuple):
+    """What one target per sequence makes of a task: the targets the model fits, its loss,
+    metrics, outputs and baselines, and what the encoding keeps of them."""
+
+    targets: np.ndarray
+    loss: str
+    metrics: tuple[str, ...]
+    outputs: int
+    baselines: dict[str, dict[str, float]]
+    encoding: dict[str, Any]
+
+
+def class_head(targets: Targets, parts: list[np.ndarray]) -> Head:
+    """Classes: cross-entropy and accuracy; baselines from the training class counts."""
+    train, _, test = parts
+    index, classes = targets.values, targets.classes
+    counts = np.bincount(index[train], minlength=len(classes))
+    frequencies = (counts + 1.0) / (counts.sum() + len(classes))
+    baselines = {
+        "majority class": {"accuracy": float(np.mean(index[test] == counts.argmax()))},
+        "training frequencies": {
+            "cross_entropy": float(-np.mean(np.log(frequencies[index[test]])))
         },
     }
-    if windowed:
-        return series_task(data, encoding, common, length or DEFAULT_WINDOW, horizon or 1)
-    if data.count < 3:
-        raise DataError(
-            f"{data.source} holds {data.count} sequences; the train, validation and test "
-            f"splits need at least 3"
-        )
-    order = np.random.default_rng(data_seed).permutation(data.count)
-    n_train, n_val, _ = split_counts(data.count, VAL, TEST)
-    parts = np.split(order, [n_train, n_train + n_val])
-    if objective == "forecast":
-        return sequence_forecast_task(data, encoding, common, parts, horizon or 1)
-    return sequence_task(data, encoding, common, parts)
+    metrics = ("cross_entropy", "accuracy")
+    return Head(index, "cross_entropy", metrics, len(classes), baselines, {"classes": classes})
+
+
+def regression_head(targets: Targets, parts: list[np.ndarray]) -> Head:
+    """Numbers, standardised by the training split: MSE; baseline the training mean."""
+    train, _, test = parts
+    target_mean, target_std = moments(targets.values[train, None])
+    valid = np.ones(targets.values.shape[0], bool)
+    scaled_targets = scaled(targets.values[:, None], target_mean, target_std, valid)
+    baselines = {"training mean": {"mse": float(np.mean(scaled_targets[test] ** 2))}}
+    kept = {"target_mean": float(target_mean[0]), "target_std": float(target_std[0])}
+    return Head(scaled_targets, "mse", ("mse",), 1, baselines, kept)
 
 
 def sequence_task(
-    data: Sequences, encoding: dict[str, Any], common: dict[str, Any], parts: list[np.ndarray]
+    data: Sequences,
+    targets: Targets,
+    encoding: dict[str, Any],
+    common: dict[str, Any],
+    parts: list[np.ndarray],
 ) -> FileTask:
     """Classification or regression: one target per sequence."""
-    objective = encoding["objective"]
-    values = sequence_targets(data, objective)
     valid = valid_steps(data)
-    train, _, test = parts
+    train = parts[0]
     mean, std = moments(data.features[train][valid[train]])
     inputs = scaled(data.features, mean, std, valid)
-    encoding.update(mean=mean.tolist(), std=std.tolist())
-    if objective == "classify":
-        classes, targets = class_labels(data, values)
-        counts = np.bincount(targets[train], minlength=len(classes))
-        frequencies = (counts + 1.0) / (counts.sum() + len(classes))
-        baselines = {
-            "majority class": {"accuracy": float(np.mean(targets[test] == counts.argmax()))},
-            "training frequencies": {
-                "cross_entropy": float(-np.mean(np.log(frequencies[targets[test]])))
-            },
-        }
-        encoding["classes"] = classes
-        loss, metrics, outputs = "cross_entropy", ("cross_entropy", "accuracy"), len(classes)
-    else:
-        parsed = numbers(values, target_place(data, objective))
-        target_mean, target_std = moments(parsed[train, None])
-        targets = scaled(parsed[:, None], target_mean, target_std, np.ones(data.count, bool))
-        baselines = {"training mean": {"mse": float(np.mean(targets[test] ** 2))}}
-        encoding.update(target_mean=float(target_mean[0]), target_std=float(target_std[0]))
-        loss, metrics, outputs = "mse", ("mse",), 1
+    head = (class_head if encoding["objective"] == "classify" else regression_head)(targets, parts)
 
     def split(index: np.ndarray) -> ArraySplit:
-        batch = Batch(
-            inputs[index],
-            targets[index],
-            np.ones(len(index), np.float32),
-            length=data.length[index].astype(np.int32),
-        )
-        return ArraySplit(batch, per_step=False)
+        weights, length = np.ones(len(index), np.float32), data.length[index].astype(np.int32)
+        return ArraySplit(Batch(inputs[index], head.targets[index], weights, length), False)
 
     return FileTask(
         **common,
-        loss=loss,
-        metrics=metrics,
+        loss=head.loss,
+        metrics=head.metrics,
         train=split(parts[0]),
         val=split(parts[1]),
-        test=split(test),
+        test=split(parts[2]),
         input_size=inputs.shape[-1],
-        output_size=outputs,
-        baselines=baselines,
+        output_size=head.outputs,
+        baselines=head.baselines,
         description=(
-            f"{objective} {data.target_name} of {data.count} sequences in {Path(data.source).name}"
+            f"{encoding['objective']} {data.target_name} of {data.count} sequences in "
+            f"{Path(data.source).name}"
         ),
-        encoding=encoding,
+        encoding={**encoding, "mean": mean.tolist(), "std": std.tolist(), **head.encoding},
     )
 
 
@@ -394,6 +450,7 @@ def forecast_split(inputs: np.ndarray, targets: np.ndarray, length: np.ndarray) 
 
 def sequence_forecast_task(
     data: Sequences,
+    targets: Targets,
     encoding: dict[str, Any],
     common: dict[str, Any],
     parts: list[np.ndarray],
@@ -407,12 +464,16 @@ def sequence_forecast_task(
             f"{data.at(i)} has {data.length[i]} steps; forecasting {horizon} ahead needs at "
             f"least {horizon + 1}"
         )
-    series = target_series(data)
-    raw = model_inputs(data, encoding)
+    series = targets.values
+    raw = model_inputs(data, encoding, series)
     valid = valid_steps(data)
     train, _, test = parts
-    encoding.update(scaling(raw[train][valid[train]], series[train][valid[train]]))
-    encoding.update(horizon=horizon, window=None)
+    encoding = {
+        **encoding,
+        **scaling(raw[train][valid[train]], series[train][valid[train]]),
+        "horizon": horizon,
+        "window": None,
+    }
     inputs, z = scaled_forecast(raw, series, encoding, valid)
     steps = raw.shape[1] - horizon
     inputs = inputs[:, :steps]
@@ -438,12 +499,17 @@ def sequence_forecast_task(
 
 
 def series_task(
-    data: Sequences, encoding: dict[str, Any], common: dict[str, Any], window: int, horizon: int
+    data: Sequences,
+    targets: Targets,
+    encoding: dict[str, Any],
+    common: dict[str, Any],
+    window: int,
+    horizon: int,
 ) -> FileTask:
     """Forecasting one series: split 70/15/15 in time, each part cut into windows."""
     size = int(data.length[0])
-    series = target_series(data)[0, :size]
-    raw = model_inputs(data, encoding)[0, :size]
+    series = targets.values[0, :size]
+    raw = model_inputs(data, encoding, targets.values)[0, :size]
     n_test, n_val = int(round(size * TEST)), int(round(size * VAL))
     bounds = [0, size - n_val - n_test, size - n_test, size]
     need = window + horizon
@@ -453,8 +519,12 @@ def series_task(
             f"{data.source}: {size} rows leave {smallest} in the smallest split; a window of "
             f"length {window} and horizon {horizon} needs {need}"
         )
-    encoding.update(scaling(raw[: bounds[1]], series[: bounds[1]]))
-    encoding.update(horizon=horizon, window=window)
+    encoding = {
+        **encoding,
+        **scaling(raw[: bounds[1]], series[: bounds[1]]),
+        "horizon": horizon,
+        "window": window,
+    }
     inputs, z = scaled_forecast(raw, series, encoding, np.ones(size, bool))
 
     def windows(start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -525,7 +595,8 @@ def prediction_inputs(path: str | os.PathLike, encoding: dict[str, Any]) -> Pred
             f"{width}"
         )
     valid = valid_steps(data)
-    inputs = scaled(model_inputs(data, encoding), encoding["mean"], encoding["std"], valid)
+    series = target_series(data) if encoding["target_as_input"] else None
+    inputs = scaled(model_inputs(data, encoding, series), encoding["mean"], encoding["std"], valid)
     if encoding["objective"] != "forecast":
         return PredictionInputs(inputs, data.length, data.ids, per_step=False)
     window = encoding["window"]

@@ -9,9 +9,17 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.backends.masking import valid_steps
-from rnn_jax.cells.base import Cell, Config
-from rnn_jax.layers.base import Layer, as_layer, output_size
-from rnn_jax.models.base import Dense, Model, dense, dense_init, resolve_inputs
+from rnn_jax.cells import Cell, Config
+from rnn_jax.layers.base import Layer, as_layer, output_size, step_arguments
+from rnn_jax.models.base import (
+    Dense,
+    Model,
+    dense,
+    dense_init,
+    from_time_major,
+    resolve_inputs,
+    to_time_major,
+)
 
 
 class SequenceParams(NamedTuple):
@@ -70,7 +78,20 @@ def _sequence_model(
         width = output_size(layer, params, reader.size)
         return SequenceParams(reader.init(k_embed), params, dense_init(k_head, width, num_outputs))
 
-    def apply(params, inputs, *, length=None, initial_state=None, key=None, resets=None, mask=None):
+    def apply(
+        params,
+        inputs,
+        *,
+        length=None,
+        initial_state=None,
+        key=None,
+        resets=None,
+        mask=None,
+        time_major=True,
+    ):
+        # The model pools over time itself, so it reads time-major data whatever comes.
+        inputs = to_time_major(inputs, reader.feature_rank, time_major)
+        resets, mask = to_time_major((resets, mask), 0, time_major)
         xs = reader(params.embed, inputs)
         state, ys = layer.apply(
             params.body,
@@ -78,12 +99,11 @@ def _sequence_model(
             length=length,
             initial_state=initial_state,
             key=key,
-            resets=resets,
-            mask=mask,
+            **step_arguments(resets, mask),
         )
         if pooling is not None:
-            ys = pool(ys, length, pooling, mask)
-        return state, dense(params.head, ys)
+            return state, dense(params.head, pool(ys, length, pooling, mask))
+        return state, from_time_major(dense(params.head, ys), 1, time_major)
 
     spec = {
         "kind": kind,
@@ -182,6 +202,14 @@ def generator(body: Cell | Layer, vocab_size: int, *, embed_size: int = 32) -> M
     return model._replace(spec=model.spec.replace(kind="generator"))
 
 
+def check_sampling(temperature: float, top_k: int | None) -> None:
+    """Refuses, naming it, a negative ``temperature`` or a ``top_k`` that is not a positive int."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0; got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be a positive int or None; got {top_k}")
+
+
 def draw(key: jax.Array, logits: jax.Array, temperature: float, top_k: int | None) -> jax.Array:
     """One token per row of ``logits [..., V]``: argmax at temperature 0, else a sample
     from ``softmax(logits / temperature)`` restricted to the ``top_k`` largest."""
@@ -215,10 +243,7 @@ def sample(
     prompt = jnp.asarray(prompt)
     if prompt.ndim not in (1, 2) or prompt.shape[0] < 1:
         raise ValueError(f"prompt must be token ids [P] or [P, B] with P >= 1; got {prompt.shape}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0; got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be a positive int or None; got {top_k}")
+    check_sampling(temperature, top_k)
     state, logits = model.apply(params, prompt)
 
     def step(carry, k):

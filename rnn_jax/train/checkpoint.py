@@ -15,33 +15,69 @@ resumes on its mesh, or on another one (orbax reshards). Host values (numpy)
 come back as numpy; a template of bare shapes (``jax.eval_shape``) comes back
 on the first device.
 
-Restoring checks what it reads: an unreadable checkpoint, or one whose
-arrays differ in shape or structure from the model being resumed, raises a
-`CheckpointError` that says so — never a silent restart.
+Restoring checks what it reads: an unreadable checkpoint raises a
+`DamagedCheckpoint`, one whose arrays differ in shape or structure from the
+model being resumed a `CheckpointError` that says so — never a silent
+restart. `Checkpointer.newest_intact` passes over damaged steps (a file
+truncated, emptied or lost to a crash or a full disk) to the newest one that
+reads whole, reporting each in a one-line `CheckpointWarning`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
+import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax._extras import require
+
 ITEMS = ("params", "state", "meta")
+
+
+T = TypeVar("T")
 
 
 class CheckpointError(Exception):
     """A checkpoint is missing, unreadable, or written for another run."""
 
 
-def _orbax():
-    import orbax.checkpoint as ocp
+class DamagedCheckpoint(CheckpointError):
+    """A checkpoint's files cannot be read back (truncated, empty or missing)."""
 
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was passed over for an older one."""
+
+
+def _orbax():
+    ocp = require("orbax.checkpoint", "saving and restoring checkpoints")
     logging.getLogger("absl").setLevel(logging.ERROR)
     return ocp
+
+
+@contextlib.contextmanager
+def _quiet_failed_reads():
+    """Hides what orbax leaves behind when it fails to read: reads still pending, whose
+    errors would be printed at garbage collection (the `DamagedCheckpoint` says it all)."""
+    hook, asyncio_log = sys.unraisablehook, logging.getLogger("asyncio")
+    level = asyncio_log.level
+    sys.unraisablehook = lambda _: None
+    asyncio_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        gc.collect()
+        sys.unraisablehook = hook
+        asyncio_log.setLevel(level)
 
 
 def _describe(error: BaseException) -> str:
@@ -64,6 +100,7 @@ class Checkpointer:
     """
 
     def __init__(self, directory: str | Path, *, max_to_keep: int = 2):
+        _orbax()  # a missing orbax is said now, not at the first save after training
         self.directory = Path(directory).absolute()
         self.max_to_keep = max_to_keep
         self._manager = None
@@ -123,12 +160,13 @@ class Checkpointer:
         ocp = _orbax()
         step = self._step(step)
         try:
-            restored = self._get_manager(create=False).restore(
-                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
-            )
+            with _quiet_failed_reads():
+                restored = self._get_manager(create=False).restore(
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                )
             meta = restored.meta
         except Exception as error:  # noqa: BLE001 - any failure to read is reported as such
-            raise CheckpointError(
+            raise DamagedCheckpoint(
                 f"checkpoint {self.directory / str(step)} is unreadable (corrupt?): "
                 f"{_describe(error)}"
             ) from None
@@ -152,16 +190,52 @@ class Checkpointer:
         where = self.directory / str(step)
         abstract = jax.tree.map(restore_target, template)
         try:
-            restored = self._get_manager(create=False).restore(
-                step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})
-            )[item]
+            with _quiet_failed_reads():
+                restored = self._get_manager(create=False).restore(
+                    step, args=ocp.args.Composite(**{item: ocp.args.StandardRestore(abstract)})
+                )[item]
         except Exception as error:  # noqa: BLE001
-            raise CheckpointError(
+            raise DamagedCheckpoint(
                 f"checkpoint {where} could not be restored (corrupt, or written for another "
                 f"model): {_describe(error)}"
             ) from None
         check_matches(restored, template, where, item)
         return restored
+
+    def newest_intact(self, read: Callable[[int], T]) -> tuple[int, T, list[int]]:
+        """``(step, read(step), damaged)``: the newest step that ``read`` reads without a
+        `DamagedCheckpoint`, and the newer ones it passed over, each reported in a one-line
+        `CheckpointWarning`. When even the oldest is damaged, its error is raised.
+
+        ``read(step)`` restores what the caller needs of that step (`read_meta`, `restore`).
+        """
+        steps = self.steps()
+        if not steps:
+            raise CheckpointError(f"no checkpoint in {self.directory}")
+        newest_first = steps[::-1]
+        damaged: list[int] = []
+        for step, older in zip(newest_first, newest_first[1:], strict=False):
+            try:
+                return step, read(step), damaged
+            except DamagedCheckpoint as error:
+                warnings.warn(f"{error}; going back to step {older}", CheckpointWarning, 2)
+                damaged.append(step)
+        return newest_first[-1], read(newest_first[-1]), damaged
+
+    def set_aside(self, step: int) -> None:
+        """Renames the damaged step ``step`` to ``STEP.damaged`` (which orbax ignores), so that a
+        resumed run writes that step anew. Process 0 renames; every process waits for it."""
+        if jax.process_index() == 0:
+            source = self.directory / str(step)
+            target, copy = source.with_name(f"{step}.damaged"), 1
+            while target.exists():
+                target, copy = source.with_name(f"{step}.damaged-{copy}"), copy + 1
+            source.rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"rnn_jax: checkpoint {step} set aside")
+        self._manager = None  # orbax lists the steps afresh
 
 
 def savable(tree: Any) -> Any:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
+
+from rnn_jax._extras import require
 
 
 class Progress:
     """Shows ``steps`` done of ``total`` with the latest loss, validation loss and sequences/s.
 
-    ``enabled=None`` shows it only when stderr is a terminal.
+    ``enabled=None`` shows it only when stderr is a terminal and tqdm (the ``app`` extra) is
+    installed; ``enabled=True`` without tqdm is a `rnn_jax._extras.MissingExtra`.
     """
 
     def __init__(
@@ -21,15 +25,14 @@ class Progress:
         enabled: bool | None = None,
         description: str = "",
     ):
-        if enabled is None:
-            enabled = sys.stderr.isatty()
+        if enabled is None:  # a bar where one shows: on a terminal, with tqdm installed
+            enabled = sys.stderr.isatty() and importlib.util.find_spec("tqdm") is not None
         self.batch_size = batch_size
         self.bar = None
         self.last: tuple[int, float] | None = None  # (step, time) of the previous update
         self.rate: float | None = None
         if enabled:
-            from tqdm.auto import tqdm
-
+            tqdm = require("tqdm.auto", "the progress bar").tqdm
             self.bar = tqdm(
                 total=total,
                 initial=initial,

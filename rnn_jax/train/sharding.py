@@ -29,6 +29,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
+from rnn_jax._validate import positive_int
+
 DATA, MODEL = "data", "model"
 AXES = (DATA, MODEL)
 AUTO = "auto"
@@ -80,7 +82,7 @@ def make_mesh(
         sizes = parse_mesh(AUTO if shape is None else shape)
     else:
         sizes = dict(shape)
-        if any(name not in AXES or integer_size(size) is None for name, size in sizes.items()):
+        if any(name not in AXES or not is_positive_int(size) for name, size in sizes.items()):
             raise mesh_error(shape)
     if DATA not in sizes:
         sizes[DATA] = max(1, len(devices) // sizes.get(MODEL, 1))
@@ -94,9 +96,12 @@ def make_mesh(
     return Mesh(grid, AXES, axis_types=(AxisType.Auto, AxisType.Auto))
 
 
-def integer_size(size: Any) -> int | None:
-    ok = isinstance(size, int) and not isinstance(size, bool) and size >= 1
-    return size if ok else None
+def is_positive_int(size: Any) -> bool:
+    try:
+        positive_int("size", size)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def describe_sizes(sizes: Mapping[str, int]) -> str:

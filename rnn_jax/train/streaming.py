@@ -23,6 +23,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
+from rnn_jax._validate import positive_int
 from rnn_jax.train import sharding
 from rnn_jax.train.progress import Progress
 
@@ -82,8 +83,7 @@ def stream(
     """
     mesh = sharding.make_mesh() if mesh is None else mesh
     total = count_sequences(inputs)
-    if isinstance(slice_size, bool) or not isinstance(slice_size, int) or slice_size < 1:
-        raise ValueError(f"slice_size must be a positive int; got {slice_size!r}")
+    positive_int("slice_size", slice_size)
     if slice_size % sharding.sequences(mesh):
         raise ValueError(
             f"slice_size must be a multiple of the {sharding.sequences(mesh)} devices on the "

@@ -3,6 +3,7 @@ packaged table."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -13,8 +14,8 @@ import pytest
 import scan_helpers
 
 import rnn_jax as rj
-from rnn_jax.backends import auto, contract
-from rnn_jax.backends.contract import Backend, always
+from rnn_jax.backends import auto, registry
+from rnn_jax.backends.contract import Backend
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -141,13 +142,27 @@ def favouring(name):
     return {"backends": {jax.default_backend(): rows}}
 
 
-def never_run(cell, params, problem):
-    raise AssertionError("auto ran a backend that said it cannot run the cell")
+@dataclasses.dataclass(frozen=True)
+class Declines(Backend):
+    name = "declines"
+
+    def supports(self, cell, problem):
+        return "it runs no lstm"
+
+    def run(self, cell, params, problem):
+        raise AssertionError("auto ran a backend that said it cannot run the cell")
+
+
+@dataclasses.dataclass(frozen=True)
+class Buggy(Backend):
+    name = "buggy"
+
+    def run(self, cell, params, problem):
+        raise ValueError("the buggy backend failed: a bug, not a refusal")
 
 
 def test_auto_skips_a_winner_that_does_not_support_the_cell(monkeypatch):
-    declines = Backend("declines", lambda cell, problem: "it runs no lstm", never_run)
-    monkeypatch.setitem(contract._REGISTRY, "declines", declines)
+    monkeypatch.setitem(registry._registered, "declines", Declines())
     monkeypatch.setattr(auto, "packaged_table", lambda: favouring("declines"))
     cell = rj.lstm(8)
     params = cell.init(jax.random.key(0), 3)
@@ -160,11 +175,7 @@ def test_auto_skips_a_winner_that_does_not_support_the_cell(monkeypatch):
 
 def test_an_error_inside_the_chosen_backend_is_never_swallowed(monkeypatch):
     """No message is matched against a backend's name: a real failure surfaces."""
-
-    def broken(cell, params, problem):
-        raise ValueError("the buggy backend failed: a bug, not a refusal")
-
-    monkeypatch.setitem(contract._REGISTRY, "buggy", Backend("buggy", always, broken))
+    monkeypatch.setitem(registry._registered, "buggy", Buggy())
     monkeypatch.setattr(auto, "packaged_table", lambda: favouring("buggy"))
     cell = rj.lstm(8)
     params = cell.init(jax.random.key(0), 3)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.backends import checkpointed
+from rnn_jax.backends import Checkpointed
 from rnn_jax.backends.checkpointed import segment_size
 
 T, B, F, H = 11, 3, 4, 5
@@ -50,7 +50,7 @@ def grads_and_outputs(cell, backend, length, reverse):
 def test_matches_reference(name, segment, lengths, reverse):
     cell = CELLS[name]
     length = jnp.asarray(LENGTH) if lengths else None
-    got = grads_and_outputs(cell, checkpointed(segment=segment), length, reverse)
+    got = grads_and_outputs(cell, Checkpointed(segment=segment), length, reverse)
     want = grads_and_outputs(cell, "reference", length, reverse)
     chex.assert_trees_all_close(got, want, rtol=5e-5, atol=5e-5)
 
@@ -58,7 +58,7 @@ def test_matches_reference(name, segment, lengths, reverse):
 def test_segment_size_is_ceil_sqrt():
     assert [segment_size(t) for t in (1, 2, 4, 5, 16384, 16385)] == [1, 2, 2, 3, 128, 129]
     with pytest.raises(ValueError, match="segment"):
-        checkpointed(segment=0)
+        Checkpointed(segment=0)
 
 
 def temp_bytes(backend, steps=16_384):

@@ -1,10 +1,14 @@
-"""The contract between ``rj.scan`` and its backends: modules and factories, capabilities
+"""The contract between ``rj.scan`` and its backends: modules and classes of options, capabilities
 instead of names, hashable configuration, and the ``rnn_scan`` primitive under ``jit``,
 ``vmap``, forward and reverse mode."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import os
+import subprocess
+import sys
 import types
 
 import chex
@@ -15,11 +19,25 @@ import pytest
 import scan_helpers
 
 import rnn_jax as rj
-from rnn_jax.backends import contract
+from rnn_jax.backends.reference import reference_scan
 from rnn_jax.cells.base import along
 
 T, B, F, H = 6, 3, 2, 4
 LENGTH = jnp.array([6, 0, 3])
+
+
+@dataclasses.dataclass(frozen=True)
+class Spy(rj.Backend):
+    """The reference loop, whose ``supports`` reports the cells it is asked about."""
+
+    name = "spy"
+    report: object
+
+    def supports(self, cell, problem):
+        return self.report(cell, problem)
+
+    def run(self, cell, params, problem):
+        return reference_scan(cell, params, problem)
 
 
 def normal(shape, seed):
@@ -35,22 +53,39 @@ def close(got, want, tol=1e-5):
 
 
 @pytest.mark.parametrize("name", rj.backends.names())
-def test_every_backend_is_a_module_and_its_own_factory(name):
+def test_every_backend_has_a_module_and_a_class_of_its_options(name):
     module = importlib.import_module(f"rnn_jax.backends.{name}")
     assert isinstance(module, types.ModuleType)
     assert getattr(rj.backends, name) is module  # no function shadows the module
-    configured = module()
-    assert isinstance(configured, rj.Backend) and configured.name == name
-    assert module() is configured  # same options, same backend: jit caches hit
-    assert rj.backends.get(name) is module.DEFAULT
+    backend = rj.backends.get(name)
+    assert isinstance(backend, rj.Backend) and backend.name == name
+    assert dataclasses.is_dataclass(backend) and type(backend) is getattr(
+        rj.backends, type(backend).__name__
+    )
+    assert backend == type(backend)() and hash(backend) == hash(type(backend)())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        backend.name = "other"
+
+
+def test_pallas_and_cudnn_load_on_first_use():
+    code = (
+        "import sys, rnn_jax as rj; "
+        "assert 'jax.experimental.pallas' not in sys.modules; "
+        "assert 'rnn_jax.backends.cudnn' not in sys.modules; "
+        "assert rj.backends.get('pallas').name == 'pallas'; "
+        "assert 'jax.experimental.pallas' in sys.modules"
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
 
 
 def test_configured_backends_are_equal_by_options_and_hashable():
-    assert rj.backends.sequential(chunk=8) is rj.backends.sequential(chunk=8)
-    assert rj.backends.sequential(chunk=8) != rj.backends.sequential(chunk=4)
-    assert len({rj.backends.checkpointed(segment=4), rj.backends.checkpointed(segment=4)}) == 1
+    assert rj.backends.Sequential(chunk=8) == rj.backends.Sequential(chunk=8)
+    assert hash(rj.backends.Sequential(chunk=8)) == hash(rj.backends.Sequential(chunk=8))
+    assert rj.backends.Sequential(chunk=8) != rj.backends.Sequential(chunk=4)
+    assert len({rj.backends.Checkpointed(segment=4), rj.backends.Checkpointed(segment=4)}) == 1
     with pytest.raises(ValueError, match="segment must be a positive int"):
-        rj.backends.checkpointed(segment=0)
+        rj.backends.Checkpointed(segment=0)
 
 
 # ----------------------------------------------------------------------------- hashable
@@ -89,7 +124,7 @@ WRAPPERS = {
 }
 BACKENDS = {
     **{name: name for name in rj.backends.names() if name != "cudnn"},
-    "cudnn_reference": rj.backends.cudnn(implementation="reference"),
+    "cudnn_reference": rj.backends.Cudnn(implementation="reference"),
 }
 
 
@@ -105,7 +140,7 @@ def test_wrappers_drop_the_capabilities_they_invalidate():
             seen.append(cell)
             return "a spy"
 
-        spying = rj.Backend("spy", spy, contract.get("reference").run)
+        spying = Spy(spy)
         with pytest.raises(ValueError, match="a spy"):
             rj.rnn(cell, backend=spying, **options).apply(
                 params, normal((T, B, F), 0), key=jax.random.key(1)

@@ -15,8 +15,7 @@ import pytest
 from jax.experimental import rnn as jrnn
 
 import rnn_jax as rj
-from rnn_jax.backends import cudnn
-from rnn_jax.backends.cudnn import pack_lstm_weights, unpack_lstm_weights
+from rnn_jax.backends.cudnn import Cudnn, pack_lstm_weights, unpack_lstm_weights
 
 T, B, F, H = 6, 3, 3, 4
 
@@ -88,7 +87,7 @@ def values_and_grads(params, xs, c0, length, reverse, backend):
 def test_cudnn_semantics_equal_reference_backend(length, reverse):
     params, xs, c0 = setup(rj.lstm(H))
     length = None if length is None else jnp.asarray(length)
-    backend = cudnn(implementation="reference")
+    backend = Cudnn(implementation="reference")
     got = values_and_grads(params, xs, c0, length, reverse, backend)
     want = values_and_grads(params, xs, c0, length, reverse, "reference")
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
@@ -101,7 +100,7 @@ def test_cudnn_semantics_equal_reference_backend(length, reverse):
 
 def test_cudnn_semantics_full_length_any_batch_shape():
     params, xs, c0 = setup(rj.lstm(H), batch=(2, 2))
-    got = values_and_grads(params, xs, c0, None, False, cudnn(implementation="reference"))
+    got = values_and_grads(params, xs, c0, None, False, Cudnn(implementation="reference"))
     want = values_and_grads(params, xs, c0, None, False, "reference")
     for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
@@ -133,7 +132,7 @@ NOT_CUDNN = "not cuDNN's LSTM"
 def test_cudnn_refuses_other_cells(cell, reason):
     params = cell.init(jax.random.key(0), F)
     xs = jnp.ones((T, B, F), jnp.float32)
-    for backend in ("cudnn", cudnn(implementation="reference")):
+    for backend in ("cudnn", Cudnn(implementation="reference")):
         with pytest.raises(
             ValueError, match=rf"cudnn backend cannot run the {cell.name} .*{reason}"
         ):
@@ -146,7 +145,7 @@ def test_cudnn_refuses_other_cells(cell, reason):
     ids=["recurrent_dropout", "zoneout"],
 )
 def test_a_wrapped_lstm_is_refused_not_run_as_the_plain_one(layer_options):
-    layer = rj.rnn(rj.lstm(H), backend=cudnn(implementation="reference"), **layer_options)
+    layer = rj.rnn(rj.lstm(H), backend=Cudnn(implementation="reference"), **layer_options)
     params, xs, _ = setup(rj.lstm(H))
     with pytest.raises(ValueError, match=rf"cudnn backend cannot run .*lstm.*{NOT_CUDNN}"):
         layer.apply(params, xs, key=jax.random.key(1))
@@ -155,7 +154,7 @@ def test_a_wrapped_lstm_is_refused_not_run_as_the_plain_one(layer_options):
 def test_cudnn_refuses_resets_and_masks_with_holes():
     cell = rj.lstm(H)
     params, xs, _ = setup(cell)
-    backend = cudnn(implementation="reference")
+    backend = Cudnn(implementation="reference")
     resets = jnp.zeros((T, B), bool).at[2, 0].set(True)
     with pytest.raises(ValueError, match="does not restart its carry"):
         rj.scan(cell, params, xs, resets=resets, backend=backend)
@@ -166,4 +165,4 @@ def test_cudnn_refuses_resets_and_masks_with_holes():
 
 def test_cudnn_factory_checks_its_options():
     with pytest.raises(ValueError, match="implementation"):
-        cudnn(implementation="cublas")
+        Cudnn(implementation="cublas")

@@ -190,6 +190,34 @@ def test_batch_shapes_unbatched_and_several_axes():
     np.testing.assert_allclose(one_final, final[1, 2], rtol=1e-6, atol=1e-6)
 
 
+def test_batch_major_data_is_one_keyword_away():
+    cell, params, xs, h0 = problem("gru", batch=(2, 3))
+    length = jnp.asarray([[5, 0, 2], [1, 4, 3]])
+    rng = np.random.default_rng(3)
+    mask = jnp.asarray(rng.random((T, 2, 3)) < 0.8)
+    resets = jnp.asarray(rng.random((T, 2, 3)) < 0.3)
+    options = dict(initial_state=h0, length=length, reverse=True, backend="sequential")
+    want_final, want_ys = rj.scan(cell, params, xs, mask=mask, resets=resets, **options)
+    batch_major = lambda x: jnp.moveaxis(x, 0, -1 if x.ndim == 3 else -2)
+    final, ys = rj.scan(
+        cell,
+        params,
+        batch_major(xs),
+        mask=batch_major(mask),
+        resets=batch_major(resets),
+        time_major=False,
+        **options,
+    )
+    assert ys.shape == (2, 3, T, H)
+    np.testing.assert_allclose(ys, batch_major(want_ys), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(final, want_final, rtol=1e-6, atol=1e-6)
+    raises_in_words(
+        ValueError,
+        r"mask must have shape \[\*batch, T\] = \(2, 3, 5\) \(time_major=False",
+        lambda: rj.scan(cell, params, batch_major(xs), mask=mask, time_major=False),
+    )
+
+
 def test_unroll_and_backend_objects_change_nothing():
     cell, params, xs, h0 = problem("simple")
     length = jnp.asarray(LENGTH)

@@ -33,8 +33,8 @@ CELLS = {
 }
 BACKENDS = {
     "newton": "newton",
-    "diagonal": rj.backends.newton(jacobian="diagonal", max_iters=400),
-    "associative": rj.backends.newton(method="associative"),
+    "diagonal": rj.backends.Newton(jacobian="diagonal", max_iters=400),
+    "associative": rj.backends.Newton(method="associative"),
 }
 
 
@@ -212,7 +212,7 @@ def test_batch_shapes_and_zero_steps():
 )
 def test_bad_options_are_refused_in_words(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        rj.backends.newton(**kwargs)
+        rj.backends.Newton(**kwargs)
     cell = CELLS["simple"]
     with pytest.raises(ValueError, match=message):
         rj.newton_scan(cell, cell.init(jax.random.key(0), F), jnp.ones((4, F)), **kwargs)

@@ -228,10 +228,8 @@ def test_supports_refuses_in_words_what_lane_tiles_cannot_express():
     odd = cell._replace(gates=cell.gates._replace(combine=running))
     params = cell.init(jax.random.key(0), 3)
     problem = rj.backends.problem.describe(odd, params, jnp.ones((4, 2, 3)))
-    assert "`cumsum` operation has no tiled form" in rj.backends.pallas.DEFAULT.supports(
-        odd, problem
-    )
-    assert rj.backends.pallas.DEFAULT.supports(cell, problem) is None
+    assert "`cumsum` operation has no tiled form" in rj.backends.Pallas().supports(odd, problem)
+    assert rj.backends.Pallas().supports(cell, problem) is None
 
 
 def test_every_variant_returns_the_same_shapes():

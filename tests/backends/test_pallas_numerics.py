@@ -155,7 +155,7 @@ def test_tpu_kernel_in_tpu_interpret_mode():
     params, xs, c0 = setup(cell, batch=(10,), steps=10)
     lengths = jnp.array([10, 4, 0, 9, 1, 10, 10, 3, 7, 8])
     resets = jnp.zeros((10, 10), bool).at[5].set(True)
-    tpu = rj.backends.pallas(interpret="tpu", block_time=4, block_batch=8)
+    tpu = rj.backends.Pallas(interpret="tpu", block_time=4, block_batch=8)
     assert_matches(cell, params, xs, c0, tpu, length=lengths, resets=resets, reverse=True)
 
 
@@ -165,11 +165,11 @@ def test_cells_without_gates_are_refused_in_words():
         with pytest.raises(ValueError, match=rf"pallas backend cannot run the {cell.name}"):
             rj.scan(cell, params, xs, backend="pallas")
         with pytest.raises(ValueError, match="gates"):
-            rj.scan(cell, params, xs, backend=rj.backends.pallas(kernel="fused"))
+            rj.scan(cell, params, xs, backend=rj.backends.Pallas(kernel="fused"))
     with pytest.raises(ValueError, match="kernel must be one of"):
-        rj.backends.pallas(kernel="magic")
+        rj.backends.Pallas(kernel="magic")
     with pytest.raises(ValueError, match="block_time"):
-        rj.backends.pallas(block_time=0)
+        rj.backends.Pallas(block_time=0)
 
 
 def test_recurrent_blocks_are_the_heads_of_the_recurrent_matrix():
@@ -306,14 +306,14 @@ def test_linear_scan_complex_lru_in_tpu_interpret_mode():
     # pass the carry through (a = 1 + 0i): a padding of 1 + 1i would turn the state.
     cell = rj.lru(5)
     params, xs, c0 = setup(cell, steps=10)
-    tpu = rj.backends.pallas(interpret="tpu", block_time=4, block_batch=8)
+    tpu = rj.backends.Pallas(interpret="tpu", block_time=4, block_batch=8)
     assert_matches(cell, params, xs, c0, tpu, length=jnp.array([10, 4, 0]))
 
 
 def test_linear_scan_rg_lru_with_several_tiles():
     cell = rj.rg_lru(5)  # 5 lanes in tiles of 2 (padded to 6), 3 rows in tiles of 2
     params, xs, c0 = setup(cell)
-    tiled_backend = rj.backends.pallas(block_batch=2, block_features=2)
+    tiled_backend = rj.backends.Pallas(block_batch=2, block_features=2)
     assert_matches(cell, params, xs, c0, tiled_backend, resets=RESETS, reverse=True)
 
 
@@ -335,4 +335,4 @@ def test_linear_kernel_refuses_cells_without_linear():
     cell = rj.lstm(4)
     params, xs, _ = setup(cell)
     with pytest.raises(ValueError, match="pallas backend cannot run the lstm.*linear"):
-        rj.scan(cell, params, xs, backend=rj.backends.pallas(kernel="linear"))
+        rj.scan(cell, params, xs, backend=rj.backends.Pallas(kernel="linear"))

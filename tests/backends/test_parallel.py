@@ -26,10 +26,10 @@ T, B, F, H = 13, 4, 3, 5
 LENGTH = np.array([13, 0, 6, 12])  # full, empty, short, one short of full
 CELLS = {name: getattr(rj, name)(H) for name in ("min_gru", "min_lstm", "lru", "rg_lru")}
 BACKENDS = {
-    "default": rj.backends.parallel(),
-    "associative": rj.backends.parallel(method="associative"),
-    "chunked": rj.backends.parallel(method="chunked", chunk=4),  # 13 steps: a padded chunk
-    "log": rj.backends.parallel(log_space=True),
+    "default": rj.backends.Parallel(),
+    "associative": rj.backends.Parallel(method="associative"),
+    "chunked": rj.backends.Parallel(method="chunked", chunk=4),  # 13 steps: a padded chunk
+    "log": rj.backends.Parallel(log_space=True),
 }
 CASES = [
     (cell, method)
@@ -184,7 +184,7 @@ def test_cells_without_a_linear_form_are_refused_in_words():
 )
 def test_bad_options_are_refused_in_words(kwargs, message):
     with pytest.raises(ValueError, match=message):
-        rj.backends.parallel(**kwargs)
+        rj.backends.Parallel(**kwargs)
 
 
 def test_zero_steps():

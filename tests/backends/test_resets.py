@@ -33,11 +33,11 @@ CELLS = {
 BACKENDS = {
     "reference": "reference",
     "sequential": "sequential",
-    "sequential_chunked": rj.backends.sequential(chunk=3, residuals="recompute"),
-    "sequential_store": rj.backends.sequential(chunk=2, residuals="store"),
-    "checkpointed": rj.backends.checkpointed(segment=3),
+    "sequential_chunked": rj.backends.Sequential(chunk=3, residuals="recompute"),
+    "sequential_store": rj.backends.Sequential(chunk=2, residuals="store"),
+    "checkpointed": rj.backends.Checkpointed(segment=3),
     "parallel": "parallel",
-    "parallel_log": rj.backends.parallel(log_space=True),
+    "parallel_log": rj.backends.Parallel(log_space=True),
     "newton": "newton",
     "pallas": "pallas",
 }

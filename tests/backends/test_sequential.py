@@ -16,7 +16,7 @@ import pytest
 import scan_helpers
 
 import rnn_jax as rj
-from rnn_jax.backends import sequential
+from rnn_jax.backends import Sequential
 from rnn_jax.backends.jaxprs import parameters_read, reads_only_sum
 from rnn_jax.backends.sequential import pipelined_scan, previous_steps
 
@@ -95,7 +95,7 @@ CASES = [
 def test_gated_cells_match_reference(name, lengths, reverse):
     config = CONFIGS[CASES.index((name, lengths, reverse)) % len(CONFIGS)]
     length = jnp.asarray(LENGTH) if lengths else None
-    assert_matches_reference(GATED[name], sequential(**config), length, reverse)
+    assert_matches_reference(GATED[name], Sequential(**config), length, reverse)
 
 
 def test_default_settings_match_reference():
@@ -144,7 +144,7 @@ def test_gradients_only_of_what_is_used():
         return jax.jit(jax.grad(loss))(params)
 
     chex.assert_trees_all_close(
-        grads(sequential(chunk=3)), grads("reference"), rtol=5e-5, atol=5e-5
+        grads(Sequential(chunk=3)), grads("reference"), rtol=5e-5, atol=5e-5
     )
 
 
@@ -190,7 +190,7 @@ def test_recurrent_kernel_gradient_is_one_matmul_over_all_rows():
     cell = rj.lstm(hidden)
     params = cell.init(jax.random.key(0), F)
     xs = jnp.ones((steps, batch, F))
-    loss = lambda p: jnp.sum(rj.scan(cell, p, xs, backend=sequential(chunk=0))[1])
+    loss = lambda p: jnp.sum(rj.scan(cell, p, xs, backend=Sequential(chunk=0))[1])
     dots = dot_shapes(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
     rows = steps * batch
     # The fed-back states [T*B, H] against the pre-activations' cotangents [T*B, 4H].
@@ -206,13 +206,13 @@ def test_explicit_unroll_and_bad_settings():
     got = rj.scan(cell, params, xs, initial_state=h0, backend="sequential", unroll=3)
     chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="residuals"):
-        sequential(residuals="everything")
+        Sequential(residuals="everything")
     with pytest.raises(ValueError, match="chunk"):
-        sequential(chunk=-1)
+        Sequential(chunk=-1)
     with pytest.raises(ValueError, match="weight_grads must be one of"):
-        sequential(weight_grads="later")
-    with pytest.raises(ValueError, match="pipeline must be a bool or None; got 'yes'"):
-        sequential(pipeline="yes")
+        Sequential(weight_grads="later")
+    with pytest.raises(TypeError, match="pipeline must be a bool or None; got 'yes'"):
+        Sequential(pipeline="yes")
 
 
 def test_pipelined_scan_is_lax_scan():

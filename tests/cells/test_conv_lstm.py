@@ -82,7 +82,7 @@ def test_lengths_reverse_resets_and_gradients_through_the_driver():
         "resets": jnp.zeros((T, B), bool).at[2, 0].set(True),
     }
     want = scan_helpers.value_and_grads(cell, "reference", params, xs, h0, **kwargs)
-    for backend in ("sequential", rj.backends.checkpointed(segment=2)):
+    for backend in ("sequential", rj.backends.Checkpointed(segment=2)):
         got = scan_helpers.value_and_grads(cell, backend, params, xs, h0, **kwargs)
         jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=2e-5, atol=2e-5), got, want)
     (_, (_, reversed_ys)), _ = want

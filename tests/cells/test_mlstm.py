@@ -80,8 +80,8 @@ def test_the_step_is_the_papers_equations(forget_gate):
 # (backend, reverse, steps): chunks of 4 pad T = 10 in the last; both directions and both
 # kinds of valid steps reach the chunkwise form.
 CASES = {
-    "parallel-forward": (rj.backends.parallel(memory_chunk=4), False, "lengths"),
-    "parallel-reverse-holes": (rj.backends.parallel(memory_chunk=4), True, "holes"),
+    "parallel-forward": (rj.backends.Parallel(memory_chunk=4), False, "lengths"),
+    "parallel-reverse-holes": (rj.backends.Parallel(memory_chunk=4), True, "holes"),
     "sequential-reverse-holes": ("sequential", True, "holes"),
 }
 
@@ -123,7 +123,7 @@ def test_the_chunkwise_form_survives_input_gates_past_float32():
     params = random_params(cell, input_gate=100.0)
     xs = jax.random.normal(jax.random.key(3), (T, B, F))
     assert np.isinf(np.exp(np.float32(params.gate_bias[0])))
-    backend = rj.backends.parallel(memory_chunk=4)
+    backend = rj.backends.Parallel(memory_chunk=4)
     _, ys = jax.jit(lambda p, x: rj.scan(cell, p, x, backend=backend))(params, xs)
     want, _, _ = paper_equations(params, xs, "sigmoid")
     np.testing.assert_allclose(ys, want, rtol=1e-4, atol=1e-5)
@@ -150,7 +150,7 @@ def test_the_parallel_gradient_keeps_one_state_per_chunk_not_per_step():
         shapes = shapes_in(jax.make_jaxpr(jax.grad(loss))(params).jaxpr)
         return {s for s in shapes if s[-2:] == (d, d) and steps in s}
 
-    assert per_step_states(rj.backends.parallel(memory_chunk=chunk)) == set()
+    assert per_step_states(rj.backends.Parallel(memory_chunk=chunk)) == set()
     assert per_step_states("sequential")  # autodiff of the step loop keeps every state
 
 
@@ -160,4 +160,4 @@ def test_bad_options_are_named():
     with pytest.raises(ValueError, match="hidden_size must be a multiple of num_heads=3"):
         rj.mlstm(8, 3)
     with pytest.raises(ValueError, match="memory_chunk must be a positive int; got 0"):
-        rj.backends.parallel(memory_chunk=0)
+        rj.backends.Parallel(memory_chunk=0)

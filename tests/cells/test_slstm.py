@@ -105,7 +105,7 @@ def test_stable_in_float32_over_4096_steps():
 # Reversed, with lengths and resets. The fused Pallas kernel runs in interpret mode on a CPU
 # and refuses resets. ``checkpointed`` runs this same sequential kernel in each segment.
 BACKENDS = {
-    "sequential": rj.backends.sequential(chunk=2, residuals="store"),
+    "sequential": rj.backends.Sequential(chunk=2, residuals="store"),
     "newton": "newton",
     "pallas": "pallas",
 }

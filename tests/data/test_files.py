@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
+from rnn_jax._extras import MissingExtra
 from rnn_jax.data import DataError, file_task, prediction_inputs, read_sequences
 
 
@@ -77,7 +78,7 @@ def test_parquet_without_pyarrow_says_how_to_install_it(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     path = tmp_path / "d.parquet"
     path.write_bytes(b"PAR1")
-    with pytest.raises(DataError, match=r"needs pyarrow: pip install 'rnn_jax\[data\]'"):
+    with pytest.raises(MissingExtra, match=r"needs pyarrow: pip install 'rnn_jax\[data\]'$"):
         read_sequences(path, target="y")
 
 

@@ -87,3 +87,126 @@ def test_seq2seq_decoding_feeds_back_and_ignores_source_padding(attention):
     np.testing.assert_array_equal(jnp.argmax(logits, -1), tokens)  # teacher forcing agrees
     noisy = jnp.where(jnp.arange(5)[:, None] < length[None], source, 6)
     np.testing.assert_allclose(apply(params, noisy), logits, rtol=1e-5, atol=1e-6)
+
+
+V = 6  # a vocabulary, one-hot as the Flax seq2seq example feeds it
+
+
+def one_hot(ids):
+    return jax.nn.one_hot(ids, V)
+
+
+def test_seq2seq_reads_one_hot_vectors_as_embedding_by_the_identity():
+    """Real-valued sources and one-hot decoder inputs are the token model whose embedding
+    tables are the identity."""
+    options = {"target_vocab": V, "attention": "multiplicative"}
+    tokens = seq2seq(rj.gru(8), rj.gru(8), source_vocab=V, embed_size=V, **options)
+    vectors = seq2seq(rj.gru(8), rj.gru(8), source_size=V, target_inputs="one_hot", **options)
+    params = tokens.init(jax.random.key(0))
+    params = params._replace(source_embed=jnp.eye(V), target_embed=jnp.eye(V))
+    as_vectors = params._replace(source_embed=None, target_embed=None)
+    shapes = jax.tree.map(jnp.shape, vectors.init(jax.random.key(0)))
+    assert jax.tree.map(jnp.shape, as_vectors) == shapes
+    source = jax.random.randint(jax.random.key(1), (5, 3), 0, V)
+    decoder_inputs = jax.random.randint(jax.random.key(2), (4, 3), 0, V)
+    length = jnp.array([5, 2, 4])
+    _, want = tokens.apply(params, (source, decoder_inputs), length=length)
+    _, got = vectors.apply(as_vectors, (one_hot(source), one_hot(decoder_inputs)), length=length)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(
+        vectors.decode(as_vectors, one_hot(source), length, 4),
+        tokens.decode(params, source, length, 4),
+    )
+    with pytest.raises(TypeError, match="source must be integer token ids.*source_size="):
+        tokens.apply(params, (one_hot(source), decoder_inputs))
+    with pytest.raises(ValueError, match=r"decoder_inputs must be real-valued features \[..., 6\]"):
+        vectors.apply(as_vectors, (one_hot(source), decoder_inputs))
+
+
+def bridged_model():
+    return seq2seq(
+        rj.lstm(8),
+        rj.lstm(8),
+        source_size=V,
+        target_vocab=V,
+        target_inputs="one_hot",
+        attention=None,
+        bridge=True,
+    )
+
+
+def test_seq2seq_bridge_starts_the_decoder_from_the_encoders_final_state():
+    model = bridged_model()
+    params = model.init(jax.random.key(0))
+    source = jax.random.normal(jax.random.key(1), (5, 3, V))
+    decoder_inputs = one_hot(jax.random.randint(jax.random.key(2), (4, 3), 0, V))
+    length = jnp.array([5, 2, 4])
+    _, logits = jax.jit(model.apply)(params, (source, decoder_inputs), length=length)
+
+    @jax.jit
+    def by_hand(params):  # Sutskever et al.: encode, then decode from the final state alone
+        cell = rj.lstm(8)
+        final, _ = rj.scan(cell, params.encoder, source, length=length, backend="reference")
+        _, outs = rj.scan(
+            cell, params.decoder, decoder_inputs, initial_state=final, backend="reference"
+        )
+        return rj.models.dense(params.head, outs)
+
+    np.testing.assert_allclose(logits, by_hand(params), rtol=1e-5, atol=1e-6)
+    for encoder, words in [(rj.bidirectional(rj.lstm(8)), "several"), (rj.lstm(6), r"\(6,\)")]:
+        mismatched = seq2seq(
+            encoder, rj.lstm(8), source_size=V, target_vocab=V, attention=None, bridge=True
+        )
+        with pytest.raises(ValueError, match=f"bridge=True starts the decoder.*{words}"):
+            mismatched.init(jax.random.key(0))
+
+
+def test_sampled_decoding_draws_with_a_key_per_step_and_its_logits_train_as_teacher_forcing():
+    """The Flax example's training: the decoder feeds back tokens it samples, and the loss reads
+    the logits of that run. They are the teacher-forced logits on the drawn tokens, gradients
+    included (no gradient flows through a drawn token)."""
+    model = bridged_model()
+    params = model.init(jax.random.key(0))
+    source = jax.random.normal(jax.random.key(1), (3, 5, V))  # batch-major, as Flax's
+    length, key, steps = jnp.array([5, 2, 4]), jax.random.key(7), 4
+    labels = jax.random.randint(jax.random.key(2), (3, steps), 0, V)
+
+    def free_loss(params):
+        run = model.decode(
+            params, source, length, steps, begin=2, key=key, return_logits=True, time_major=False
+        )
+        tokens, logits = run
+        return jnp.sum(jax.nn.log_softmax(logits) * one_hot(labels)), (tokens, logits)
+
+    def forced_loss(params, tokens):
+        fed = jnp.concatenate([jnp.full((3, 1), 2), tokens[:, :-1]], axis=1)
+        _, logits = model.apply(params, (source, one_hot(fed)), length=length, time_major=False)
+        return jnp.sum(jax.nn.log_softmax(logits) * one_hot(labels)), logits
+
+    (_, (tokens, logits)), grads = jax.jit(jax.value_and_grad(free_loss, has_aux=True))(params)
+    (_, forced), want = jax.jit(jax.value_and_grad(forced_loss, has_aux=True))(params, tokens)
+    assert tokens.shape == (3, steps) and logits.shape == (3, steps, V)
+    np.testing.assert_allclose(logits, forced, rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-6), grads, want)
+    keys = jax.random.split(key, steps)  # one key per step, split before the loop
+    drawn = jnp.stack([draw(keys[t], logits[:, t], 1.0, None) for t in range(steps)], axis=1)
+    np.testing.assert_array_equal(tokens, drawn)
+    greedy = model.decode(params, source, length, steps, begin=2, time_major=False)
+    np.testing.assert_array_equal(greedy[:, 0], jnp.argmax(logits[:, 0], -1))
+
+
+def test_models_take_batch_major_data_with_time_major_false():
+    xs = jax.random.normal(jax.random.key(1), (7, 3, 2))
+    mask = jax.random.bernoulli(jax.random.key(2), 0.8, (7, 3))
+    for model in [classifier(rj.gru(8), 3, input_size=2), tagger(rj.lstm(8), 4, input_size=2)]:
+        params = model.init(jax.random.key(0))
+        _, want = model.apply(params, xs, mask=mask)
+        _, got = model.apply(params, xs.swapaxes(0, 1), mask=mask.T, time_major=False)
+        np.testing.assert_allclose(got, want if want.ndim == 2 else want.swapaxes(0, 1), rtol=1e-6)
+    # Token ids with two batch axes: [*batch, T] in, [*batch, T, outputs] out, as rj.scan's.
+    model = tagger(rj.gru(8), 4, vocab_size=5)
+    params = model.init(jax.random.key(0))
+    ids = jax.random.randint(jax.random.key(3), (7, 2, 3), 0, 5)
+    _, want = model.apply(params, ids)
+    _, got = model.apply(params, jnp.moveaxis(ids, 0, -1), time_major=False)
+    np.testing.assert_allclose(got, jnp.moveaxis(want, 0, -2), rtol=1e-6)

@@ -44,11 +44,11 @@ HOLES[[0, 2, 3], 1] = False
 
 TIME_BY_BATCH = Mesh(np.array(jax.devices()).reshape(2, 2), ("time", "batch"))
 BACKENDS = {
-    "time4": rj.backends.sharded(),
-    "time2_batch2": rj.backends.sharded(
+    "time4": rj.backends.Sharded(),
+    "time2_batch2": rj.backends.Sharded(
         mesh=TIME_BY_BATCH, batch_axis="batch", method="associative"
     ),
-    "one_device": rj.backends.sharded(mesh=Mesh(np.array(jax.devices()[:1]), ("time",))),
+    "one_device": rj.backends.Sharded(mesh=Mesh(np.array(jax.devices()[:1]), ("time",))),
 }
 
 
@@ -117,8 +117,8 @@ def test_the_backend_refuses_what_it_cannot_shard():
     problem = rj.backends.Problem(
         jnp.ones((8, 3, F)), jnp.zeros((3, H)), None, None, None, None, False, None
     )
-    assert "this cell has none" in rj.backends.sharded().supports(rj.gru(H), problem)
-    reason = rj.backends.sharded(mesh=TIME_BY_BATCH, axis="t").supports(rj.min_gru(H), problem)
+    assert "this cell has none" in rj.backends.Sharded().supports(rj.gru(H), problem)
+    reason = rj.backends.Sharded(mesh=TIME_BY_BATCH, axis="t").supports(rj.min_gru(H), problem)
     assert reason == "its axis 't' is not an axis of the mesh ('time', 'batch')", reason
 
 
@@ -133,7 +133,7 @@ OPTIMIZER, _ = rj.train.make_optimizer("adam", 1e-2)
 def train(mesh_shape, steps=STEPS, *, devices=None, backend="auto", **options):
     mesh = sharding.make_mesh(mesh_shape, devices)
     if backend == "time_over_model":  # sequences over data, each one's steps over model
-        backend = rj.backends.sharded(mesh=mesh, axis="model", batch_axis="data")
+        backend = rj.backends.Sharded(mesh=mesh, axis="model", batch_axis="data")
     model = rj.models.classifier(rj.rnn(rj.min_gru(8), backend=backend), 1, input_size=2)
     return rj.train.fit(
         rj.train.supervised(model.apply, "mse"),

@@ -1,6 +1,7 @@
 """The fit loop: learning, determinism, early stopping, truncated BPTT and checkpoints."""
 
-import gc
+import functools
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -8,7 +9,14 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.train import Checkpointer, CheckpointError, EarlyStopping, fit, supervised
+from rnn_jax.train import (
+    Checkpointer,
+    CheckpointError,
+    CheckpointWarning,
+    EarlyStopping,
+    fit,
+    supervised,
+)
 
 TASK = rj.data.adding(length=12)
 MODEL = rj.models.classifier(rj.gru(8), 1, input_size=2)
@@ -23,6 +31,11 @@ def train(steps, lr=1e-2, **kwargs):
     optimizer, _ = rj.train.make_optimizer("adam", lr)
     params = MODEL.init(jax.random.key(0))
     return fit(OBJECTIVE, params, optimizer, batches, steps=steps, progress=False, **kwargs)
+
+
+@functools.cache
+def uninterrupted(steps):
+    return train(steps)
 
 
 def leaves_equal(a, b):
@@ -53,7 +66,7 @@ def test_early_stopping_stops_and_returns_the_best_params():
 
 
 def test_resuming_from_a_checkpoint_continues_exactly(tmp_path):
-    whole = train(30)
+    whole = uninterrupted(30)
     directory = tmp_path / "ckpt"
     config = {"run": "a"}
     part = train(20, checkpointer=Checkpointer(directory), checkpoint_every=10, config=config)
@@ -65,8 +78,51 @@ def test_resuming_from_a_checkpoint_continues_exactly(tmp_path):
     assert [r["step"] for r in resumed.history["train"]] == [10, 20, 25, 30]
 
 
-# Orbax leaves an unawaited read behind when a restore of garbage fails; collected below.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.fixture(scope="module")
+def checkpointed_run(tmp_path_factory):
+    """A run of 30 steps that kept its checkpoints of steps 20 and 30."""
+    directory = tmp_path_factory.mktemp("run") / "ckpt"
+    train(30, checkpointer=Checkpointer(directory), checkpoint_every=10, config={"run": "a"})
+    assert Checkpointer(directory).steps() == [20, 30]
+    return directory
+
+
+def largest_file(directory):
+    return max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+
+
+# What a crash or a full disk leaves of the newest checkpoint: a data file cut short, an index
+# file lost, a metadata file written empty.
+DAMAGES = {
+    "truncated": (
+        lambda step: largest_file(step / "state"),
+        lambda f: f.write_bytes(f.read_bytes()[:9]),
+    ),
+    "missing": (lambda step: step / "params" / "manifest.ocdbt", lambda f: f.unlink()),
+    "zero-length": (lambda step: step / "meta" / "metadata", lambda f: f.write_bytes(b"")),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_resume_passes_over_a_damaged_checkpoint(tmp_path, checkpointed_run, damage):
+    directory = tmp_path / "ckpt"
+    shutil.copytree(checkpointed_run, directory)
+    find, spoil = DAMAGES[damage]
+    spoil(find(directory / "30"))
+    with pytest.warns(CheckpointWarning, match=r"/30 .*; going back to step 20$") as caught:
+        resumed = train(
+            40,
+            checkpointer=Checkpointer(directory),
+            checkpoint_every=10,
+            resume=True,
+            config={"run": "a"},
+        )
+    assert len(caught) == 1 and "\n" not in str(caught[0].message)
+    assert resumed.step == 40 and leaves_equal(resumed.params, uninterrupted(40).params)
+    assert [r["step"] for r in resumed.history["train"]] == [10, 20, 25, 30, 40]
+    assert Checkpointer(directory).steps() == [30, 40] and (directory / "30.damaged").is_dir()
+
+
 def test_checkpoint_errors_are_clear(tmp_path):
     directory = tmp_path / "ckpt"
     train(5, checkpointer=Checkpointer(directory), config={"hidden": 8})
@@ -87,7 +143,6 @@ def test_checkpoint_errors_are_clear(tmp_path):
             path.write_bytes(b"\0garbage" * 8)
     with pytest.raises(CheckpointError, match="could not be restored"):
         train(10, checkpointer=Checkpointer(directory), resume=True, config={"hidden": 8})
-    gc.collect()
 
 
 def test_truncated_bptt_carries_the_state_across_chunks(tmp_path):

@@ -9,21 +9,16 @@
   a `LinearRecurrence`, and its reverse-scan backward.
 - `targets`: the GPU, TPU and CPU targets and the choice among them at
   lowering time.
-- `backend`: the backend's ``supports`` and ``run``; this package is callable
-  as its factory, ``rj.backends.pallas(block_time=64)``.
+- `backend`: the backend, `Pallas`: ``rj.backends.Pallas(block_time=64)``.
 """
 
-from rnn_jax.backends.contract import callable_module, register
-from rnn_jax.backends.pallas.backend import configure
+from rnn_jax.backends.pallas.backend import Pallas
 from rnn_jax.backends.pallas.fused import fused_recurrence, fused_scan
 from rnn_jax.backends.pallas.heads import dense_heads, head_view, recurrent_blocks
 from rnn_jax.backends.pallas.linear_scan import linear_scan
 
-DEFAULT = register(configure())
-callable_module(__name__)
-
 __all__ = [
-    "configure",
+    "Pallas",
     "dense_heads",
     "fused_recurrence",
     "fused_scan",

@@ -16,16 +16,18 @@ interpret mode on a CPU, which is for tests: ``backend="auto"`` never picks
 Example:
     >>> cell = rj.gru(16)
     >>> params = cell.init(jax.random.key(0), 8)
-    >>> tuned = rj.backends.pallas(block_time=16)      # or backend="pallas" for the defaults
+    >>> tuned = rj.backends.Pallas(block_time=16)      # or backend="pallas" for the defaults
     >>> carry, ys = rj.scan(cell, params, jnp.ones((10, 4, 8)), backend=tuned)
 """
 
 from __future__ import annotations
 
-from functools import cache, partial
+from dataclasses import dataclass
+from typing import Literal
 
 import jax
 
+from rnn_jax import _validate
 from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.pallas.fused import WEIGHTS, FusedOptions, fused_refusal, fused_scan
 from rnn_jax.backends.pallas.linear_scan import LinearOptions, linear_cell_scan
@@ -43,7 +45,8 @@ def kernel_for(cell, kernel: str) -> str | None:
     return None
 
 
-def supports(cell, problem: Problem, *, kernel: str, fused: FusedOptions) -> str | None:
+def refusal(cell, problem: Problem, *, kernel: str, fused: FusedOptions) -> str | None:
+    """Why no kernel of this backend runs ``cell`` over ``problem`` exactly, or None."""
     chosen = kernel_for(cell, kernel)
     if chosen is None:
         wanted = {
@@ -59,27 +62,16 @@ def supports(cell, problem: Problem, *, kernel: str, fused: FusedOptions) -> str
     return None
 
 
-def run(cell, params, problem: Problem, *, kernel, fused: FusedOptions, linear: LinearOptions):
+def pallas_scan(
+    cell, params, problem: Problem, *, kernel, fused: FusedOptions, linear: LinearOptions
+):
     if kernel_for(cell, kernel) == "linear":
         return linear_cell_scan(cell, params, problem, linear)
     return fused_scan(cell, params, problem, fused)
 
 
-def _check_block(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        raise ValueError(f"{name} must be a positive int or None; got {value!r}")
-
-
-@cache
-def configure(
-    *,
-    kernel: str = "auto",
-    block_batch: int | None = None,
-    block_time: int | None = None,
-    block_features: int | None = None,
-    weights: str = "auto",
-    interpret: str = "gpu",
-) -> Backend:
+@dataclass(frozen=True)
+class Pallas(Backend):
     """A configured ``pallas`` backend.
 
     Args:
@@ -106,23 +98,34 @@ def configure(
     The ``unroll`` argument of `rj.scan` unrolls the fused kernel's in-kernel
     time loop (within a time block); the linear-scan kernel ignores it.
     """
-    for name, value, allowed in (
-        ("kernel", kernel, KERNELS),
-        ("weights", weights, WEIGHTS),
-        ("interpret", interpret, INTERPRET),
-    ):
-        if value not in allowed:
-            raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
-    for name, value in (
-        ("block_batch", block_batch),
-        ("block_time", block_time),
-        ("block_features", block_features),
-    ):
-        _check_block(name, value)
-    fused = FusedOptions(block_batch, block_time, weights, interpret)
-    linear = LinearOptions(block_batch, block_time, block_features, interpret)
-    return Backend(
-        "pallas",
-        partial(supports, kernel=kernel, fused=fused),
-        partial(run, kernel=kernel, fused=fused, linear=linear),
-    )
+
+    name = "pallas"
+    kernel: Literal["auto", "fused", "linear"] = "auto"
+    block_batch: int | None = None
+    block_time: int | None = None
+    block_features: int | None = None
+    weights: Literal["auto", "resident", "streamed"] = "auto"
+    interpret: Literal["gpu", "tpu"] = "gpu"
+
+    def __post_init__(self):
+        _validate.one_of("kernel", self.kernel, KERNELS)
+        _validate.one_of("weights", self.weights, WEIGHTS)
+        _validate.one_of("interpret", self.interpret, INTERPRET)
+        for name in ("block_batch", "block_time", "block_features"):
+            _validate.optional_positive_int(name, getattr(self, name))
+
+    @property
+    def fused(self) -> FusedOptions:
+        return FusedOptions(self.block_batch, self.block_time, self.weights, self.interpret)
+
+    @property
+    def linear(self) -> LinearOptions:
+        return LinearOptions(self.block_batch, self.block_time, self.block_features, self.interpret)
+
+    def supports(self, cell, problem: Problem) -> str | None:
+        return refusal(cell, problem, kernel=self.kernel, fused=self.fused)
+
+    def run(self, cell, params, problem: Problem):
+        return pallas_scan(
+            cell, params, problem, kernel=self.kernel, fused=self.fused, linear=self.linear
+        )

@@ -69,7 +69,7 @@ FOUR_WARPS_REGISTERS = 4 * 32 * 255 * 4  # bytes: 4 warps of 32 threads, 255 reg
 
 @dataclass(frozen=True)
 class FusedOptions:
-    """What a user may set (see `rnn_jax.backends.pallas.configure`)."""
+    """What a user may set (see `rnn_jax.backends.pallas.Pallas`)."""
 
     block_batch: int | None = None
     block_time: int | None = None

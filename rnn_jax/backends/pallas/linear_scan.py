@@ -46,7 +46,7 @@ f32 = jnp.float32
 
 @dataclass(frozen=True)
 class LinearOptions:
-    """What a user may set (see `rnn_jax.backends.pallas.configure`)."""
+    """What a user may set (see `rnn_jax.backends.pallas.Pallas`)."""
 
     block_batch: int | None = None
     block_time: int | None = None
