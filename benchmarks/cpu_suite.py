@@ -16,10 +16,18 @@ achieved FLOP rates, this run's GEMM rate) into ``benchmarks/results/``.
     python benchmarks/cpu_suite.py --quick         # a smoke run: few repetitions, not for dispatch
     python benchmarks/cpu_suite.py --sweep         # sequential's settings per shape and mode
     python benchmarks/cpu_suite.py --vmap          # jax.vmap of rj.scan against the batched call
+    python benchmarks/cpu_suite.py --backends sequential,onednn --peers torch --onednn-threads 1,2
+                                                   # oneDNN's OpenMP threads per call, compared
     python benchmarks/dispatch_table.py            # then rebuild rnn_jax/backends/dispatch.json
 
 ``--profile`` adds, per rnn_jax case, the time per XLA operation (from
 ``jax.profiler``), the evidence for what bounds a case.
+
+``onednn`` (oneDNN's fused kernels through XLA's FFI) runs on OpenMP threads
+beside XLA's own pool: it is timed with OpenMP's default (every core), and
+``--onednn-threads`` adds variants with that many threads per call, recorded
+with ``"threads"`` (which the dispatch table leaves out). Where the kernels are
+absent or refuse a cell, the suite says so and times the rest.
 
 Environment: the suite sets ``OPENBLAS_NUM_THREADS=1`` before NumPy loads (no
 timed code uses NumPy's BLAS, whose idle threads otherwise spin on the same
@@ -48,7 +56,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import rnn_jax as rj  # noqa: E402
-from rnn_jax.backends import Sequential, auto  # noqa: E402
+from rnn_jax.backends import OneDNN, Sequential, auto, contract  # noqa: E402
 from rnn_jax.backends.problem import describe  # noqa: E402
 
 SHAPES = {
@@ -57,7 +65,7 @@ SHAPES = {
     "L": common.Shape(64, 64, 128, 512),
 }
 CELLS = ("lstm", "gru", "simple")
-BACKENDS = ("sequential", "checkpointed", "reference")
+BACKENDS = ("sequential", "checkpointed", "reference", "onednn")
 PEERS = ("torch", "flax", "equinox", "keras")
 # --sweep: residuals x loop shapes. A chunk unrolled whole (unroll=True) reads its steps at
 # static offsets, so it needs no pipelining; rolled loops are tried with and without.
@@ -269,6 +277,32 @@ def vmap_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
     return measure(cases, meta, cell_name, label, shape, args, machine)
 
 
+def problem_of(cell_name, shape):
+    """``(cell, problem)`` of a layer at ``shape``, as shapes."""
+    cell = getattr(rj, cell_name)(shape.H)
+    params = jax.eval_shape(lambda key: cell.init(key, shape.I), jax.random.key(0))
+    xs = jax.ShapeDtypeStruct((shape.T, shape.B, shape.I), jnp.float32)
+    return cell, describe(cell, params, xs)
+
+
+def rnn_jax_variants(cell_name, shape, args) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """``name -> (backend, record fields)`` of the backends timed here: ``args.backends`` and
+    the ``--onednn-threads`` variants, less those that refuse this cell (said on stdout)."""
+    variants = {b: (b, {"backend": b}) for b in args.backends}
+    for n in args.onednn_threads:
+        variants[f"onednn[threads={n}]"] = (OneDNN(threads=n), {"backend": "onednn", "threads": n})
+    cell, problem = problem_of(cell_name, shape)
+    usable = {}
+    for name, (backend, fields) in variants.items():
+        chosen = rj.backends.get(backend) if isinstance(backend, str) else backend
+        reason = contract.refusal(chosen, cell, problem)
+        if reason is None:
+            usable[name] = (backend, fields)
+        else:
+            print(f"  {cell_name} {shape.label}: {name} skipped: {reason}")
+    return usable
+
+
 def measure_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
     """All cases of one cell and shape, interleaved; returns their records."""
     if args.sweep:
@@ -277,14 +311,12 @@ def measure_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]
         return vmap_shape(cell_name, label, shape, args, machine)
     cases: dict[str, dict[str, Case]] = {}
     meta: dict[str, dict[str, Any]] = {}
-    for backend in args.backends:
-        cases[backend] = rnn_jax_cases(cell_name, shape, backend, args.modes)
-        meta[backend] = {"backend": backend}
+    for name, (backend, fields) in rnn_jax_variants(cell_name, shape, args).items():
+        cases[name] = rnn_jax_cases(cell_name, shape, backend, args.modes)
+        meta[name] = dict(fields)
         if backend == "sequential":
-            cell = getattr(rj, cell_name)(shape.H)
-            params = jax.eval_shape(lambda key, c=cell: c.init(key, shape.I), jax.random.key(0))
-            xs = jax.ShapeDtypeStruct((shape.T, shape.B, shape.I), jnp.float32)
-            meta[backend].update(auto.tuned_sequential(cell, describe(cell, params, xs)))
+            cell, problem = problem_of(cell_name, shape)
+            meta[name].update(auto.tuned_sequential(cell, problem))
     for peer in args.peers:
         built = PEER_CASES[peer](cell_name, shape, args.modes)
         if built is not None:
@@ -363,6 +395,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--peers", default=",".join(PEERS))
+    parser.add_argument(
+        "--onednn-threads", default="", help="e.g. 1,2: onednn variants with that many threads"
+    )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--per-round", type=int, default=None)
     parser.add_argument("--budget", type=float, default=None, help="seconds per shape and mode")
@@ -370,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
     args.peers = [] if args.vmap else [p for p in args.peers.split(",") if p]
+    args.onednn_threads = [int(n) for n in args.onednn_threads.split(",") if n]
     args.modes = common.MODES + common.EXTRA_MODES if args.with_sum else common.MODES
     if args.rounds is None:
         args.rounds = 3 if args.quick else (6 if args.sweep else 12)

@@ -57,6 +57,7 @@ BACKEND_PAGES = (
     "newton",
     "pallas",
     "cudnn",
+    "onednn",
     "sharded",
 )
 # Factory options a registered cell needs beyond its size.
@@ -366,7 +367,10 @@ class MeasuredSpeed(GeneratedDirective):
         against = [n for n in self.options.get("against", "").split(",") if n]
         lines = []
         for document in newest_documents():
-            mine = [r for r in document["records"] if r.get("backend") == backend]
+            # a backend's default settings (not its thread-count variants)
+            mine = [
+                r for r in document["records"] if r.get("backend") == backend and "threads" not in r
+            ]
             if not mine:
                 continue
             timed = {(who(r), case(r)): r["median_s"] for r in document["records"]}

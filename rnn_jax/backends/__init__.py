@@ -15,11 +15,13 @@ one, or its name for the defaults::
 - `Sharded` (`sharded`): the time axis of a linear recurrence split across devices.
 - `Pallas` (`pallas`): fused kernels for GPU and TPU.
 - `Cudnn` (`cudnn`): cuDNN's LSTM through ``jax.experimental.rnn``.
+- `OneDNN` (`onednn`): oneDNN's RNN, LSTM and GRU on the CPU, through XLA's FFI.
 
 The contract between them and the driver is in `rnn_jax.backends.contract`,
 the names in `rnn_jax.backends.registry`; ``auto`` (`rnn_jax.backends.auto`)
-picks one from measurements. `Pallas` and `Cudnn` (and their modules) are
-imported on first use, so ``import rnn_jax`` does not import Pallas.
+picks one from measurements. `Pallas`, `Cudnn` and `OneDNN` (and their modules)
+are imported on first use, so ``import rnn_jax`` does not import Pallas or load
+oneDNN.
 """
 
 import importlib
@@ -37,8 +39,10 @@ from rnn_jax.backends.sharded import Sharded
 _ON_FIRST_USE = {
     "Pallas": "rnn_jax.backends.pallas.backend",
     "Cudnn": "rnn_jax.backends.cudnn",
+    "OneDNN": "rnn_jax.backends.onednn",
     "pallas": "rnn_jax.backends.pallas",
     "cudnn": "rnn_jax.backends.cudnn",
+    "onednn": "rnn_jax.backends.onednn",
 }
 
 
@@ -59,6 +63,7 @@ __all__ = [
     "Cudnn",
     "Newton",
     "NewtonInfo",
+    "OneDNN",
     "Pallas",
     "Parallel",
     "Problem",

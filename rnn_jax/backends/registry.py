@@ -28,6 +28,7 @@ BUILT_IN: dict[str, str] = {
     "sharded": "rnn_jax.backends.sharded:Sharded",
     "pallas": "rnn_jax.backends.pallas.backend:Pallas",
     "cudnn": "rnn_jax.backends.cudnn:Cudnn",
+    "onednn": "rnn_jax.backends.onednn:OneDNN",
 }
 _registered: dict[str, Backend] = {}
 

@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from rnn_jax.backends.contract import Backend
 from rnn_jax.cells.base import Cell, CudnnWeights
 from rnn_jax.cells.gru import gru
 from rnn_jax.cells.lstm import LSTMState, lstm
@@ -109,10 +110,13 @@ def _cell_for(config: TorchConfig) -> Cell:
     return simple(config.hidden_size, activation=activation)
 
 
-def _layer_for(config: TorchConfig) -> Layer:
+def _layer_for(config: TorchConfig, backend: str | Backend) -> Layer:
     def one_layer() -> Layer:
         cell = _cell_for(config)
-        return bidirectional(cell, merge="concat") if config.bidirectional else rnn(cell)
+        forward = rnn(cell, backend=backend)
+        if not config.bidirectional:
+            return forward
+        return bidirectional(forward, rnn(cell, reverse=True, backend=backend), merge="concat")
 
     if config.num_layers == 1:
         return one_layer()
@@ -172,7 +176,7 @@ def params_from_torch(module: Any, tensors: Mapping[str, Any] | None = None) -> 
     return layers[0] if config.num_layers == 1 else layers
 
 
-def from_torch(module: Any) -> tuple[Layer, Any]:
+def from_torch(module: Any, *, backend: str | Backend = "auto") -> tuple[Layer, Any]:
     """``(layer, params)`` computing what ``module`` (``nn.RNN``, ``nn.LSTM``, ``nn.GRU``) computes.
 
     ``layer.apply(params, xs, length=lengths)`` on time-major ``xs: [T, B, F]``
@@ -180,7 +184,8 @@ def from_torch(module: Any) -> tuple[Layer, Any]:
     (for a packed batch, what ``pad_packed_sequence`` returns: zeros past each
     length) and ``torch_final_state(state)`` its ``h_n`` (``(h_n, c_n)`` for an
     LSTM). Any ``num_layers``, ``bidirectional``, ``proj_size`` and either
-    ``batch_first``: the layer itself is always time-major.
+    ``batch_first``: the layer itself is always time-major. ``backend`` is the
+    scan kernel of every layer and direction (``rj.scan``'s).
 
     Example:
         >>> layer, params = from_torch(torch.nn.GRU(4, 8, batch_first=True))
@@ -190,7 +195,7 @@ def from_torch(module: Any) -> tuple[Layer, Any]:
         (2, 6, 8)
     """
     config = _config_of(module)
-    return _layer_for(config), params_from_torch(module)
+    return _layer_for(config, backend), params_from_torch(module)
 
 
 # --- to_torch --------------------------------------------------------------------------------

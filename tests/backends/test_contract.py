@@ -67,13 +67,16 @@ def test_every_backend_has_a_module_and_a_class_of_its_options(name):
         backend.name = "other"
 
 
-def test_pallas_and_cudnn_load_on_first_use():
+def test_pallas_cudnn_and_onednn_load_on_first_use():
     code = (
         "import sys, rnn_jax as rj; "
         "assert 'jax.experimental.pallas' not in sys.modules; "
         "assert 'rnn_jax.backends.cudnn' not in sys.modules; "
+        "assert 'rnn_jax.backends._onednn_library' not in sys.modules; "
         "assert rj.backends.get('pallas').name == 'pallas'; "
-        "assert 'jax.experimental.pallas' in sys.modules"
+        "assert 'jax.experimental.pallas' in sys.modules; "
+        "assert rj.backends.get('onednn').name == 'onednn'; "
+        "assert 'libdnnl' not in open('/proc/self/maps').read()"  # loaded when first asked
     )
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

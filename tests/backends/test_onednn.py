@@ -1,0 +1,206 @@
+"""The ``onednn`` backend: oneDNN's RNN, LSTM and GRU through XLA's FFI, against the reference.
+
+Values and gradients (the training forward pass with oneDNN's workspace, then its backward
+pass) and inference (the forward pass alone) equal the ``lax.scan`` reference for every
+cell oneDNN computes, with and without lengths, in both directions; what it cannot compute
+exactly is refused in words, and so is everything where the kernels are absent. Tests that
+run the kernels skip where they were not built (the refusal says why).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scan_helpers
+
+import rnn_jax as rj
+from rnn_jax.backends import _onednn_library, auto
+from rnn_jax.backends.onednn import OneDNN, unavailable
+
+T, B, F, H = 7, 5, 3, 4
+LENGTHS = {
+    "full": None,
+    "padded": [7, 3, 0, 5, 3],  # unsorted, repeated, one empty, one full
+    "every_length": [2, 7, 4, 1, 6],  # a segment per sequence
+}
+CELLS = {
+    "lstm": rj.lstm(H),
+    "gru": rj.gru(H),
+    "rnn_tanh": rj.simple(H),
+    "rnn_relu": rj.simple(H, activation="relu"),
+}
+needs_kernels = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+
+
+def close(got, want, tol=2e-5):
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=tol, atol=tol), got, want)
+
+
+def case(name, lengths, seed=0, steps=T, batch=B):
+    cell = CELLS[name]
+    params, xs, h0 = scan_helpers.random_case(cell, steps, batch, F, seed)
+    length = None if lengths is None else jnp.asarray(lengths, jnp.int32)
+    return cell, params, xs, h0, length
+
+
+def carry_loss(final):
+    return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(final))
+
+
+# every cell with and without lengths; a segment per sequence (the most the workspace holds,
+# min(B, T)) for the gated cells
+GRID = [
+    *[(name, lengths) for name in CELLS for lengths in ("full", "padded")],
+    ("lstm", "every_length"),
+    ("gru", "every_length"),
+]
+
+
+@needs_kernels
+@pytest.mark.parametrize("name, lengths", GRID)
+def test_values_and_gradients_equal_the_reference(name, lengths):
+    """Both directions in one loss over outputs and final carries; gradients with respect to
+    the parameters, the inputs and the initial state."""
+    cell, params, xs, h0, length = case(name, LENGTHS[lengths])
+
+    def run(backend):
+        return jax.jit(
+            lambda p, x, h: scan_helpers.value_and_grads_both_ways(
+                cell, backend, p, x, h, length, carry_loss
+            )
+        )(params, xs, h0)
+
+    got, want = run("onednn"), run("reference")
+    close(got, want)
+    (_, runs), _ = got
+    empty = np.zeros(B, bool) if length is None else np.asarray(length) == 0
+    for final, ys in runs.values():  # an empty sequence keeps its initial state
+        assert not np.asarray(ys)[:, empty].any()
+        close(jax.tree.map(lambda c: c[empty], final), jax.tree.map(lambda c: c[empty], h0))
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [None, 1])
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_inference_equals_the_reference(name, threads):
+    """No gradient taken: the forward-only handler, on OpenMP's default threads or one."""
+    cell, params, xs, h0, length = case(name, LENGTHS["padded"], seed=1)
+
+    def run(backend):
+        scans = jax.jit(
+            lambda p, x, h: scan_helpers.both_directions(cell, p, x, h, length, backend)
+        )
+        return scans(params, xs, h0)
+
+    close(run(OneDNN(threads=threads)), run("reference"))
+
+
+@needs_kernels
+def test_a_segment_per_sequence_fits_the_workspace_of_a_wider_lstm():
+    """At a width where oneDNN's workspace grows with the steps rather than by whole pages
+    (``every_length`` above is the other regime): ``min(B, T)`` segments fit the bound, which
+    the kernel checks (it would raise), and the result is exact."""
+    steps = batch = 16
+    cell = rj.lstm(64)
+    params, xs, h0 = scan_helpers.random_case(cell, steps, batch, F, 2)
+    length = jnp.asarray(np.random.default_rng(2).permutation(np.arange(1, steps + 1)))
+    got = scan_helpers.value_and_grads(cell, "onednn", params, xs, h0, length=length)
+    want = scan_helpers.value_and_grads(cell, "reference", params, xs, h0, length=length)
+    close(got, want, 5e-5)
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "steps, batch, lengths",
+    [(0, B, None), (T, 0, None), (T, B, [0] * B)],
+    ids=["no_steps", "no_sequences", "all_empty"],
+)
+def test_degenerate_shapes_give_what_the_reference_gives(steps, batch, lengths):
+    cell, params, xs, h0, length = case("lstm", lengths, steps=steps, batch=batch)
+    got = scan_helpers.value_and_grads(cell, "onednn", params, xs, h0, length=length)
+    want = scan_helpers.value_and_grads(cell, "reference", params, xs, h0, length=length)
+    close(got, want)
+
+
+@needs_kernels
+def test_vmap_over_parameters_runs_one_call_per_member():
+    """Mapped parameters cannot fold into the batch: the handler runs per member."""
+    cell = CELLS["gru"]
+    _, xs, h0, _ = case("gru", None)[1:]
+    ensemble = jax.vmap(lambda k: cell.init(k, F))(jax.random.split(jax.random.key(0), 2))
+
+    def loss(params, backend):
+        return jnp.sum(rj.scan(cell, params, xs, initial_state=h0, backend=backend)[1] ** 2)
+
+    def per_member(backend):
+        return jax.jit(jax.vmap(jax.value_and_grad(loss), in_axes=(0, None)), static_argnums=1)(
+            ensemble, backend
+        )
+
+    close(per_member("onednn"), per_member("reference"))
+
+
+@pytest.mark.parametrize(
+    "cell, extra, reason",
+    [
+        (rj.gru(H, reset_after=False), {}, "not PyTorch's RNN, LSTM or GRU"),
+        (rj.lstm(H, peephole=True), {}, "not PyTorch's RNN, LSTM or GRU"),
+        (rj.lstm(H, layer_norm=True), {}, "not PyTorch's RNN, LSTM or GRU"),
+        (rj.lstm(H, activation="relu"), {}, "not PyTorch's RNN, LSTM or GRU"),
+        (rj.mgu(H), {}, "not PyTorch's RNN, LSTM or GRU"),
+        (rj.lstm(H, proj_size=2), {}, "without a projection"),
+        (rj.lstm(H, dtype=jnp.bfloat16), {}, r"float32 only; got dtypes \['bfloat16'"),
+        (rj.lstm(H), {"mask": jnp.ones((T, B), bool).at[2, 0].set(False)}, "masks with holes"),
+        (rj.lstm(H), {"resets": jnp.zeros((T, B), bool).at[2, 0].set(True)}, "resets"),
+    ],
+    ids=["gru_reset_before", "peephole", "layer_norm", "relu_lstm", "mgu", "proj", "bf16"]
+    + ["holes", "resets"],
+)
+def test_refuses_in_words_what_it_cannot_compute_exactly(cell, extra, reason):
+    shapes = jax.eval_shape(lambda key: cell.init(key, F), jax.random.key(0))
+    params = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    xs = jnp.ones((T, B, F))
+    with pytest.raises(ValueError, match=rf"onednn backend cannot run the .*{reason}"):
+        rj.scan(cell, params, xs, backend="onednn", **extra)
+
+
+def test_options_are_checked_and_make_equal_backends():
+    assert OneDNN(threads=2) == OneDNN(threads=2) and hash(OneDNN()) == hash(OneDNN())
+    with pytest.raises(ValueError, match="threads must be a positive int or None; got 0"):
+        OneDNN(threads=0)
+
+
+@pytest.fixture
+def without_kernels(monkeypatch):
+    """The process as if rnn_jax had been installed without its oneDNN kernels."""
+
+    def absent():
+        raise _onednn_library.Unavailable("rnn_jax was installed without its oneDNN kernels")
+
+    monkeypatch.setattr(_onednn_library, "kernels_path", absent)
+    _onednn_library._loaded.cache_clear()
+    yield
+    monkeypatch.undo()
+    _onednn_library._loaded.cache_clear()
+
+
+def test_without_kernels_the_backend_refuses_in_words_and_auto_never_picks_it(without_kernels):
+    cell = rj.lstm(H)
+    params, xs, _ = scan_helpers.random_case(cell, T, B, F)
+    assert "installed without its oneDNN kernels" in unavailable()
+    with pytest.raises(
+        ValueError, match="onednn backend cannot run the lstm .* without its oneDNN"
+    ):
+        rj.scan(cell, params, xs, backend="onednn")
+    # a table measuring onednn ten times faster than sequential at this very shape
+    row = {"cell": "lstm", "dtype": "float32", "B": B, "T": T, "I": F, "H": H}
+    medians = {"sequential": 1.0, "onednn": 0.1}
+    table = {"backends": {"cpu": [{**row, "forward": medians, "forward_backward": medians}]}}
+    problem = scan_helpers.problem_of(cell, params, xs)
+    assert auto.candidates(cell, problem, table=table) == ["onednn"]
+    assert auto.choose(cell, problem, table=table).name == "sequential"
+    _, ys = rj.scan(cell, params, xs)  # auto runs, on sequential
+    close(ys, rj.scan(cell, params, xs, backend="reference")[1])
