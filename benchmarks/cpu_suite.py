@@ -18,6 +18,8 @@ achieved FLOP rates, this run's GEMM rate) into ``benchmarks/results/``.
     python benchmarks/cpu_suite.py --vmap          # jax.vmap of rj.scan against the batched call
     python benchmarks/cpu_suite.py --backends sequential,onednn --peers torch --onednn-threads 1,2
                                                    # oneDNN's OpenMP threads per call, compared
+    python benchmarks/cpu_suite.py --backends auto --baseline auto --peers torch,flax
+                                                   # the targets, met by what auto picks
     python benchmarks/dispatch_table.py            # then rebuild rnn_jax/backends/dispatch.json
 
 ``--profile`` adds, per rnn_jax case, the time per XLA operation (from
@@ -294,8 +296,10 @@ def rnn_jax_variants(cell_name, shape, args) -> dict[str, tuple[Any, dict[str, A
     cell, problem = problem_of(cell_name, shape)
     usable = {}
     for name, (backend, fields) in variants.items():
-        chosen = rj.backends.get(backend) if isinstance(backend, str) else backend
-        reason = contract.refusal(chosen, cell, problem)
+        reason = None  # auto runs whatever it chooses
+        if backend != "auto":
+            chosen = rj.backends.get(backend) if isinstance(backend, str) else backend
+            reason = contract.refusal(chosen, cell, problem)
         if reason is None:
             usable[name] = (backend, fields)
         else:
@@ -325,12 +329,14 @@ def measure_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]
     return measure(cases, meta, cell_name, label, shape, args, machine)
 
 
+def who(record: dict[str, Any]) -> str:
+    """What a record timed: a peer library, a backend, or a backend's thread variant."""
+    name = record.get("library") or record["backend"]
+    return f"{name}[threads={record['threads']}]" if "threads" in record else name
+
+
 def ratio_table(records: list[dict[str, Any]], baseline: str = "sequential") -> str:
-    """Per cell, shape and mode: rnn_jax's median and each peer's median / rnn_jax's."""
-
-    def who(r):
-        return r.get("library") or r["backend"]
-
+    """Per cell, shape and mode: ``baseline``'s median and every other's median / its."""
     keyed = {(r["cell"], r["shape_label"], r["mode"], who(r)): r["median_s"] for r in records}
     others = sorted({who(r) for r in records} - {baseline})
     header = ["cell", "shape", "mode", f"{baseline} ms", *[f"{o} / ours" for o in others]]
@@ -355,19 +361,16 @@ TARGETS = (
 
 def targets_reached(records: list[dict[str, Any]], baseline: str = "sequential") -> list[dict]:
     """Per target, cell and shape: the peer's median over ours, and whether the target holds."""
-    median = {
-        (r["cell"], r["shape_label"], r["mode"], r.get("library") or r["backend"]): r["median_s"]
-        for r in records
-    }
+    median = {(r["cell"], r["shape_label"], r["mode"], who(r)): r["median_s"] for r in records}
     report = []
     for peer, mode, at_least, cells in TARGETS:
-        for cell, label, m, who in sorted(median):
-            if who != baseline or m != mode or cell not in cells:
+        for cell, label, m, timed in sorted(median):
+            if timed != baseline or m != mode or cell not in cells:
                 continue
             theirs = median.get((cell, label, mode, peer))
             if theirs is None:
                 continue
-            ratio = theirs / median[(cell, label, mode, who)]
+            ratio = theirs / median[(cell, label, mode, timed)]
             report.append(
                 {
                     "cell": cell,
@@ -397,6 +400,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peers", default=",".join(PEERS))
     parser.add_argument(
         "--onednn-threads", default="", help="e.g. 1,2: onednn variants with that many threads"
+    )
+    parser.add_argument(
+        "--baseline", default="sequential", help="the backend the ratios and targets are of"
     )
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--per-round", type=int, default=None)
@@ -430,13 +436,13 @@ def main(argv: list[str] | None = None) -> None:
     # A --profile run (often of a few cases) is for reading, not for choosing backends.
     suite = "cpu_sweep" if args.sweep else ("cpu_profile" if args.profile else "cpu_suite")
     suite = "cpu_vmap" if args.vmap else suite
-    extra = {} if args.sweep else {"targets": targets_reached(records)}
+    extra = {} if args.sweep else {"targets": targets_reached(records, args.baseline)}
     extra["loss"] = LOSS
     path = common.write_results(
         suite, records, machine=machine, quick=args.quick, directory=args.out, **extra
     )
     if not args.sweep:
-        print(ratio_table(records))
+        print(ratio_table(records, args.baseline))
         rows = [
             [
                 t["cell"],

@@ -11,8 +11,8 @@ platform:
 - ``backends``: per cell, dtype and shape, each backend's median seconds per
   mode, all from the newest run that measured that shape with default
   settings (the ``cpu_suite``/``gpu_suite``/``parallel_suite`` runs, not
-  sweeps, ``--profile`` runs or ``--onednn-threads`` variants). Pallas
-  records on a CPU (interpret mode) are dropped.
+  sweeps, ``--profile`` runs, ``--onednn-threads`` variants or ``auto``'s
+  own records). Pallas records on a CPU (interpret mode) are dropped.
 - ``sequential``: per cell, dtype, shape and mode (``forward``: inference,
   ``forward_backward``: training), the ``unroll``, ``chunk``, ``residuals``,
   ``pipeline`` and ``weight_grads`` of the fastest variant in that mode in the
@@ -48,6 +48,8 @@ def usable(record: dict[str, Any], platform: str) -> bool:
     if "backend" not in record or record.get("compiler_options") or record.get("vmap"):
         return False
     if "threads" in record:  # a variant of a backend's default thread setting
+        return False
+    if record["backend"] == "auto":  # what the table chose, not a kernel to choose
         return False
     if record["mode"] not in common.MODES:  # e.g. the labelled sum-of-outputs extra
         return False

@@ -22,6 +22,7 @@ import abc
 from typing import Any, ClassVar, NamedTuple
 
 import jax
+import numpy as np
 
 
 class Problem(NamedTuple):
@@ -68,6 +69,13 @@ class Problem(NamedTuple):
     @property
     def batch(self) -> int:
         return int(self.xs.shape[1])
+
+    @property
+    def dtypes(self) -> frozenset:
+        """Every dtype the scan computes with: the initial carry's, the inputs' and the
+        parameters' (a kernel of one precision refuses any other)."""
+        leaves = jax.tree.leaves((self.initial_state, self.xs))
+        return frozenset(np.dtype(x.dtype) for x in leaves) | self.param_dtypes
 
 
 class Backend(abc.ABC):

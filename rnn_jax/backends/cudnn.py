@@ -91,10 +91,8 @@ def refusal(cell, problem: Problem, implementation: str) -> str | None:
         return "it is not cuDNN's LSTM (it declares no CudnnLayout of mode 'lstm')"
     if layout.proj_size:
         return "cuDNN's LSTM in JAX has no projection (proj_size)"
-    dtypes = {jnp.dtype(x.dtype) for x in jax.tree.leaves((problem.initial_state, problem.xs))}
-    dtypes |= problem.param_dtypes
-    if dtypes != {jnp.dtype(jnp.float32)}:
-        return f"cuDNN runs float32 here; got dtypes {sorted(str(d) for d in dtypes)}"
+    if problem.dtypes != {jnp.dtype(jnp.float32)}:
+        return f"cuDNN runs float32 here; got dtypes {sorted(str(d) for d in problem.dtypes)}"
     if problem.valid is not None and problem.length is None:
         return "cuDNN takes lengths (right padding), not masks with holes"
     if problem.starts is not None:

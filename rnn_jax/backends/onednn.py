@@ -153,10 +153,8 @@ def refusal(cell, problem: Problem) -> str | None:
         )
     if layout.proj_size:
         return "oneDNN's LSTM is run here without a projection (proj_size)"
-    dtypes = {jnp.dtype(x.dtype) for x in jax.tree.leaves((problem.initial_state, problem.xs))}
-    dtypes |= problem.param_dtypes
-    if dtypes != {jnp.dtype(jnp.float32)}:
-        return f"it runs float32 only; got dtypes {sorted(str(d) for d in dtypes)}"
+    if problem.dtypes != {jnp.dtype(jnp.float32)}:
+        return f"it runs float32 only; got dtypes {sorted(str(d) for d in problem.dtypes)}"
     if problem.xs.ndim != 3 or problem.xs.shape[-1] == 0:
         return f"oneDNN takes inputs [T, B, F] with F >= 1; got shape {problem.xs.shape}"
     if problem.valid is not None and problem.length is None:
