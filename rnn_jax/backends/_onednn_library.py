@@ -1,10 +1,10 @@
 """The onednn backend's compiled kernels: found, loaded and registered with XLA on first use.
 
 Two shared libraries make the backend: oneDNN itself (``libdnnl.so.3`` from the
-``onednn-cpu-gomp`` wheel, which installs it into the environment's ``lib``
-folder, outside ``sys.path``) and rnn_jax's kernels built against it at install
-time (``rnn_jax/backends/_onednn_kernels*.so``: XLA FFI handlers in C++, from
-``csrc/onednn``; setup.py). oneDNN is loaded first, globally, so the kernels'
+``onednn-cpu-gomp`` wheel of the ``onednn`` extra, which installs it into the
+environment's ``lib`` folder, outside ``sys.path``) and rnn_jax's kernels, built
+against it at install time (``rnn_jax/backends/_onednn_kernels*.so``: XLA FFI
+handlers in C++, from ``csrc/onednn``; setup.py). oneDNN is loaded first, globally, so the kernels'
 dependency on it resolves wherever the wheel put it; the kernels are loaded with
 ctypes (they are no Python module) and their handlers registered as XLA FFI
 targets for the CPU.
@@ -28,7 +28,7 @@ ONEDNN_DISTRIBUTION = "onednn-cpu-gomp"
 ONEDNN_LIBRARY = "libdnnl.so.3"
 KERNELS_MODULE = "rnn_jax.backends._onednn_kernels"
 FFI_TARGETS = ("rnn_onednn_forward_inference", "rnn_onednn_forward_training", "rnn_onednn_backward")
-INSTALL_HINT = "pip install onednn-cpu-gomp==2023.2.0, then reinstall rnn_jax to build the kernels"
+INSTALL = "pip install 'rnn_jax[onednn]'"
 
 
 class Unavailable(Exception):
@@ -40,7 +40,7 @@ def onednn_path() -> Path:
     try:
         files = importlib.metadata.distribution(ONEDNN_DISTRIBUTION).files or []
     except importlib.metadata.PackageNotFoundError:
-        raise Unavailable(f"oneDNN is not installed ({INSTALL_HINT})") from None
+        raise Unavailable(f"oneDNN's library is not installed (its extra: {INSTALL})") from None
     for file in files:
         if file.name == ONEDNN_LIBRARY:
             return Path(file.locate()).resolve()
@@ -52,8 +52,8 @@ def kernels_path() -> Path:
     spec = importlib.util.find_spec(KERNELS_MODULE)
     if spec is None or spec.origin is None:
         raise Unavailable(
-            "rnn_jax was installed without its oneDNN kernels (they build on Linux x86-64 "
-            f"with a C++17 compiler, oneDNN's headers and jaxlib's; {INSTALL_HINT})"
+            "rnn_jax was installed without its oneDNN kernels (they build on Linux x86-64 with "
+            f"a C++17 compiler and OpenMP: reinstall there, {INSTALL})"
         )
     return Path(spec.origin)
 

@@ -9,6 +9,8 @@ run the kernels skip where they were not built (the refusal says why).
 
 from __future__ import annotations
 
+import importlib.metadata
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -173,27 +175,31 @@ def test_options_are_checked_and_make_equal_backends():
         OneDNN(threads=0)
 
 
-@pytest.fixture
-def without_kernels(monkeypatch):
-    """The process as if rnn_jax had been installed without its oneDNN kernels."""
+def absent_distribution(name):
+    raise importlib.metadata.PackageNotFoundError(name)
 
-    def absent():
-        raise _onednn_library.Unavailable("rnn_jax was installed without its oneDNN kernels")
 
-    monkeypatch.setattr(_onednn_library, "kernels_path", absent)
+@pytest.fixture(params=["kernels", "onednn"])
+def absent(request, monkeypatch):
+    """The process as if rnn_jax had been built without its kernels, or oneDNN's wheel were
+    not installed (the loader's own lookups fail); yields the words the refusal says."""
+    if request.param == "kernels":
+        monkeypatch.setattr(_onednn_library, "KERNELS_MODULE", "rnn_jax.backends._no_kernels")
+    else:
+        monkeypatch.setattr("importlib.metadata.distribution", absent_distribution)
     _onednn_library._loaded.cache_clear()
-    yield
+    yield {"kernels": "without its oneDNN kernels", "onednn": "library is not installed"}[
+        request.param
+    ]
     monkeypatch.undo()
     _onednn_library._loaded.cache_clear()
 
 
-def test_without_kernels_the_backend_refuses_in_words_and_auto_never_picks_it(without_kernels):
+def test_absent_the_backend_refuses_in_words_and_auto_never_picks_it(absent):
     cell = rj.lstm(H)
     params, xs, _ = scan_helpers.random_case(cell, T, B, F)
-    assert "installed without its oneDNN kernels" in unavailable()
-    with pytest.raises(
-        ValueError, match="onednn backend cannot run the lstm .* without its oneDNN"
-    ):
+    assert absent in unavailable()
+    with pytest.raises(ValueError, match=f"onednn backend cannot run the lstm .*{absent}"):
         rj.scan(cell, params, xs, backend="onednn")
     # a table measuring onednn ten times faster than sequential at this very shape
     row = {"cell": "lstm", "dtype": "float32", "B": B, "T": T, "I": F, "H": H}
