@@ -52,12 +52,12 @@ def carry_loss(final):
     return sum(jnp.sum(jnp.sin(leaf)) for leaf in jax.tree.leaves(final))
 
 
-# every cell with and without lengths; a segment per sequence (the most the workspace holds,
-# min(B, T)) for the gated cells
+# the gated cells without lengths, padded and with a segment per sequence (the most the
+# workspace holds, min(B, T)); the Elman cells once each (they share the gated cells' code)
 GRID = [
-    *[(name, lengths) for name in CELLS for lengths in ("full", "padded")],
-    ("lstm", "every_length"),
-    ("gru", "every_length"),
+    *[(name, lengths) for name in ("lstm", "gru") for lengths in LENGTHS],
+    ("rnn_tanh", "padded"),
+    ("rnn_relu", "full"),
 ]
 
 
