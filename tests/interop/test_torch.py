@@ -112,8 +112,10 @@ def skip_unless_runs(backend, kind):
     if backend == "auto":
         return
     cell = rjt.from_torch(make_module(kind, "one_layer"))[0].spec["cell"]
-    params = cell.init(jax.random.key(0), F)
-    scan_helpers.skip_unless_supported(backend, cell, params, jnp.zeros((T, B, F)))
+    params = jax.eval_shape(lambda key: cell.init(key, F), jax.random.key(0))
+    scan_helpers.skip_unless_supported(
+        backend, cell, params, jax.ShapeDtypeStruct((T, B, F), jnp.float32)
+    )
 
 
 @pytest.mark.parametrize("backend", ["auto", "onednn"])
