@@ -26,7 +26,7 @@ from rnn_jax.backends.problem import (
     time_first,
 )
 from rnn_jax.backends.reference import Reference
-from rnn_jax.cells.base import Cell
+from rnn_jax.cells.cell import Cell
 
 
 def resolve(backend: str | Backend) -> str | Backend:

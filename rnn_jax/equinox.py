@@ -25,10 +25,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import Cell, CudnnWeights
+from rnn_jax.cells.cell import Cell
 from rnn_jax.cells.gru import gru
+from rnn_jax.cells.layouts import CudnnWeights
 from rnn_jax.cells.lstm import lstm
-from rnn_jax.layers.base import Layer, as_layer, feature_rank, step_arguments
+from rnn_jax.layers.base import Layer, feature_rank, step_arguments
+from rnn_jax.layers.rnn import as_layer
 
 __all__ = ["RNN", "from_equinox", "to_equinox"]
 

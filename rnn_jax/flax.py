@@ -26,19 +26,14 @@ import numpy as np
 from flax import nnx
 
 from rnn_jax.backends.masking import flip_valid
-from rnn_jax.cells import (
-    Cell,
-    GRUParams,
-    LSTMParams,
-    LSTMState,
-    SimpleParams,
-    gru,
-    lstm,
-    simple,
-)
-from rnn_jax.cells.base import resolve_activation
-from rnn_jax.layers.base import Layer, as_layer, feature_rank
+from rnn_jax.cells.activations import resolve_activation
+from rnn_jax.cells.cell import Cell
+from rnn_jax.cells.gru import GRUParams, gru
+from rnn_jax.cells.lstm import LSTMParams, LSTMState, lstm
+from rnn_jax.cells.simple import SimpleParams, simple
+from rnn_jax.layers.base import Layer, feature_rank
 from rnn_jax.layers.bidirectional import reversed_layer
+from rnn_jax.layers.rnn import as_layer
 
 __all__ = [
     "NNXRNN",

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 
 from rnn_jax.backends.contract import Problem
 from rnn_jax.backends.masking import restarted
-from rnn_jax.cells.base import MatrixMemoryState, MemoryInputs, memory_read_out
+from rnn_jax.cells.capabilities import MatrixMemoryState, MemoryInputs, memory_read_out
 
 
 def in_scan_order(tree, reverse: bool):

@@ -40,7 +40,7 @@ from jax.experimental import rnn as jrnn
 from rnn_jax import _validate
 from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.masking import flip_valid
-from rnn_jax.cells.base import CudnnWeights
+from rnn_jax.cells.layouts import CudnnWeights
 
 IMPLEMENTATIONS = ("cudnn", "reference")
 

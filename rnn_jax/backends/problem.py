@@ -17,6 +17,7 @@ import numpy as np
 
 from rnn_jax.backends.contract import Problem
 from rnn_jax.backends.masking import restarted, scan_order_starts, valid_steps
+from rnn_jax.cells.cell import initial_carry
 
 
 def check_xs(cell, params, xs: Any) -> tuple[int, ...]:
@@ -83,11 +84,15 @@ def check_steps_mask(name: str, value: Any, steps: int, batch_shape: tuple[int, 
     return value
 
 
-def check_initial_state(cell, params, initial_state: Any, batch_shape: tuple[int, ...]) -> Any:
-    """Returns ``initial_state``, or the cell's zeros when None, after checking its structure."""
+def check_initial_state(cell, params, initial_state: Any, step_shape: tuple[int, ...]) -> Any:
+    """Returns ``initial_state``, or the cell's zeros when None, after checking its structure.
+
+    ``step_shape``: one step's input shape ``[*batch, *features]`` (a convolutional
+    cell's carry follows its input's spatial shape: `initial_carry`)."""
+    batch_shape = tuple(step_shape[: len(step_shape) - cell.feature_rank])
     if initial_state is None:
-        return cell.initial_state(params, batch_shape)
-    expected = jax.eval_shape(lambda p: cell.initial_state(p, batch_shape), params)
+        return initial_carry(cell, params, step_shape)
+    expected = jax.eval_shape(lambda p: initial_carry(cell, p, step_shape), params)
     expected_def = jax.tree.structure(expected)
     got_def = jax.tree.structure(initial_state)
     if expected_def != got_def:
@@ -163,7 +168,7 @@ class Arguments:
         length = check_length(length, batch_shape, steps)
         mask = check_steps_mask("mask", mask, steps, batch_shape)
         resets = check_steps_mask("resets", resets, steps, batch_shape)
-        initial_state = check_initial_state(cell, params, initial_state, batch_shape)
+        initial_state = check_initial_state(cell, params, initial_state, xs.shape[1:])
         B = math.prod(batch_shape)
         lead = len(batch_shape)
         self.batch_shape = batch_shape
@@ -196,7 +201,7 @@ def make_problem(
     starts = restart_state = None
     if resets is not None:
         starts = scan_order_starts(resets, valid, reverse)
-        restart_state = cell.initial_state(params, (xs.shape[1],))
+        restart_state = initial_carry(cell, params, xs.shape[1:])
     return Problem(
         xs=xs,
         initial_state=initial_state,

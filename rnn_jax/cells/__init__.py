@@ -1,22 +1,25 @@
-"""Recurrent cells: one module per family, each a factory returning a `Cell`."""
+"""Recurrent cells: one module per family, each a factory returning a `Cell`.
 
-from rnn_jax.cells.base import (
-    Cell,
-    Config,
-    CudnnLayout,
-    CudnnWeights,
+The protocol and its builders are in `rnn_jax.cells.cell`, the typed
+capabilities backends ask for in `rnn_jax.cells.capabilities`, other
+libraries' weight layouts in `rnn_jax.cells.layouts`.
+"""
+
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.capabilities import (
     Gates,
     HeadedGates,
     LinearRecurrence,
     MatrixMemory,
     MatrixMemoryState,
     MemoryInputs,
-    split_cell,
-    wrap_cell,
 )
+from rnn_jax.cells.cell import Cell, initial_carry, split_cell, wrap_cell
+from rnn_jax.cells.config import Config
 from rnn_jax.cells.conv_lstm import ConvLSTMParams, conv_lstm
 from rnn_jax.cells.gru import GRUParams, gru
 from rnn_jax.cells.indrnn import IndRNNParams, indrnn
+from rnn_jax.cells.layouts import CudnnLayout, CudnnWeights, KerasLayout, KerasWeights
 from rnn_jax.cells.lru import LRUParams, lru
 from rnn_jax.cells.lstm import LayerNormParams, LSTMParams, LSTMState, lstm
 from rnn_jax.cells.mgu import MGUParams, mgu
@@ -38,6 +41,8 @@ __all__ = [
     "CudnnWeights",
     "Gates",
     "HeadedGates",
+    "KerasLayout",
+    "KerasWeights",
     "LinearRecurrence",
     "MatrixMemory",
     "MatrixMemoryState",
@@ -56,12 +61,14 @@ __all__ = [
     "RGLRUParams",
     "SimpleParams",
     "SLSTMState",
+    "bound",
     "cell_factory",
     "cell_names",
     "conv_lstm",
     "get_cell",
     "gru",
     "indrnn",
+    "initial_carry",
     "lru",
     "lstm",
     "mgu",

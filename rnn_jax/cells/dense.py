@@ -1,11 +1,39 @@
-"""Shared parameter construction for cells with ``x @ W + h @ U + b`` gates."""
+"""Shared parts of the cells with ``x @ W + h @ U + b`` gates: weights, projection, layouts."""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import CudnnLayout, CudnnWeights, Initializer, add_bias, check_positive_int
+from rnn_jax._validate import positive_int
+from rnn_jax.cells.activations import identity
+from rnn_jax.cells.arrays import add_bias
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.initializers import Initializer
+from rnn_jax.cells.layouts import CudnnLayout, CudnnWeights, KerasWeights
+
+__all__ = [
+    "DenseInit",
+    "dense_params",
+    "identity",
+    "init_gate_weights",
+    "input_projection",
+    "kernel_input_size",
+    "recurrent_kernel",
+    "same_keras_weights",
+    "summed_bias_layout",
+]
+
+
+class DenseInit(NamedTuple):
+    """How a dense gated cell initialises its weights (the factories' init options)."""
+
+    kernel_init: Initializer
+    recurrent_init: Initializer
+    bias_init: Initializer
+    dtype: jnp.dtype
 
 
 def init_gate_weights(
@@ -13,11 +41,7 @@ def init_gate_weights(
     input_size: int,
     hidden_size: int,
     gates: int,
-    *,
-    kernel_init: Initializer,
-    recurrent_init: Initializer,
-    bias_init: Initializer,
-    dtype: jnp.dtype,
+    init: DenseInit,
     recurrent_size: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Returns ``(kernel [F, G*H], recurrent_kernel [R, G*H], bias [G*H])``.
@@ -26,13 +50,18 @@ def init_gate_weights(
     a PyTorch ``weight_ih`` is ``kernel.T``. ``recurrent_size`` (default ``H``)
     is the size of the state fed back, which differs from ``H`` for LSTMP.
     """
-    check_positive_int("input_size", input_size)
+    positive_int("input_size", input_size)
     k_in, k_rec, k_bias = jax.random.split(key, 3)
     width = gates * hidden_size
-    kernel = kernel_init(k_in, (input_size, width), dtype)
-    recurrent = recurrent_init(k_rec, (recurrent_size or hidden_size, width), dtype)
-    bias = bias_init(k_bias, (width,), dtype)
+    kernel = init.kernel_init(k_in, (input_size, width), init.dtype)
+    recurrent = init.recurrent_init(k_rec, (recurrent_size or hidden_size, width), init.dtype)
+    bias = init.bias_init(k_bias, (width,), init.dtype)
     return kernel, recurrent, bias
+
+
+def dense_params(key, input_size, *, params_type, hidden_size: int, gates: int, init: DenseInit):
+    """``init`` of a cell whose params are ``params_type(kernel, recurrent_kernel, bias)``."""
+    return params_type(*init_gate_weights(key, input_size, hidden_size, gates, init))
 
 
 def input_projection(params, x: jax.Array) -> jax.Array:
@@ -50,9 +79,17 @@ def recurrent_kernel(params) -> jax.Array:
     return params.recurrent_kernel
 
 
-def identity(carry):
-    """``Gates.fed_back`` of cells whose carry is the state ``h`` itself."""
-    return carry
+def _summed_to_weights(params) -> CudnnWeights:
+    bias = params.bias
+    return CudnnWeights(params.kernel.T, params.recurrent_kernel.T, bias, jnp.zeros_like(bias))
+
+
+def _summed_from_weights(weights: CudnnWeights, *, params_type):
+    return params_type(
+        kernel=weights.weight_ih.T,
+        recurrent_kernel=weights.weight_hh.T,
+        bias=weights.bias_ih + weights.bias_hh,
+    )
 
 
 def summed_bias_layout(mode: str, hidden_size: int, params_type) -> CudnnLayout:
@@ -60,17 +97,22 @@ def summed_bias_layout(mode: str, hidden_size: int, params_type) -> CudnnLayout:
 
     PyTorch's two biases add up to ours; exported, ``bias_hh`` is zero.
     """
+    from_weights = bound(_summed_from_weights, params_type=params_type)
+    return CudnnLayout(mode, hidden_size, 0, _summed_to_weights, from_weights)
 
-    def to_weights(params) -> CudnnWeights:
-        return CudnnWeights(
-            params.kernel.T, params.recurrent_kernel.T, params.bias, jnp.zeros_like(params.bias)
-        )
 
-    def from_weights(weights: CudnnWeights):
-        return params_type(
-            kernel=weights.weight_ih.T,
-            recurrent_kernel=weights.weight_hh.T,
-            bias=weights.bias_ih + weights.bias_hh,
-        )
+def _same_to_keras(params) -> KerasWeights:
+    return KerasWeights(params.kernel, params.recurrent_kernel, params.bias)
 
-    return CudnnLayout(mode, hidden_size, 0, to_weights, from_weights)
+
+def _same_from_keras(weights: KerasWeights, *, params_type):
+    return params_type(
+        kernel=weights.kernel, recurrent_kernel=weights.recurrent_kernel, bias=weights.bias
+    )
+
+
+def same_keras_weights(params_type) -> tuple:
+    """``(to_weights, from_weights)`` of a `KerasLayout` whose weights are the cell's
+    ``kernel``, ``recurrent_kernel`` and ``bias`` as they are (Keras' SimpleRNN, LSTM,
+    ConvLSTM)."""
+    return _same_to_keras, bound(_same_from_keras, params_type=params_type)

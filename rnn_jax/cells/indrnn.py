@@ -16,26 +16,46 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import (
-    Cell,
-    Initializer,
-    along,
-    check_positive_int,
-    glorot_uniform,
-    resolve_activation,
-    split_cell,
-    zeros,
-    zeros_state,
-)
+from rnn_jax._validate import optional_positive_int, positive_int
+from rnn_jax.cells.activations import resolve_activation
+from rnn_jax.cells.arrays import along, zeros_state
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.cell import Cell, split_cell
+from rnn_jax.cells.config import Config
 from rnn_jax.cells.dense import input_projection, kernel_input_size
-
-unit_uniform = jax.nn.initializers.uniform(1.0)
+from rnn_jax.cells.initializers import Initializer, glorot_uniform, uniform, zeros
 
 
 class IndRNNParams(NamedTuple):
     kernel: jax.Array  # [F, H]
     recurrent_weight: jax.Array  # [H]: one recurrent weight per unit
     bias: jax.Array  # [H]
+
+
+def init_indrnn(key, input_size, *, hidden_size, kernel_init, recurrent_init, bias_init, dtype):
+    """``init`` of an IndRNN: ``kernel [F, H]``, ``recurrent_weight [H]``, ``bias [H]``."""
+    positive_int("input_size", input_size)
+    k_in, k_rec, k_bias = jax.random.split(key, 3)
+    return IndRNNParams(
+        kernel=kernel_init(k_in, (input_size, hidden_size), dtype),
+        recurrent_weight=recurrent_init(k_rec, (hidden_size,), dtype),
+        bias=bias_init(k_bias, (hidden_size,), dtype),
+    )
+
+
+def bounded(u: jax.Array, max_abs: float | None, min_abs: float) -> jax.Array:
+    """``u`` with ``|u|`` clipped into ``[min_abs, max_abs]`` (no upper bound for None)."""
+    magnitude = jnp.abs(u)
+    if max_abs is not None:
+        magnitude = jnp.minimum(magnitude, max_abs)
+    return jnp.sign(u) * jnp.maximum(magnitude, min_abs)
+
+
+def recur(params, h, xp, *, act, max_abs, min_abs):
+    """``recur`` of an IndRNN: ``h = act(xp + u * h)`` with ``u`` bounded."""
+    u = bounded(params.recurrent_weight, max_abs, min_abs)
+    h = act(xp + along(u, h) * h)
+    return h, h
 
 
 def indrnn(
@@ -69,53 +89,36 @@ def indrnn(
         >>> params.recurrent_weight.shape, float(params.recurrent_weight.max()) <= 2 ** (1 / 784)
         ((64,), True)
     """
-    check_positive_int("hidden_size", hidden_size)
-    if time_steps is not None:
-        check_positive_int("time_steps", time_steps)
-        if recurrent_max_abs is None:
-            recurrent_max_abs = 2.0 ** (1.0 / time_steps)
-        if recurrent_init is None:
-            recurrent_init = jax.nn.initializers.uniform(recurrent_max_abs)
-    recurrent_init = recurrent_init or unit_uniform
+    positive_int("hidden_size", hidden_size)
+    if optional_positive_int("time_steps", time_steps) is not None and recurrent_max_abs is None:
+        recurrent_max_abs = 2.0 ** (1.0 / time_steps)
+    if recurrent_init is None:
+        recurrent_init = uniform(1.0 if time_steps is None else recurrent_max_abs)
     if recurrent_max_abs is not None and not recurrent_max_abs > recurrent_min_abs >= 0:
         raise ValueError(
             "recurrent_max_abs must exceed recurrent_min_abs >= 0; got "
             f"recurrent_max_abs={recurrent_max_abs}, recurrent_min_abs={recurrent_min_abs}"
         )
     act = resolve_activation("activation", activation)
-    H = hidden_size
-
-    def init(key, input_size):
-        check_positive_int("input_size", input_size)
-        k_in, k_rec, k_bias = jax.random.split(key, 3)
-        return IndRNNParams(
-            kernel=kernel_init(k_in, (input_size, H), dtype),
-            recurrent_weight=recurrent_init(k_rec, (H,), dtype),
-            bias=bias_init(k_bias, (H,), dtype),
-        )
-
-    def bounded(u):
-        magnitude = jnp.abs(u)
-        if recurrent_max_abs is not None:
-            magnitude = jnp.minimum(magnitude, recurrent_max_abs)
-        return jnp.sign(u) * jnp.maximum(magnitude, recurrent_min_abs)
-
-    def recur(params, h, xp):
-        h = act(xp + along(bounded(params.recurrent_weight), h) * h)
-        return h, h
-
     return split_cell(
-        init=init,
-        initial_state=zeros_state(H),
+        init=bound(
+            init_indrnn,
+            hidden_size=hidden_size,
+            kernel_init=kernel_init,
+            recurrent_init=recurrent_init,
+            bias_init=bias_init,
+            dtype=dtype,
+        ),
+        initial_state=zeros_state(hidden_size),
         project=input_projection,
-        recur=recur,
+        recur=bound(recur, act=act, max_abs=recurrent_max_abs, min_abs=recurrent_min_abs),
         input_size=kernel_input_size,
         name="indrnn",
-        config={
-            "hidden_size": hidden_size,
-            "activation": activation,
-            "recurrent_max_abs": recurrent_max_abs,
-            "recurrent_min_abs": recurrent_min_abs,
-            "time_steps": time_steps,
-        },
+        config=Config(
+            hidden_size=hidden_size,
+            activation=activation,
+            recurrent_max_abs=recurrent_max_abs,
+            recurrent_min_abs=recurrent_min_abs,
+            time_steps=time_steps,
+        ),
     )

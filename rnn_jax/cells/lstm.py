@@ -8,23 +8,22 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import (
-    Cell,
-    CudnnLayout,
-    CudnnWeights,
-    Gates,
-    Initializer,
-    add_bias,
-    along,
-    check_positive_int,
-    dtype_of,
-    glorot_uniform,
-    resolve_activation,
-    split_cell,
-    stacked_orthogonal,
-    zeros,
+from rnn_jax._validate import optional_positive_int, positive_int
+from rnn_jax.cells.activations import resolve_activation
+from rnn_jax.cells.arrays import add_bias, along, dtype_of
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.capabilities import Gates
+from rnn_jax.cells.cell import Cell, split_cell
+from rnn_jax.cells.config import Config
+from rnn_jax.cells.dense import (
+    DenseInit,
+    init_gate_weights,
+    kernel_input_size,
+    recurrent_kernel,
+    same_keras_weights,
 )
-from rnn_jax.cells.dense import init_gate_weights, kernel_input_size, recurrent_kernel
+from rnn_jax.cells.initializers import Initializer, glorot_uniform, stacked_orthogonal, zeros
+from rnn_jax.cells.layouts import CudnnLayout, CudnnWeights, KerasLayout
 
 
 class LSTMState(NamedTuple):
@@ -48,6 +47,17 @@ class LSTMParams(NamedTuple):
     cell_norm: LayerNormParams | None = None  # over the H cell before the output tanh
 
 
+class LSTMOptions(NamedTuple):
+    """What an LSTM's step computes, beyond its weights."""
+
+    hidden_size: int
+    act: Callable[[jax.Array], jax.Array]
+    gate: Callable[[jax.Array], jax.Array]
+    peephole: bool = False
+    layer_norm: bool = False
+    projection: bool = False
+
+
 def apply_layer_norm(x: jax.Array, params: LayerNormParams, eps: float = 1e-5) -> jax.Array:
     """Layer normalisation over the last axis, with a learned scale and offset."""
     mean = jnp.mean(x, axis=-1, keepdims=True)
@@ -58,6 +68,140 @@ def apply_layer_norm(x: jax.Array, params: LayerNormParams, eps: float = 1e-5) -
 
 def _norm_params(size: int, dtype) -> LayerNormParams:
     return LayerNormParams(jnp.ones((size,), dtype), jnp.zeros((size,), dtype))
+
+
+def init_lstm(key, input_size, *, options: LSTMOptions, proj_size, forget_bias, init: DenseInit):
+    """``init`` of an LSTM: the gate weights (forget bias added), then the optional parts."""
+    k_gates, k_peep, k_proj = jax.random.split(key, 3)
+    H, dtype = options.hidden_size, init.dtype
+    kernel, recurrent, bias = init_gate_weights(
+        k_gates, input_size, H, 4, init, recurrent_size=proj_size or H
+    )
+    norm = options.layer_norm
+    return LSTMParams(
+        kernel=kernel,
+        recurrent_kernel=recurrent,
+        bias=bias.at[H : 2 * H].add(forget_bias),
+        peephole=jax.random.uniform(k_peep, (3, H), dtype, -0.1, 0.1) if options.peephole else None,
+        projection=init.kernel_init(k_proj, (H, proj_size), dtype) if proj_size else None,
+        input_norm=_norm_params(4 * H, dtype) if norm else None,
+        recurrent_norm=_norm_params(4 * H, dtype) if norm else None,
+        cell_norm=_norm_params(H, dtype) if norm else None,
+    )
+
+
+def lstm_state(params, batch_shape=(), *, hidden_size: int, out_size: int) -> LSTMState:
+    """``initial_state`` of an LSTM: zeros ``h [*batch, out_size]`` and ``c [*batch, H]``."""
+    dt, batch_shape = dtype_of(params), tuple(batch_shape)
+    return LSTMState(
+        jnp.zeros((*batch_shape, out_size), dt), jnp.zeros((*batch_shape, hidden_size), dt)
+    )
+
+
+def project(params, x, *, layer_norm: bool):
+    """``x @ kernel`` (layer-normalised with ``layer_norm``) plus the bias: ``[..., 4H]``."""
+    xw = x @ params.kernel
+    if layer_norm:
+        xw = apply_layer_norm(xw, params.input_norm)
+    return add_bias(xw, params.bias)
+
+
+def gate_update(c, z, options: LSTMOptions):
+    """``(c_new, o)`` from the cell ``c [*, H]`` and the pre-activations ``z [*, 4H]`` (gates
+    i, f, g, o) without peepholes: ``c_new = f c + i act(g)``, ``o`` activated."""
+    H, act, gate = options.hidden_size, options.act, options.gate
+    if gate is jax.nn.sigmoid and act is jnp.tanh:
+        # tanh(g) = 2 sigmoid(2g) - 1: all four gates in one sigmoid over the contiguous
+        # [*, 4H] row, which XLA's CPU loops run faster than four split activations:
+        # 1.81x (forward) and 1.35x (forward+backward) at B16 H64, 1.07x and 1.10x at
+        # B32 H256, equal at B64 H512 (benchmarks/lstm_gates.py, lstm_gates-cpu-*.json).
+        # The g columns come from an iota (a Pallas kernel may capture no array), compared
+        # with its bounds rather than divided, per element of every step.
+        column = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
+        in_g = (column >= 2 * H) & (column < 3 * H)
+        i, f, g, o = jnp.split(jax.nn.sigmoid(jnp.where(in_g, 2 * z, z)), 4, axis=-1)
+        return f * c + i * (2 * g - 1), o
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    return gate(f) * c + gate(i) * act(g), gate(o)
+
+
+def peephole_update(peephole, c, z, options: LSTMOptions):
+    """`gate_update` with peepholes ``[3, H]``: the gates i, f see ``c``, the gate o ``c_new``."""
+    act, gate = options.act, options.gate
+    i, f, g, o = jnp.split(z, 4, axis=-1)
+    i = i + along(peephole[0], c) * c
+    f = f + along(peephole[1], c) * c
+    c = gate(f) * c + gate(i) * act(g)
+    return c, gate(o + along(peephole[2], c) * c)
+
+
+def combine(params, carry: LSTMState, xp, hu, *, options: LSTMOptions):
+    """``Gates.combine`` of an LSTM; it reads from ``params`` only the parts ``options`` name
+    (peepholes, norms, projection), so a plain LSTM's combine reads no params at all."""
+    if options.layer_norm:
+        hu = apply_layer_norm(hu, params.recurrent_norm)
+    if options.peephole:
+        c, o = peephole_update(params.peephole, carry.c, xp + hu, options)
+    else:
+        c, o = gate_update(carry.c, xp + hu, options)
+    h = o * options.act(apply_layer_norm(c, params.cell_norm) if options.layer_norm else c)
+    if options.projection:
+        h = h @ params.projection
+    return LSTMState(h, c), h
+
+
+def fed_back_h(carry):
+    """``Gates.fed_back`` of cells whose carry has the output ``h`` (LSTM, sLSTM)."""
+    return carry.h
+
+
+def lstm_gates(options: LSTMOptions) -> Gates:
+    """The `Gates` of an LSTM computing ``options``."""
+    return Gates(
+        kernel=recurrent_kernel, fed_back=fed_back_h, combine=bound(combine, options=options)
+    )
+
+
+def _to_cudnn(params) -> CudnnWeights:
+    bias = params.bias
+    projection = None if params.projection is None else params.projection.T
+    return CudnnWeights(
+        params.kernel.T, params.recurrent_kernel.T, bias, jnp.zeros_like(bias), projection
+    )
+
+
+def _from_cudnn(weights: CudnnWeights) -> LSTMParams:
+    return LSTMParams(
+        kernel=weights.weight_ih.T,
+        recurrent_kernel=weights.weight_hh.T,
+        bias=weights.bias_ih + weights.bias_hh,
+        projection=None if weights.weight_hr is None else weights.weight_hr.T,
+    )
+
+
+def _layouts(options: LSTMOptions, config: Config, proj_size: int | None) -> dict:
+    """The cuDNN/PyTorch layout (default activations, no peepholes or layer norm) and the
+    Keras one (no peepholes, projection or layer norm) where the LSTM computes them."""
+    if options.peephole or options.layer_norm:
+        return {}
+    standard = options.gate is jax.nn.sigmoid and options.act is jnp.tanh
+    keras = KerasLayout(
+        "LSTM",
+        Config(
+            units=options.hidden_size,
+            activation=config["activation"],
+            recurrent_activation=config["gate_activation"],
+        ),
+        *same_keras_weights(LSTMParams),
+    )
+    return {
+        "cudnn_layout": (
+            CudnnLayout("lstm", options.hidden_size, proj_size or 0, _to_cudnn, _from_cudnn)
+            if standard
+            else None
+        ),
+        "keras_layout": None if proj_size else keras,
+    }
 
 
 def lstm(
@@ -92,122 +236,38 @@ def lstm(
         >>> rj.count_params(cell.init(jax.random.key(0), 64))
         98816
     """
-    check_positive_int("hidden_size", hidden_size)
-    if proj_size is not None:
-        check_positive_int("proj_size", proj_size)
-        if proj_size >= hidden_size:
-            raise ValueError(
-                f"proj_size must be smaller than hidden_size={hidden_size}; got {proj_size}"
-            )
-    act = resolve_activation("activation", activation)
-    gate = resolve_activation("gate_activation", gate_activation)
-    out_size = proj_size or hidden_size
-    H = hidden_size
-    one_sigmoid = gate is jax.nn.sigmoid and act is jnp.tanh
-
-    def init(key, input_size):
-        k_gates, k_peep, k_proj = jax.random.split(key, 3)
-        kernel, recurrent, bias = init_gate_weights(
-            k_gates,
-            input_size,
-            H,
-            4,
-            kernel_init=kernel_init,
-            recurrent_init=recurrent_init,
-            bias_init=bias_init,
-            dtype=dtype,
-            recurrent_size=out_size,
+    positive_int("hidden_size", hidden_size)
+    if optional_positive_int("proj_size", proj_size) is not None and proj_size >= hidden_size:
+        raise ValueError(
+            f"proj_size must be smaller than hidden_size={hidden_size}; got {proj_size}"
         )
-        bias = bias.at[H : 2 * H].add(forget_bias)
-        return LSTMParams(
-            kernel=kernel,
-            recurrent_kernel=recurrent,
-            bias=bias,
-            peephole=(jax.random.uniform(k_peep, (3, H), dtype, -0.1, 0.1) if peephole else None),
-            projection=kernel_init(k_proj, (H, proj_size), dtype) if proj_size else None,
-            input_norm=_norm_params(4 * H, dtype) if layer_norm else None,
-            recurrent_norm=_norm_params(4 * H, dtype) if layer_norm else None,
-            cell_norm=_norm_params(H, dtype) if layer_norm else None,
-        )
-
-    def initial_state(params, batch_shape=()):
-        dt = dtype_of(params)
-        batch_shape = tuple(batch_shape)
-        return LSTMState(jnp.zeros((*batch_shape, out_size), dt), jnp.zeros((*batch_shape, H), dt))
-
-    def project(params, x):
-        xw = x @ params.kernel
-        if params.input_norm is not None:
-            xw = apply_layer_norm(xw, params.input_norm)
-        return add_bias(xw, params.bias)
-
-    def combine(params, carry, xp, hu):
-        c = carry.c
-        if params.recurrent_norm is not None:
-            hu = apply_layer_norm(hu, params.recurrent_norm)
-        z = xp + hu
-        if params.peephole is None and one_sigmoid:
-            # tanh(g) = 2 sigmoid(2g) - 1: all four gates in one sigmoid over the contiguous
-            # [*, 4H] row, which XLA's CPU loops run faster than four split activations:
-            # 1.81x (forward) and 1.35x (forward+backward) at B16 H64, 1.07x and 1.10x at
-            # B32 H256, equal at B64 H512 (benchmarks/lstm_gates.py, lstm_gates-cpu-*.json).
-            # The g columns come from an iota (a Pallas kernel may capture no array), compared
-            # with its bounds rather than divided, per element of every step.
-            column = jax.lax.broadcasted_iota(jnp.int32, z.shape, z.ndim - 1)
-            in_g = (column >= 2 * H) & (column < 3 * H)
-            i, f, g, o = jnp.split(jax.nn.sigmoid(jnp.where(in_g, 2 * z, z)), 4, axis=-1)
-            c = f * c + i * (2 * g - 1)
-        else:
-            i, f, g, o = jnp.split(z, 4, axis=-1)
-            if params.peephole is not None:
-                i = i + along(params.peephole[0], c) * c
-                f = f + along(params.peephole[1], c) * c
-            c = gate(f) * c + gate(i) * act(g)
-            if params.peephole is not None:
-                o = o + along(params.peephole[2], c) * c
-            o = gate(o)
-        shown = apply_layer_norm(c, params.cell_norm) if params.cell_norm is not None else c
-        h = o * act(shown)
-        if params.projection is not None:
-            h = h @ params.projection
-        return LSTMState(h, c), h
-
-    def to_weights(params) -> CudnnWeights:
-        bias = params.bias
-        projection = None if params.projection is None else params.projection.T
-        return CudnnWeights(
-            params.kernel.T, params.recurrent_kernel.T, bias, jnp.zeros_like(bias), projection
-        )
-
-    def from_weights(weights: CudnnWeights) -> LSTMParams:
-        return LSTMParams(
-            kernel=weights.weight_ih.T,
-            recurrent_kernel=weights.weight_hh.T,
-            bias=weights.bias_ih + weights.bias_hh,
-            projection=None if weights.weight_hr is None else weights.weight_hr.T,
-        )
-
-    # cuDNN's and PyTorch's LSTM: default activations, no peepholes, no layer norm.
-    standard = one_sigmoid and not peephole and not layer_norm
+    options = LSTMOptions(
+        hidden_size,
+        act=resolve_activation("activation", activation),
+        gate=resolve_activation("gate_activation", gate_activation),
+        peephole=bool(peephole),
+        layer_norm=bool(layer_norm),
+        projection=bool(proj_size),
+    )
+    config = Config(
+        hidden_size=hidden_size,
+        peephole=peephole,
+        proj_size=proj_size,
+        layer_norm=layer_norm,
+        forget_bias=forget_bias,
+        activation=activation,
+        gate_activation=gate_activation,
+    )
+    init = DenseInit(kernel_init, recurrent_init, bias_init, dtype)
     return split_cell(
-        init=init,
-        initial_state=initial_state,
-        project=project,
-        gates=Gates(kernel=recurrent_kernel, fed_back=lambda carry: carry.h, combine=combine),
+        init=bound(
+            init_lstm, options=options, proj_size=proj_size, forget_bias=forget_bias, init=init
+        ),
+        initial_state=bound(lstm_state, hidden_size=hidden_size, out_size=proj_size or hidden_size),
+        project=bound(project, layer_norm=options.layer_norm),
+        gates=lstm_gates(options),
         input_size=kernel_input_size,
         name="lstm",
-        config={
-            "hidden_size": hidden_size,
-            "peephole": peephole,
-            "proj_size": proj_size,
-            "layer_norm": layer_norm,
-            "forget_bias": forget_bias,
-            "activation": activation,
-            "gate_activation": gate_activation,
-        },
-        cudnn_layout=(
-            CudnnLayout("lstm", hidden_size, proj_size or 0, to_weights, from_weights)
-            if standard
-            else None
-        ),
+        config=config,
+        **_layouts(options, config, proj_size),
     )

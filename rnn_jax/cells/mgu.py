@@ -8,24 +8,30 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import (
-    Cell,
-    Initializer,
-    check_positive_int,
-    glorot_uniform,
-    resolve_activation,
-    split_cell,
-    stacked_orthogonal,
-    zeros,
-    zeros_state,
-)
-from rnn_jax.cells.dense import init_gate_weights, input_projection, kernel_input_size
+from rnn_jax._validate import positive_int
+from rnn_jax.cells.activations import resolve_activation
+from rnn_jax.cells.arrays import zeros_state
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.cell import Cell, split_cell
+from rnn_jax.cells.config import Config
+from rnn_jax.cells.dense import DenseInit, dense_params, input_projection, kernel_input_size
+from rnn_jax.cells.initializers import Initializer, glorot_uniform, stacked_orthogonal, zeros
 
 
 class MGUParams(NamedTuple):
     kernel: jax.Array  # [F, 2H], gates f, n
     recurrent_kernel: jax.Array  # [H, 2H]
     bias: jax.Array  # [2H]
+
+
+def recur(params, h, xp, *, act, gate):
+    """``recur`` of an MGU over ``xp [*batch, 2H]`` (gates f, n)."""
+    H = h.shape[-1]
+    xf, xn = xp[..., :H], xp[..., H:]
+    f = gate(xf + h @ params.recurrent_kernel[:, :H])
+    n = act(xn + (f * h) @ params.recurrent_kernel[:, H:])
+    h = (1.0 - f) * h + f * n
+    return h, h
 
 
 def mgu(
@@ -48,42 +54,20 @@ def mgu(
         >>> rj.count_params(cell.init(jax.random.key(0), 8))
         2624
     """
-    check_positive_int("hidden_size", hidden_size)
+    positive_int("hidden_size", hidden_size)
     act = resolve_activation("activation", activation)
     gate = resolve_activation("gate_activation", gate_activation)
-    H = hidden_size
-
-    def init(key, input_size):
-        return MGUParams(
-            *init_gate_weights(
-                key,
-                input_size,
-                H,
-                2,
-                kernel_init=kernel_init,
-                recurrent_init=recurrent_init,
-                bias_init=bias_init,
-                dtype=dtype,
-            )
-        )
-
-    def recur(params, h, xp):
-        xf, xn = xp[..., :H], xp[..., H:]
-        f = gate(xf + h @ params.recurrent_kernel[:, :H])
-        n = act(xn + (f * h) @ params.recurrent_kernel[:, H:])
-        h = (1.0 - f) * h + f * n
-        return h, h
-
+    init = DenseInit(kernel_init, recurrent_init, bias_init, dtype)
     return split_cell(
-        init=init,
-        initial_state=zeros_state(H),
+        init=bound(
+            dense_params, params_type=MGUParams, hidden_size=hidden_size, gates=2, init=init
+        ),
+        initial_state=zeros_state(hidden_size),
         project=input_projection,
-        recur=recur,
+        recur=bound(recur, act=act, gate=gate),
         input_size=kernel_input_size,
         name="mgu",
-        config={
-            "hidden_size": hidden_size,
-            "activation": activation,
-            "gate_activation": gate_activation,
-        },
+        config=Config(
+            hidden_size=hidden_size, activation=activation, gate_activation=gate_activation
+        ),
     )

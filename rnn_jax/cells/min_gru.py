@@ -14,18 +14,14 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import (
-    Cell,
-    Initializer,
-    LinearRecurrence,
-    check_positive_int,
-    diagonal_recur,
-    glorot_uniform,
-    split_cell,
-    zeros,
-    zeros_state,
-)
+from rnn_jax._validate import positive_int
+from rnn_jax.cells.arrays import zeros_state
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.capabilities import LinearRecurrence, diagonal_recur, states_as_outputs
+from rnn_jax.cells.cell import Cell, split_cell
+from rnn_jax.cells.config import Config
 from rnn_jax.cells.dense import input_projection, kernel_input_size
+from rnn_jax.cells.initializers import Initializer, glorot_uniform, zeros
 
 
 class MinGRUParams(NamedTuple):
@@ -43,18 +39,16 @@ def log_positive(v: jax.Array) -> jax.Array:
     return jnp.where(v >= 0, jnp.log(jax.nn.relu(v) + 0.5), -jax.nn.softplus(-v))
 
 
-def _linear_form(H: int):
-    """The ``(a, b)`` maps of a minGRU over projected inputs ``xp [..., 2H]``."""
+def coefficients_of(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A minGRU's ``(a, b)`` from its projected inputs ``xp [..., 2H]`` (halves ``k``, ``v``)."""
+    k, v = jnp.split(xp, 2, axis=-1)
+    return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * positive(v)
 
-    def coefficients_of(xp):
-        k, v = xp[..., :H], xp[..., H:]
-        return jax.nn.sigmoid(-k), jax.nn.sigmoid(k) * positive(v)
 
-    def log_coefficients_of(xp):
-        k, v = xp[..., :H], xp[..., H:]
-        return -jax.nn.softplus(k), -jax.nn.softplus(-k) + log_positive(v)
-
-    return coefficients_of, log_coefficients_of
+def log_coefficients_of(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(log a, log b)`` of `coefficients_of`, finite for any pre-activations."""
+    k, v = jnp.split(xp, 2, axis=-1)
+    return -jax.nn.softplus(k), -jax.nn.softplus(-k) + log_positive(v)
 
 
 def min_gru(
@@ -86,52 +80,59 @@ def min_gru(
         (100, 4, 32)
     """
     return input_gated_cell(
-        "min_gru", hidden_size, 2, MinGRUParams, _linear_form, kernel_init, bias_init, dtype
+        "min_gru",
+        hidden_size,
+        MinGRUParams,
+        (coefficients_of, log_coefficients_of),
+        init=InputGatedInit(2, kernel_init, bias_init, dtype),
     )
 
 
+class InputGatedInit(NamedTuple):
+    """How an input-gated cell initialises ``kernel [F, gates*H]`` and ``bias [gates*H]``."""
+
+    gates: int
+    kernel_init: Initializer
+    bias_init: Initializer
+    dtype: jnp.dtype
+
+
+def init_input_gated(key, input_size, *, params_type, hidden_size, init: InputGatedInit):
+    """``init`` of an input-gated cell: ``params_type(kernel, bias)``."""
+    positive_int("input_size", input_size)
+    k_in, k_bias = jax.random.split(key)
+    width = init.gates * hidden_size
+    return params_type(
+        kernel=init.kernel_init(k_in, (input_size, width), init.dtype),
+        bias=init.bias_init(k_bias, (width,), init.dtype),
+    )
+
+
+def projected(params, x, *, form: Callable):
+    """``form`` of the projected inputs ``x @ kernel + bias``, for all steps at once."""
+    return form(input_projection(params, x))
+
+
 def input_gated_cell(
-    name: str,
-    hidden_size: int,
-    gates: int,
-    params_type: type,
-    linear_form: Callable[[int], tuple[Callable, Callable]],
-    kernel_init: Initializer,
-    bias_init: Initializer,
-    dtype,
+    name: str, hidden_size: int, params_type: type, forms: tuple, *, init: InputGatedInit
 ) -> Cell:
     """A cell whose gates see only the input (minGRU, minLSTM): ``h = a * h + b``.
 
     ``params_type(kernel [F, gates*H], bias [gates*H])`` holds the weights;
-    ``linear_form(H)`` gives the maps from the projected inputs to ``(a, b)``
-    and to ``(log a, log b)``.
+    ``forms`` are the maps from the projected inputs to ``(a, b)`` and to
+    ``(log a, log b)``.
     """
-    check_positive_int("hidden_size", hidden_size)
-    H = hidden_size
-    coefficients_of, log_coefficients_of = linear_form(H)
-
-    def init(key, input_size):
-        check_positive_int("input_size", input_size)
-        k_in, k_bias = jax.random.split(key)
-        return params_type(
-            kernel=kernel_init(k_in, (input_size, gates * H), dtype),
-            bias=bias_init(k_bias, (gates * H,), dtype),
-        )
-
-    def project(params, x):  # the coefficients of all steps at once, outside any loop
-        return coefficients_of(input_projection(params, x))
-
+    positive_int("hidden_size", hidden_size)
+    coefficients, log_coefficients = (bound(projected, form=form) for form in forms)
     return split_cell(
-        init=init,
-        initial_state=zeros_state(H),
-        project=project,
+        init=bound(init_input_gated, params_type=params_type, hidden_size=hidden_size, init=init),
+        initial_state=zeros_state(hidden_size),
+        project=coefficients,
         recur=diagonal_recur,
         input_size=kernel_input_size,
         name=name,
-        config={"hidden_size": hidden_size},
+        config=Config(hidden_size=hidden_size),
         linear=LinearRecurrence(
-            coefficients=project,
-            output=lambda params, hs, xs: hs,
-            log_coefficients=lambda params, xs: log_coefficients_of(input_projection(params, xs)),
+            coefficients=coefficients, output=states_as_outputs, log_coefficients=log_coefficients
         ),
     )

@@ -13,8 +13,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import Cell, Initializer, glorot_uniform, zeros
-from rnn_jax.cells.min_gru import input_gated_cell, log_positive, positive
+from rnn_jax.cells.cell import Cell
+from rnn_jax.cells.initializers import Initializer, glorot_uniform, zeros
+from rnn_jax.cells.min_gru import InputGatedInit, input_gated_cell, log_positive, positive
 
 
 class MinLSTMParams(NamedTuple):
@@ -22,27 +23,22 @@ class MinLSTMParams(NamedTuple):
     bias: jax.Array  # [3H]
 
 
-def _linear_form(H: int):
-    """The ``(a, b)`` maps of a minLSTM over projected inputs ``xp [..., 3H]``.
+def _log_ratio(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(d, v)`` from ``xp [..., 3H]``: ``d = softplus(-k_f) - softplus(-k_i) = log(i / f)``."""
+    kf, ki, v = jnp.split(xp, 3, axis=-1)
+    return jax.nn.softplus(-kf) - jax.nn.softplus(-ki), v
 
-    With ``d = softplus(-k_f) - softplus(-k_i) = log(i / f)``:
-    ``f' = sigmoid(-d)``, ``i' = sigmoid(d)``, ``log f' = -softplus(d)``,
-    ``log i' = -softplus(-d)``, all finite for any pre-activations.
-    """
 
-    def split(xp):
-        kf, ki, v = xp[..., :H], xp[..., H : 2 * H], xp[..., 2 * H :]
-        return jax.nn.softplus(-kf) - jax.nn.softplus(-ki), v
+def coefficients_of(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A minLSTM's ``(a, b)``: ``f' = sigmoid(-d)``, ``i' = sigmoid(d)``, finite."""
+    d, v = _log_ratio(xp)
+    return jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * positive(v)
 
-    def coefficients_of(xp):
-        d, v = split(xp)
-        return jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * positive(v)
 
-    def log_coefficients_of(xp):
-        d, v = split(xp)
-        return -jax.nn.softplus(d), -jax.nn.softplus(-d) + log_positive(v)
-
-    return coefficients_of, log_coefficients_of
+def log_coefficients_of(xp: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(log a, log b)``: ``log f' = -softplus(d)``, ``log i' = -softplus(-d)``, finite."""
+    d, v = _log_ratio(xp)
+    return -jax.nn.softplus(d), -jax.nn.softplus(-d) + log_positive(v)
 
 
 def min_lstm(
@@ -66,5 +62,9 @@ def min_lstm(
         (8, 96)
     """
     return input_gated_cell(
-        "min_lstm", hidden_size, 3, MinLSTMParams, _linear_form, kernel_init, bias_init, dtype
+        "min_lstm",
+        hidden_size,
+        MinLSTMParams,
+        (coefficients_of, log_coefficients_of),
+        init=InputGatedInit(3, kernel_init, bias_init, dtype),
     )

@@ -23,19 +23,19 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import (
-    Cell,
-    Initializer,
+from rnn_jax._validate import one_of
+from rnn_jax.cells.arrays import add_bias, dtype_of
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.capabilities import (
     MatrixMemory,
     MatrixMemoryState,
     MemoryInputs,
-    add_bias,
-    dtype_of,
-    glorot_uniform,
     memory_read_out,
-    split_cell,
 )
+from rnn_jax.cells.cell import Cell, split_cell
+from rnn_jax.cells.config import Config
 from rnn_jax.cells.dense import kernel_input_size
+from rnn_jax.cells.initializers import Initializer, glorot_uniform
 from rnn_jax.cells.multihead import check_heads
 from rnn_jax.cells.slstm import FORGET_GATES
 
@@ -65,6 +65,68 @@ def memory_step(state: MatrixMemoryState, x: MemoryInputs):
     return MatrixMemoryState(c, n, m), memory_read_out(read, jnp.sum(x.q * n, axis=-1), m)
 
 
+class MLSTMHeads(NamedTuple):
+    """An mLSTM's heads: ``num_heads`` memories of ``head_size x head_size``."""
+
+    num_heads: int
+    head_size: int
+    forget_gate: str  # "sigmoid" or "exp"
+
+
+def init_mlstm(key, input_size, *, heads: MLSTMHeads, kernel_init, dtype) -> MLSTMParams:
+    """``init`` as the official cell: gate weights zero, input-gate biases ``N(0, 0.1^2)``,
+    forget-gate biases evenly from 3 to 6 over the heads."""
+    NH, H = heads.num_heads, heads.num_heads * heads.head_size
+    k_kernel, k_input = jax.random.split(key)
+    input_bias = 0.1 * jax.random.normal(k_input, (NH,), dtype)
+    forget_bias = jnp.linspace(3.0, 6.0, NH, dtype=dtype)
+    return MLSTMParams(
+        kernel=kernel_init(k_kernel, (input_size, 4 * H), dtype),
+        bias=jnp.zeros((4 * H,), dtype),
+        gate_kernel=jnp.zeros((input_size, 2 * NH), dtype),
+        gate_bias=jnp.concatenate([input_bias, forget_bias]),
+    )
+
+
+def mlstm_state(params, batch_shape=(), *, heads: MLSTMHeads) -> MatrixMemoryState:
+    """``initial_state``: an empty memory ``(c, n, m)`` per head."""
+    batch_shape, dt = tuple(batch_shape), dtype_of(params)
+    NH, d = heads.num_heads, heads.head_size
+    return MatrixMemoryState(
+        c=jnp.zeros((*batch_shape, NH, d, d), dt),
+        n=jnp.zeros((*batch_shape, NH, d), dt),
+        m=jnp.zeros((*batch_shape, NH), dt),
+    )
+
+
+def project(params: MLSTMParams, x, *, heads: MLSTMHeads) -> MLSTMInputs:
+    """The carry-free part of a step: queries, keys, values and gates of every head."""
+    per_head = lambda a: a.reshape(*a.shape[:-1], heads.num_heads, heads.head_size)
+    q, k, v, o = jnp.split(add_bias(x @ params.kernel, params.bias), 4, axis=-1)
+    log_i, f_raw = jnp.split(add_bias(x @ params.gate_kernel, params.gate_bias), 2, axis=-1)
+    log_f = jax.nn.log_sigmoid(f_raw) if heads.forget_gate == "sigmoid" else f_raw
+    scaled_k = per_head(k) / math.sqrt(heads.head_size)
+    memory = MemoryInputs(per_head(q), scaled_k, per_head(v), log_f, log_i)
+    return MLSTMInputs(memory, jax.nn.sigmoid(o))
+
+
+def output(params, h, xp: MLSTMInputs):
+    """``MatrixMemory.output``: the heads' read-outs side by side, times the output gate."""
+    del params
+    return xp.o * h.reshape(*h.shape[:-2], h.shape[-2] * h.shape[-1])
+
+
+def recur(params, state, xp: MLSTMInputs):
+    """One step of the memory, then the output."""
+    state, h = memory_step(state, xp.memory)
+    return state, output(params, h, xp)
+
+
+def memory_inputs(xp: MLSTMInputs) -> MemoryInputs:
+    """``MatrixMemory.inputs``: what the memory reads and writes."""
+    return xp.memory
+
+
 def mlstm(
     hidden_size: int,
     num_heads: int = 1,
@@ -89,57 +151,17 @@ def mlstm(
         >>> carry.c.shape, ys.shape
         ((2, 4, 8, 8), (100, 2, 32))
     """
-    check_heads(hidden_size, num_heads)
-    if forget_gate not in FORGET_GATES:
-        raise ValueError(f"forget_gate must be one of {FORGET_GATES}; got {forget_gate!r}")
-    H, NH = hidden_size, num_heads
-    d = H // NH
-    sigmoid_forget = forget_gate == "sigmoid"
-
-    def init(key, input_size):
-        k_kernel, k_input = jax.random.split(key)
-        input_bias = 0.1 * jax.random.normal(k_input, (NH,), dtype)
-        forget_bias = jnp.linspace(3.0, 6.0, NH, dtype=dtype)
-        return MLSTMParams(
-            kernel=kernel_init(k_kernel, (input_size, 4 * H), dtype),
-            bias=jnp.zeros((4 * H,), dtype),
-            gate_kernel=jnp.zeros((input_size, 2 * NH), dtype),
-            gate_bias=jnp.concatenate([input_bias, forget_bias]),
-        )
-
-    def initial_state(params, batch_shape=()):
-        batch_shape, dt = tuple(batch_shape), dtype_of(params)
-        return MatrixMemoryState(
-            c=jnp.zeros((*batch_shape, NH, d, d), dt),
-            n=jnp.zeros((*batch_shape, NH, d), dt),
-            m=jnp.zeros((*batch_shape, NH), dt),
-        )
-
-    def project(params, x) -> MLSTMInputs:
-        heads = lambda a: a.reshape(*a.shape[:-1], NH, d)
-        q, k, v, o = jnp.split(add_bias(x @ params.kernel, params.bias), 4, axis=-1)
-        log_i, f_raw = jnp.split(add_bias(x @ params.gate_kernel, params.gate_bias), 2, axis=-1)
-        log_f = jax.nn.log_sigmoid(f_raw) if sigmoid_forget else f_raw
-        memory = MemoryInputs(heads(q), heads(k) / math.sqrt(d), heads(v), log_f, log_i)
-        return MLSTMInputs(memory, jax.nn.sigmoid(o))
-
-    def output(params, h, xp: MLSTMInputs):
-        del params
-        return xp.o * h.reshape(*h.shape[:-2], H)
-
-    def recur(params, state, xp: MLSTMInputs):
-        state, h = memory_step(state, xp.memory)
-        return state, output(params, h, xp)
-
+    head_size = check_heads(hidden_size, num_heads)
+    heads = MLSTMHeads(num_heads, head_size, one_of("forget_gate", forget_gate, FORGET_GATES))
     return split_cell(
-        init=init,
-        initial_state=initial_state,
-        project=project,
+        init=bound(init_mlstm, heads=heads, kernel_init=kernel_init, dtype=dtype),
+        initial_state=bound(mlstm_state, heads=heads),
+        project=bound(project, heads=heads),
         recur=recur,
         input_size=kernel_input_size,
         name="mlstm",
-        config={"hidden_size": hidden_size, "num_heads": num_heads, "forget_gate": forget_gate},
-        memory=MatrixMemory(inputs=lambda xp: xp.memory, output=output),
+        config=Config(hidden_size=hidden_size, num_heads=num_heads, forget_gate=forget_gate),
+        memory=MatrixMemory(inputs=memory_inputs, output=output),
     )
 
 

@@ -16,33 +16,30 @@ head_size]`` holds head 0's gates (in the dense cell's gate order), then head
 The cells expose the dense `Gates` contract (their ``kernel`` is the full
 block-diagonal ``[H, G*H]`` matrix, so every backend that uses ``Gates`` runs
 them unchanged) and, in its typed ``heads`` field, a `HeadedGates`: the
-per-head view that a fused kernel uses to keep only the blocks on chip.
+per-head view that a fused kernel uses to keep only the blocks on chip. A
+head's ``combine`` gets `HeadWeights`, exactly what it reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import (
-    Cell,
-    Gates,
-    HeadedGates,
-    Initializer,
-    PyTree,
-    check_positive_int,
-    glorot_uniform,
-    split_cell,
-    stacked_orthogonal,
-    zeros,
-)
-from rnn_jax.cells.dense import input_projection, kernel_input_size
-from rnn_jax.cells.gru import GRUParams, gru
-from rnn_jax.cells.lstm import LSTMParams, lstm
-from rnn_jax.cells.simple import SimpleParams, simple
+from rnn_jax._validate import positive_int
+from rnn_jax.cells.activations import resolve_activation
+from rnn_jax.cells.arrays import zeros_state
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.capabilities import Gates, HeadedGates, PyTree
+from rnn_jax.cells.cell import Cell, split_cell
+from rnn_jax.cells.config import Config
+from rnn_jax.cells.dense import DenseInit, input_projection, kernel_input_size
+from rnn_jax.cells.gru import gru_gates
+from rnn_jax.cells.initializers import Initializer, glorot_uniform, stacked_orthogonal, zeros
+from rnn_jax.cells.lstm import LSTMOptions, lstm_gates, lstm_state
+from rnn_jax.cells.simple import simple_gates
 
 
 class MultiHeadParams(NamedTuple):
@@ -52,14 +49,37 @@ class MultiHeadParams(NamedTuple):
     recurrent_bias: jax.Array | None = None  # [NH*G*Hh]: GRU only (reset after)
 
 
+class HeadWeights(NamedTuple):
+    """What one head's gates read: its block of the recurrent matrix, and for a GRU its
+    recurrent bias (`head_weights` gives them for all heads, with a leading head axis)."""
+
+    recurrent_kernel: jax.Array  # [Hh, G*Hh]
+    recurrent_bias: jax.Array | None = None  # [G*Hh]
+
+
+class Heads(NamedTuple):
+    """A multi-head cell's per-head parts and shape."""
+
+    num_heads: int
+    gate_count: int
+    gates: Gates  # one head's, over `HeadWeights`
+    initial_state: Callable[..., PyTree]  # one head's ``initial_state(head_weights, batch_shape)``
+    recurrent_bias: bool  # whether there is a recurrent bias (the GRU)
+    extra_bias: Callable[[int], jax.Array] | None  # added to each head's bias block at init
+
+
+def _split(x: jax.Array, num_heads: int) -> jax.Array:
+    x = x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
+    return jnp.moveaxis(x, -2, 0)
+
+
+def _split_tree(tree: PyTree, *, num_heads: int) -> PyTree:
+    return jax.tree.map(lambda x: _split(x, num_heads), tree)
+
+
 def split_heads(num_heads: int) -> Callable[[PyTree], PyTree]:
     """``[*lead, num_heads * X]`` leaves to ``[num_heads, *lead, X]`` (head-major features)."""
-
-    def split(x):
-        x = x.reshape(*x.shape[:-1], num_heads, x.shape[-1] // num_heads)
-        return jnp.moveaxis(x, -2, 0)
-
-    return lambda tree: jax.tree.map(split, tree)
+    return bound(_split_tree, num_heads=num_heads)
 
 
 def merge_heads(tree: PyTree) -> PyTree:
@@ -79,90 +99,101 @@ def block_diagonal(blocks: jax.Array) -> jax.Array:
     return jnp.einsum("nrc,nm->nrmc", blocks, eye).reshape(nh * r, nh * c)
 
 
+def head_weights(params: MultiHeadParams) -> HeadWeights:
+    """Every head's `HeadWeights`, leaves with a leading ``[num_heads]`` axis."""
+    num_heads = params.recurrent_kernel.shape[0]
+    rbias = params.recurrent_bias
+    return HeadWeights(
+        params.recurrent_kernel, None if rbias is None else rbias.reshape(num_heads, -1)
+    )
+
+
+def init_multihead(key, input_size, *, heads: Heads, hidden_size: int, init: DenseInit):
+    """``init`` of a multi-head cell: a dense input kernel, one recurrent block per head."""
+    positive_int("input_size", input_size)
+    NH, G, dtype = heads.num_heads, heads.gate_count, init.dtype
+    Hh = hidden_size // NH
+    k_in, k_rec, k_bias, k_rbias = jax.random.split(key, 4)
+    kernel = init.kernel_init(k_in, (input_size, NH * G * Hh), dtype)
+    blocks = [init.recurrent_init(k, (Hh, G * Hh), dtype) for k in jax.random.split(k_rec, NH)]
+    bias = init.bias_init(k_bias, (NH * G * Hh,), dtype)
+    if heads.extra_bias is not None:
+        bias = bias + jnp.tile(heads.extra_bias(Hh).astype(dtype), NH)
+    rbias = init.bias_init(k_rbias, (NH * G * Hh,), dtype) if heads.recurrent_bias else None
+    return MultiHeadParams(kernel, jnp.stack(blocks), bias, rbias)
+
+
+def multihead_state(params, batch_shape=(), *, heads: Heads):
+    """``initial_state``: one head's carry, each leaf ``num_heads`` times as wide."""
+    one_head = heads.initial_state(head_weights(params), tuple(batch_shape))
+    widen = lambda x: jnp.zeros((*x.shape[:-1], heads.num_heads * x.shape[-1]), x.dtype)
+    return jax.tree.map(widen, one_head)
+
+
+def dense_kernel(params: MultiHeadParams) -> jax.Array:
+    """``Gates.kernel``: the block-diagonal ``[H, G*H]`` recurrent matrix."""
+    return block_diagonal(params.recurrent_kernel)
+
+
+def fed_back(carry, *, heads: Heads):
+    """``Gates.fed_back``: each head's fed-back state, side by side."""
+    return merge_heads(heads.gates.fed_back(_split_tree(carry, num_heads=heads.num_heads)))
+
+
+def combine(params, carry, xp, hu, *, heads: Heads):
+    """``Gates.combine``: each head's ``combine`` on its own slices, merged."""
+    to_heads = split_heads(heads.num_heads)
+    new, y = jax.vmap(heads.gates.combine)(
+        head_weights(params), to_heads(carry), to_heads(xp), to_heads(hu)
+    )
+    return merge_heads(new), merge_heads(y)
+
+
 def multihead_cell(
-    *,
-    name: str,
-    head_gates: Gates,
-    head_state: Callable[..., PyTree],
-    head_params: Callable[[MultiHeadParams], PyTree],
-    hidden_size: int,
-    num_heads: int,
-    gate_count: int,
-    with_recurrent_bias: bool,
-    extra_bias: Callable[[int], jax.Array] | None,
-    kernel_init: Initializer,
-    recurrent_init: Initializer,
-    bias_init: Initializer,
-    dtype: Any,
-    config: dict[str, Any],
+    *, name: str, heads: Heads, hidden_size: int, init: DenseInit, config: Config
 ) -> Cell:
-    """The cell of ``num_heads`` independent heads of ``hidden_size // num_heads`` units.
+    """The cell of ``heads.num_heads`` independent heads of ``hidden_size // num_heads`` units.
 
-    ``head_gates`` and ``head_state`` (an ``initial_state``) are one head's, over
-    the parameters ``head_params`` gives a head; the input projection is one
-    dense ``[F, num_heads * gate_count * head_size]`` matmul plus the bias
-    (``extra_bias(head_size)`` added to every head's block at init).
+    The input projection is one dense ``[F, num_heads * gate_count * head_size]``
+    matmul plus the bias (``heads.extra_bias(head_size)`` added to every head's
+    block at init); each head runs ``heads.gates`` over its `HeadWeights`.
     """
-    NH, G = num_heads, gate_count
-    Hh = hidden_size // num_heads
-    to_heads = split_heads(NH)
-
-    def init(key, input_size):
-        check_positive_int("input_size", input_size)
-        k_in, k_rec, k_bias, k_rbias = jax.random.split(key, 4)
-        kernel = kernel_init(k_in, (input_size, NH * G * Hh), dtype)
-        recurrent = jnp.stack(
-            [recurrent_init(k, (Hh, G * Hh), dtype) for k in jax.random.split(k_rec, NH)]
-        )
-        bias = bias_init(k_bias, (NH * G * Hh,), dtype)
-        if extra_bias is not None:
-            bias = bias + jnp.tile(extra_bias(Hh).astype(dtype), NH)
-        rbias = bias_init(k_rbias, (NH * G * Hh,), dtype) if with_recurrent_bias else None
-        return MultiHeadParams(kernel, recurrent, bias, rbias)
-
-    def initial_state(params, batch_shape=()):
-        one_head = head_state(head_params(params), tuple(batch_shape))
-        return jax.tree.map(
-            lambda x: jnp.zeros((*x.shape[:-1], NH * x.shape[-1]), x.dtype), one_head
-        )
-
-    def dense_kernel(params):
-        return block_diagonal(params.recurrent_kernel)
-
-    def fed_back(carry):
-        return merge_heads(head_gates.fed_back(to_heads(carry)))
-
-    def combine(params, carry, xp, hu):
-        new, y = jax.vmap(head_gates.combine)(
-            head_params(params), to_heads(carry), to_heads(xp), to_heads(hu)
-        )
-        return merge_heads(new), merge_heads(y)
-
-    heads = HeadedGates(
-        num_heads=NH,
-        gates=head_gates,
-        head_params=head_params,
-        to_heads=to_heads,
+    headed = HeadedGates(
+        num_heads=heads.num_heads,
+        gates=heads.gates,
+        head_params=head_weights,
+        to_heads=split_heads(heads.num_heads),
         from_heads=merge_heads,
     )
+    gates = Gates(
+        dense_kernel, bound(fed_back, heads=heads), bound(combine, heads=heads), heads=headed
+    )
     return split_cell(
-        init=init,
-        initial_state=initial_state,
+        init=bound(init_multihead, heads=heads, hidden_size=hidden_size, init=init),
+        initial_state=bound(multihead_state, heads=heads),
         project=input_projection,
-        gates=Gates(dense_kernel, fed_back, combine, heads=heads),
+        gates=gates,
         input_size=kernel_input_size,
         name=name,
         config=config,
     )
 
 
-def check_heads(hidden_size: int, num_heads: int) -> None:
-    check_positive_int("hidden_size", hidden_size)
-    check_positive_int("num_heads", num_heads)
+def check_heads(hidden_size: int, num_heads: int) -> int:
+    """The head size ``hidden_size // num_heads``, once both are positive ints and it divides."""
+    positive_int("hidden_size", hidden_size)
+    positive_int("num_heads", num_heads)
     if hidden_size % num_heads:
         raise ValueError(
             f"hidden_size must be a multiple of num_heads={num_heads}; got {hidden_size}"
         )
+    return hidden_size // num_heads
+
+
+def lstm_forget_bias(head_size: int, *, forget_bias: float) -> jax.Array:
+    """One LSTM head's bias offsets: ``forget_bias`` on the forget gate, zeros elsewhere."""
+    h = head_size
+    return jnp.concatenate([jnp.zeros(h), jnp.full(h, forget_bias), jnp.zeros(2 * h)])
 
 
 def multihead_lstm(
@@ -187,30 +218,21 @@ def multihead_lstm(
         >>> params.recurrent_kernel.shape
         (12, 64, 256)
     """
-    check_heads(hidden_size, num_heads)
-    Hh = hidden_size // num_heads
-
-    def head_params(params):
-        return LSTMParams(kernel=None, recurrent_kernel=params.recurrent_kernel, bias=None)
-
-    head = lstm(Hh)
+    Hh = check_heads(hidden_size, num_heads)
+    heads = Heads(
+        num_heads,
+        gate_count=4,
+        gates=lstm_gates(LSTMOptions(Hh, act=jnp.tanh, gate=jax.nn.sigmoid)),
+        initial_state=bound(lstm_state, hidden_size=Hh, out_size=Hh),
+        recurrent_bias=False,
+        extra_bias=bound(lstm_forget_bias, forget_bias=forget_bias),
+    )
     return multihead_cell(
         name="multihead_lstm",
-        head_gates=head.gates,
-        head_state=head.initial_state,
-        head_params=head_params,
+        heads=heads,
         hidden_size=hidden_size,
-        num_heads=num_heads,
-        gate_count=4,
-        with_recurrent_bias=False,
-        extra_bias=lambda h: jnp.concatenate(
-            [jnp.zeros(h), jnp.full(h, forget_bias), jnp.zeros(2 * h)]
-        ),
-        kernel_init=kernel_init,
-        recurrent_init=recurrent_init,
-        bias_init=bias_init,
-        dtype=dtype,
-        config={"hidden_size": hidden_size, "num_heads": num_heads, "forget_bias": forget_bias},
+        init=DenseInit(kernel_init, recurrent_init, bias_init, dtype),
+        config=Config(hidden_size=hidden_size, num_heads=num_heads, forget_bias=forget_bias),
     )
 
 
@@ -233,34 +255,21 @@ def multihead_gru(
         >>> cell.init(jax.random.key(0), 8).recurrent_kernel.shape
         (4, 16, 48)
     """
-    check_heads(hidden_size, num_heads)
-    Hh = hidden_size // num_heads
-    NH = num_heads
-
-    def head_params(params):
-        return GRUParams(
-            kernel=None,
-            recurrent_kernel=params.recurrent_kernel,
-            bias=None,
-            recurrent_bias=params.recurrent_bias.reshape(NH, 3 * Hh),
-        )
-
-    head = gru(Hh)
+    Hh = check_heads(hidden_size, num_heads)
+    heads = Heads(
+        num_heads,
+        gate_count=3,
+        gates=gru_gates(jnp.tanh, jax.nn.sigmoid),
+        initial_state=zeros_state(Hh),
+        recurrent_bias=True,
+        extra_bias=None,
+    )
     return multihead_cell(
         name="multihead_gru",
-        head_gates=head.gates,
-        head_state=head.initial_state,
-        head_params=head_params,
+        heads=heads,
         hidden_size=hidden_size,
-        num_heads=num_heads,
-        gate_count=3,
-        with_recurrent_bias=True,
-        extra_bias=None,
-        kernel_init=kernel_init,
-        recurrent_init=recurrent_init,
-        bias_init=bias_init,
-        dtype=dtype,
-        config={"hidden_size": hidden_size, "num_heads": num_heads},
+        init=DenseInit(kernel_init, recurrent_init, bias_init, dtype),
+        config=Config(hidden_size=hidden_size, num_heads=num_heads),
     )
 
 
@@ -283,34 +292,30 @@ def multihead_simple(
         >>> cell.init(jax.random.key(0), 8).recurrent_kernel.shape
         (2, 16, 16)
     """
-    check_heads(hidden_size, num_heads)
-    Hh = hidden_size // num_heads
-
-    def head_params(params):
-        return SimpleParams(kernel=None, recurrent_kernel=params.recurrent_kernel, bias=None)
-
-    head = simple(Hh, activation=activation)
+    Hh = check_heads(hidden_size, num_heads)
+    heads = Heads(
+        num_heads,
+        gate_count=1,
+        gates=simple_gates(resolve_activation("activation", activation)),
+        initial_state=zeros_state(Hh),
+        recurrent_bias=False,
+        extra_bias=None,
+    )
     return multihead_cell(
         name="multihead_simple",
-        head_gates=head.gates,
-        head_state=head.initial_state,
-        head_params=head_params,
+        heads=heads,
         hidden_size=hidden_size,
-        num_heads=num_heads,
-        gate_count=1,
-        with_recurrent_bias=False,
-        extra_bias=None,
-        kernel_init=kernel_init,
-        recurrent_init=recurrent_init,
-        bias_init=bias_init,
-        dtype=dtype,
-        config={"hidden_size": hidden_size, "num_heads": num_heads, "activation": activation},
+        init=DenseInit(kernel_init, recurrent_init, bias_init, dtype),
+        config=Config(hidden_size=hidden_size, num_heads=num_heads, activation=activation),
     )
 
 
 __all__ = [
+    "HeadWeights",
+    "Heads",
     "MultiHeadParams",
     "block_diagonal",
+    "head_weights",
     "merge_heads",
     "multihead_cell",
     "multihead_gru",

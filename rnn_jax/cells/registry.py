@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from rnn_jax.cells.base import Cell
+from rnn_jax.cells.cell import Cell
 from rnn_jax.cells.gru import gru
 from rnn_jax.cells.indrnn import indrnn
 from rnn_jax.cells.lru import lru

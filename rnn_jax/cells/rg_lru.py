@@ -13,19 +13,13 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import (
-    Cell,
-    Initializer,
-    LinearRecurrence,
-    add_bias,
-    along,
-    check_positive_int,
-    diagonal_recur,
-    glorot_uniform,
-    split_cell,
-    zeros,
-    zeros_state,
-)
+from rnn_jax._validate import positive_int
+from rnn_jax.cells.arrays import add_bias, along, zeros_state
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.capabilities import LinearRecurrence, diagonal_recur, states_as_outputs
+from rnn_jax.cells.cell import Cell, split_cell
+from rnn_jax.cells.config import Config
+from rnn_jax.cells.initializers import Initializer, glorot_uniform, zeros
 
 
 class RGLRUParams(NamedTuple):
@@ -48,16 +42,52 @@ def _sqrt_bound_derivative_jvp(max_gradient, primals, tangents):
     return jnp.sqrt(x), 0.5 * dx / jnp.sqrt(clipped)
 
 
+def _ring(key, shape, dtype=jnp.float32, *, min_rad: float, max_rad: float) -> jax.Array:
+    u = jax.random.uniform(key, shape, dtype)
+    log_a = 0.5 * jnp.log(u * (max_rad**2 - min_rad**2) + min_rad**2)
+    return jnp.log(jnp.expm1(-log_a))  # softplus^-1(-log a)
+
+
 def ring_init(min_rad: float = 0.9, max_rad: float = 0.999) -> Initializer:
     """Initialises ``a_param`` so ``a = exp(-softplus(a_param))`` has ``a^2`` uniform in
     ``[min_rad^2, max_rad^2]`` (RecurrentGemma's ``rnn_param_init``)."""
+    return bound(_ring, min_rad=min_rad, max_rad=max_rad)
 
-    def init(key, shape, dtype=jnp.float32):
-        u = jax.random.uniform(key, shape, dtype)
-        log_a = 0.5 * jnp.log(u * (max_rad**2 - min_rad**2) + min_rad**2)
-        return jnp.log(jnp.expm1(-log_a))  # softplus^-1(-log a)
 
-    return init
+class RGLRUInit(NamedTuple):
+    """How an RG-LRU initialises its weights."""
+
+    kernel_init: Initializer
+    bias_init: Initializer
+    a_init: Initializer
+    dtype: jnp.dtype
+
+
+def init_rg_lru(key, input_size, *, hidden_size: int, init: RGLRUInit) -> RGLRUParams:
+    """``init`` of an RG-LRU; ``input_kernel`` only where ``F != H``."""
+    positive_int("input_size", input_size)
+    H, dtype = hidden_size, init.dtype
+    k_gate, k_bias, k_a, k_in = jax.random.split(key, 4)
+    return RGLRUParams(
+        gate_kernel=init.kernel_init(k_gate, (input_size, 2 * H), dtype),
+        gate_bias=init.bias_init(k_bias, (2 * H,), dtype),
+        a_param=init.a_init(k_a, (H,), dtype),
+        input_kernel=(init.kernel_init(k_in, (input_size, H), dtype) if input_size != H else None),
+    )
+
+
+def project(params: RGLRUParams, x, *, c: float, max_gradient: float):
+    """``(a, b)`` of every step: ``a = exp(log a)``, ``b = sqrt(1 - a^2) * (i * value)``."""
+    r, i = jnp.split(jax.nn.sigmoid(add_bias(x @ params.gate_kernel, params.gate_bias)), 2, -1)
+    log_a = -c * r * along(jax.nn.softplus(params.a_param), r)
+    value = x if params.input_kernel is None else x @ params.input_kernel
+    scale = sqrt_bound_derivative(-jnp.expm1(2.0 * log_a), max_gradient)
+    return jnp.exp(log_a), scale * (i * value)
+
+
+def gate_input_size(params: RGLRUParams) -> int:
+    """The feature size an RG-LRU's ``gate_kernel`` expects."""
+    return params.gate_kernel.shape[0]
 
 
 def rg_lru(
@@ -90,37 +120,18 @@ def rg_lru(
         >>> params.input_kernel is None
         True
     """
-    check_positive_int("hidden_size", hidden_size)
+    positive_int("hidden_size", hidden_size)
     if not c > 0:
         raise ValueError(f"c must be positive; got {c}")
-    H = hidden_size
-    a_init = a_init or ring_init()
-
-    def init(key, input_size):
-        check_positive_int("input_size", input_size)
-        k_gate, k_bias, k_a, k_in = jax.random.split(key, 4)
-        return RGLRUParams(
-            gate_kernel=kernel_init(k_gate, (input_size, 2 * H), dtype),
-            gate_bias=bias_init(k_bias, (2 * H,), dtype),
-            a_param=a_init(k_a, (H,), dtype),
-            input_kernel=(kernel_init(k_in, (input_size, H), dtype) if input_size != H else None),
-        )
-
-    def project(params, x):
-        gates = add_bias(x @ params.gate_kernel, params.gate_bias)
-        r, i = jax.nn.sigmoid(gates[..., :H]), jax.nn.sigmoid(gates[..., H:])
-        log_a = -c * r * along(jax.nn.softplus(params.a_param), r)
-        value = x if params.input_kernel is None else x @ params.input_kernel
-        scale = sqrt_bound_derivative(-jnp.expm1(2.0 * log_a), max_gradient)
-        return jnp.exp(log_a), scale * (i * value)
-
+    init = RGLRUInit(kernel_init, bias_init, a_init or ring_init(), dtype)
+    coefficients = bound(project, c=c, max_gradient=max_gradient)
     return split_cell(
-        init=init,
-        initial_state=zeros_state(H),
-        project=project,
+        init=bound(init_rg_lru, hidden_size=hidden_size, init=init),
+        initial_state=zeros_state(hidden_size),
+        project=coefficients,
         recur=diagonal_recur,
-        input_size=lambda params: params.gate_kernel.shape[0],
+        input_size=gate_input_size,
         name="rg_lru",
-        config={"hidden_size": hidden_size, "c": c, "max_gradient": max_gradient},
-        linear=LinearRecurrence(coefficients=project, output=lambda params, hs, xs: hs),
+        config=Config(hidden_size=hidden_size, c=c, max_gradient=max_gradient),
+        linear=LinearRecurrence(coefficients=coefficients, output=states_as_outputs),
     )

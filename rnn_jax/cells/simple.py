@@ -8,26 +8,25 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import (
-    Cell,
-    Gates,
-    Initializer,
-    check_positive_int,
-    glorot_uniform,
-    resolve_activation,
-    split_cell,
-    stacked_orthogonal,
-    zeros,
-    zeros_state,
-)
+from rnn_jax._validate import positive_int
+from rnn_jax.cells.activations import resolve_activation
+from rnn_jax.cells.arrays import zeros_state
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.capabilities import Gates
+from rnn_jax.cells.cell import Cell, split_cell
+from rnn_jax.cells.config import Config
 from rnn_jax.cells.dense import (
+    DenseInit,
+    dense_params,
     identity,
-    init_gate_weights,
     input_projection,
     kernel_input_size,
     recurrent_kernel,
+    same_keras_weights,
     summed_bias_layout,
 )
+from rnn_jax.cells.initializers import Initializer, glorot_uniform, stacked_orthogonal, zeros
+from rnn_jax.cells.layouts import KerasLayout
 
 # Activations cuDNN and PyTorch have for their plain RNN, by the mode they name.
 _CUDNN_MODES = {
@@ -42,6 +41,18 @@ class SimpleParams(NamedTuple):
     kernel: jax.Array  # [F, H]
     recurrent_kernel: jax.Array  # [H, H]
     bias: jax.Array  # [H]
+
+
+def combine(params, h, xp, hu, *, act):
+    """``Gates.combine`` of the Elman cell: ``h = act(xp + hu)``, which reads no params."""
+    del params, h
+    h = act(xp + hu)
+    return h, h
+
+
+def simple_gates(act: Callable[[jax.Array], jax.Array]) -> Gates:
+    """The `Gates` of an Elman cell with activation ``act``."""
+    return Gates(kernel=recurrent_kernel, fed_back=identity, combine=bound(combine, act=act))
 
 
 def simple(
@@ -64,39 +75,28 @@ def simple(
         >>> rj.count_params(params)
         2080
     """
-    check_positive_int("hidden_size", hidden_size)
+    positive_int("hidden_size", hidden_size)
     act = resolve_activation("activation", activation)
-
-    def init(key, input_size):
-        return SimpleParams(
-            *init_gate_weights(
-                key,
-                input_size,
-                hidden_size,
-                1,
-                kernel_init=kernel_init,
-                recurrent_init=recurrent_init,
-                bias_init=bias_init,
-                dtype=dtype,
-            )
-        )
-
-    def combine(params, h, xp, hu):
-        del params, h
-        h = act(xp + hu)
-        return h, h
-
+    init = DenseInit(kernel_init, recurrent_init, bias_init, dtype)
+    config = Config(hidden_size=hidden_size, activation=activation)
     return split_cell(
-        init=init,
+        init=bound(
+            dense_params, params_type=SimpleParams, hidden_size=hidden_size, gates=1, init=init
+        ),
         initial_state=zeros_state(hidden_size),
         project=input_projection,
-        gates=Gates(kernel=recurrent_kernel, fed_back=identity, combine=combine),
+        gates=simple_gates(act),
         input_size=kernel_input_size,
         name="simple",
-        config={"hidden_size": hidden_size, "activation": activation},
+        config=config,
         cudnn_layout=(
             summed_bias_layout(_CUDNN_MODES[activation], hidden_size, SimpleParams)
             if activation in _CUDNN_MODES
             else None
+        ),
+        keras_layout=KerasLayout(
+            "SimpleRNN",
+            Config(units=hidden_size, activation=activation),
+            *same_keras_weights(SimpleParams),
         ),
     )

@@ -27,16 +27,16 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import (
-    Cell,
-    Gates,
-    Initializer,
-    dtype_of,
-    glorot_uniform,
-    zeros,
-)
-from rnn_jax.cells.dense import recurrent_kernel
-from rnn_jax.cells.multihead import MultiHeadParams, check_heads, multihead_cell
+from rnn_jax._validate import one_of
+from rnn_jax.cells.arrays import dtype_of
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.capabilities import Gates
+from rnn_jax.cells.cell import Cell
+from rnn_jax.cells.config import Config
+from rnn_jax.cells.dense import DenseInit, recurrent_kernel
+from rnn_jax.cells.initializers import Initializer, glorot_uniform, zeros
+from rnn_jax.cells.lstm import fed_back_h
+from rnn_jax.cells.multihead import Heads, check_heads, multihead_cell
 
 FORGET_GATES = ("sigmoid", "exp")
 
@@ -46,10 +46,6 @@ class SLSTMState(NamedTuple):
     c: jax.Array  # [*batch, H]: the cell, scaled by exp(-m)
     n: jax.Array  # [*batch, H]: the normaliser, scaled by exp(-m)
     m: jax.Array  # [*batch, H]: the stabiliser
-
-
-class SLSTMHead(NamedTuple):
-    recurrent_kernel: jax.Array  # [Hh, 4*Hh]: one head's block, gates i, f, z, o
 
 
 def powerlaw_forget_bias(head_size: int) -> jax.Array:
@@ -66,25 +62,47 @@ def powerlaw_forget_bias(head_size: int) -> jax.Array:
     return 5.0 - 12.0 * position**0.3
 
 
+def combine(params, carry: SLSTMState, xp, hu, *, sigmoid_forget: bool):
+    """One head's stabilised sLSTM step on ``[*batch, 4*Hh]``; it reads no params."""
+    del params
+    i_raw, f_raw, z_raw, o_raw = jnp.split(xp + hu, 4, axis=-1)
+    log_f = jax.nn.log_sigmoid(f_raw) if sigmoid_forget else f_raw
+    m_before = jnp.where(carry.n == 0, -jnp.inf, carry.m)
+    carried = log_f + m_before
+    m = jnp.maximum(carried, i_raw)
+    i = jnp.exp(i_raw - m)
+    f = jnp.exp(carried - m)
+    c = f * carry.c + i * jnp.tanh(z_raw)
+    n = f * carry.n + i
+    h = jax.nn.sigmoid(o_raw) * c / n
+    return SLSTMState(h, c, n, m), h
+
+
 def slstm_gates(forget_gate: str) -> Gates:
     """One head's `Gates`: ``combine`` is the stabilised sLSTM step on ``[*batch, 4*Hh]``."""
-    sigmoid_forget = forget_gate == "sigmoid"
+    sigmoid_forget = one_of("forget_gate", forget_gate, FORGET_GATES) == "sigmoid"
+    return Gates(
+        kernel=recurrent_kernel,
+        fed_back=fed_back_h,
+        combine=bound(combine, sigmoid_forget=sigmoid_forget),
+    )
 
-    def combine(params, carry: SLSTMState, xp, hu):
-        del params
-        i_raw, f_raw, z_raw, o_raw = jnp.split(xp + hu, 4, axis=-1)
-        log_f = jax.nn.log_sigmoid(f_raw) if sigmoid_forget else f_raw
-        m_before = jnp.where(carry.n == 0, -jnp.inf, carry.m)
-        carried = log_f + m_before
-        m = jnp.maximum(carried, i_raw)
-        i = jnp.exp(i_raw - m)
-        f = jnp.exp(carried - m)
-        c = f * carry.c + i * jnp.tanh(z_raw)
-        n = f * carry.n + i
-        h = jax.nn.sigmoid(o_raw) * c / n
-        return SLSTMState(h, c, n, m), h
 
-    return Gates(kernel=recurrent_kernel, fed_back=lambda carry: carry.h, combine=combine)
+def forget_bias_of(head_size: int, *, forget_bias: str | float) -> jax.Array:
+    """One head's bias offsets: the forget gate's (`powerlaw_forget_bias` or one number),
+    zeros for the gates i, z, o."""
+    if forget_bias == "powerlaw":
+        forget = powerlaw_forget_bias(head_size)
+    else:
+        forget = jnp.full((head_size,), float(forget_bias))
+    blank = jnp.zeros((head_size,))
+    return jnp.concatenate([blank, forget, blank, blank])
+
+
+def slstm_state(params, batch_shape=(), *, head_size: int) -> SLSTMState:
+    """One head's ``initial_state``: zeros ``h, c, n, m``, each ``[*batch, head_size]``."""
+    zero = jnp.zeros((*tuple(batch_shape), head_size), dtype_of(params))
+    return SLSTMState(zero, zero, zero, zero)
 
 
 def slstm(
@@ -118,49 +136,29 @@ def slstm(
         >>> params.recurrent_kernel.shape, bool(jnp.isfinite(ys).all())
         ((4, 16, 64), True)
     """
-    check_heads(hidden_size, num_heads)
-    if forget_gate not in FORGET_GATES:
-        raise ValueError(f"forget_gate must be one of {FORGET_GATES}; got {forget_gate!r}")
+    Hh = check_heads(hidden_size, num_heads)
     if forget_bias != "powerlaw" and not isinstance(forget_bias, int | float):
         raise ValueError(f"forget_bias must be 'powerlaw' or a number; got {forget_bias!r}")
-    Hh = hidden_size // num_heads
-
-    def forget_bias_of(head_size):
-        if forget_bias == "powerlaw":
-            forget = powerlaw_forget_bias(head_size)
-        else:
-            forget = jnp.full((head_size,), float(forget_bias))
-        blank = jnp.zeros((head_size,))
-        return jnp.concatenate([blank, forget, blank, blank])
-
-    def head_state(head_params, batch_shape=()):
-        zero = jnp.zeros((*tuple(batch_shape), Hh), dtype_of(head_params))
-        return SLSTMState(zero, zero, zero, zero)
-
-    def head_params(params: MultiHeadParams) -> SLSTMHead:
-        return SLSTMHead(params.recurrent_kernel)
-
+    heads = Heads(
+        num_heads,
+        gate_count=4,
+        gates=slstm_gates(forget_gate),
+        initial_state=bound(slstm_state, head_size=Hh),
+        recurrent_bias=False,
+        extra_bias=bound(forget_bias_of, forget_bias=forget_bias),
+    )
     return multihead_cell(
         name="slstm",
-        head_gates=slstm_gates(forget_gate),
-        head_state=head_state,
-        head_params=head_params,
+        heads=heads,
         hidden_size=hidden_size,
-        num_heads=num_heads,
-        gate_count=4,
-        with_recurrent_bias=False,
-        extra_bias=forget_bias_of,
-        kernel_init=kernel_init,
-        recurrent_init=recurrent_init,
-        bias_init=bias_init,
-        dtype=dtype,
-        config={
-            "hidden_size": hidden_size,
-            "num_heads": num_heads,
-            "forget_gate": forget_gate,
-            "forget_bias": forget_bias,
-        },
+        init=DenseInit(kernel_init, recurrent_init, bias_init, dtype),
+        config=Config(
+            hidden_size=hidden_size,
+            num_heads=num_heads,
+            forget_gate=forget_gate,
+            forget_bias=forget_bias,
+        ),
     )
 
 
-__all__ = ["SLSTMHead", "SLSTMState", "powerlaw_forget_bias", "slstm", "slstm_gates"]
+__all__ = ["FORGET_GATES", "SLSTMState", "powerlaw_forget_bias", "slstm", "slstm_gates"]

@@ -1,19 +1,24 @@
-"""Keras 3 interop: ``SimpleRNN`` / ``LSTM`` / ``GRU``, ``Bidirectional`` and ``Sequential``.
+"""Keras 3 interop: ``SimpleRNN`` / ``LSTM`` / ``GRU`` / ``ConvLSTM1D/2D/3D``,
+``Bidirectional`` and ``Sequential``.
 
 ``from_keras(layer)`` returns ``(layer, params)`` whose
 ``layer.apply(params, xs, length=..., mask=...)`` on time-major
 ``xs: [T, *batch, F]`` returns ``(state, ys)``: ``ys`` is what the Keras
 layer returns with ``return_sequences=True`` (batch-major there: Keras'
-``[B, T, H]`` is ``ys.swapaxes(0, 1)``), and the leaves of ``state``, in
+``[B, T, H]`` is what ``apply(..., time_major=False)`` returns for Keras'
+own ``[B, T, F]`` inputs and ``[B, T]`` masks), and the leaves of ``state``, in
 order, are the states it returns with ``return_state=True`` (``[h, c]`` for
 an LSTM, forward then backward for ``Bidirectional``). ``initial_state``
 takes them the same way: ``LSTMState(h, c)``, a pair for ``Bidirectional``.
 ``to_keras(layer, params)`` goes back. Any Keras backend converts (weights
 travel as NumPy arrays); Keras on the JAX backend computes on the same arrays.
 
-The weight mapping. ``SimpleRNN`` and ``LSTM`` store ``kernel [F, G*H]``,
-``recurrent_kernel [H, G*H]`` and one ``bias [G*H]`` in rnn_jax's layout and
-gate order (LSTM i, f, g, o), so they are taken as they are. Keras' ``GRU``
+The weight mapping is each cell's declared `rnn_jax.cells.KerasLayout`.
+``SimpleRNN``, ``LSTM`` and ``ConvLSTM`` store ``kernel [*k, F, G*H]``,
+``recurrent_kernel [*k, H, G*H]`` and one ``bias [G*H]`` in rnn_jax's layout and
+gate order (LSTM i, f, g, o), so they are taken as they are (``rj.conv_lstm``
+with Keras' ``strides``, ``padding`` and ``dilation_rate``, and the spatial
+shape Keras built the layer for). Keras' ``GRU``
 orders its gates z, r, h where rnn_jax has r, z, n, so the first two blocks
 of every kernel and bias swap places; with ``reset_after=True`` (``rj.gru()``)
 its bias is one ``(2, 3H)`` array, the input bias over the recurrent bias,
@@ -60,8 +65,8 @@ final state as the next ``initial_state`` instead), ``unroll=True`` (Keras'
 unrolled loop outputs zeros, not the initial state, at masked steps before
 the first valid one, and ignores ``zero_output_for_mask``), constraints and
 regularizers (training-time rules rnn_jax would silently drop), other
-activations, mixed-precision policies, layers other than ``Masking`` and
-the recurrent ones in a ``Sequential``.
+activations, mixed-precision policies, ``data_format="channels_first"``,
+layers other than ``Masking`` and the recurrent ones in a ``Sequential``.
 
 Example:
     >>> import os
@@ -78,6 +83,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -85,17 +91,26 @@ import jax.numpy as jnp
 import keras
 import numpy as np
 
-from rnn_jax.cells.base import Cell, Config
-from rnn_jax.cells.gru import GRUParams, gru
-from rnn_jax.cells.lstm import LSTMParams, lstm
-from rnn_jax.cells.simple import SimpleParams, simple
-from rnn_jax.layers.base import Layer
-from rnn_jax.layers.bidirectional import BidirectionalParams, bidirectional
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.cell import Cell
+from rnn_jax.cells.conv_lstm import conv_lstm
+from rnn_jax.cells.gru import gru
+from rnn_jax.cells.layouts import KerasWeights
+from rnn_jax.cells.lstm import lstm
+from rnn_jax.cells.simple import simple
+from rnn_jax.layers.base import Layer, taking_time_major
+from rnn_jax.layers.bidirectional import (
+    BidirectionalParams,
+    BidirectionalSpec,
+    ReversedSpec,
+    bidirectional,
+    rnn_direction,
+)
 from rnn_jax.layers.dropout import fed_back_state
-from rnn_jax.layers.rnn import rnn
-from rnn_jax.layers.stack import stack
+from rnn_jax.layers.rnn import RNNSpec, rnn
+from rnn_jax.layers.stack import StackSpec, stack
 
-__all__ = ["from_keras", "to_keras"]
+__all__ = ["KerasRNNSpec", "MaskingSpec", "from_keras", "to_keras"]
 
 # Keras activations, by the names Keras serialises them with, that rnn_jax's cells compute
 # exactly under the same names. (Keras' "gelu" is the exact erf form, jax.nn.gelu the tanh
@@ -118,18 +133,12 @@ _TRAINING_RULES = (
     "bias_regularizer",
     "activity_regularizer",
 )
+_CONV_LAYERS = (keras.layers.ConvLSTM1D, keras.layers.ConvLSTM2D, keras.layers.ConvLSTM3D)
 _CELLS = (keras.layers.SimpleRNNCell, keras.layers.LSTMCell, keras.layers.GRUCell)
 _MERGES = ("concat", "sum", "mul", "ave", None)
 
 
-# --- weights ---------------------------------------------------------------------------------
-
-
-def _swap_zr(array: jax.Array, hidden_size: int) -> jax.Array:
-    """Swaps the first two ``hidden_size`` blocks of the last axis: Keras' GRU gates z, r, h
-    to rnn_jax's r, z, n and back (the map is its own inverse)."""
-    H = hidden_size
-    return jnp.concatenate([array[..., H : 2 * H], array[..., :H], array[..., 2 * H :]], axis=-1)
+# --- cells and weights -----------------------------------------------------------------------
 
 
 def _numpy(variable: Any) -> np.ndarray:
@@ -147,7 +156,7 @@ def _activation_from_keras(config: dict, name: str) -> str:
 
 
 def _activation_to_keras(cell: Cell, name: str) -> str:
-    value = cell.config[name]
+    value = cell.keras_layout.arguments[name]
     if value == "identity":
         return "linear"
     if isinstance(value, str) and value in _ACTIVATIONS:
@@ -160,123 +169,126 @@ def _activation_to_keras(cell: Cell, name: str) -> str:
     )
 
 
+def _keras_cell(layer: Any, dtype) -> Cell:
+    """The rnn_jax cell computing what the Keras layer's cell computes (weights aside)."""
+    keras_cell, config = layer.cell, layer.cell.get_config()
+    options = {"activation": _activation_from_keras(config, "activation"), "dtype": dtype}
+    if not isinstance(keras_cell, keras.layers.SimpleRNNCell):
+        options["gate_activation"] = _activation_from_keras(config, "recurrent_activation")
+    if isinstance(layer, _CONV_LAYERS):
+        if config["data_format"] != "channels_last":
+            raise ValueError(
+                f"layer {layer.name!r} has data_format={config['data_format']!r}; rnn_jax's "
+                "conv_lstm reads channels last: build the Keras layer with channels_last"
+            )
+        conv = {name: config[name] for name in ("strides", "padding", "dilation_rate")}
+        return conv_lstm(
+            config["filters"],
+            config["kernel_size"],
+            spatial_shape=tuple(keras_cell.spatial_dims),
+            **conv,
+            **options,
+        )
+    units = int(config["units"])
+    if isinstance(keras_cell, keras.layers.SimpleRNNCell):
+        return simple(units, **options)
+    if isinstance(keras_cell, keras.layers.LSTMCell):
+        return lstm(units, **options)
+    return gru(units, reset_after=bool(config["reset_after"]), **options)
+
+
 def _cell_from_keras(layer: Any) -> tuple[Cell, Any]:
     """The rnn_jax cell and params computing what a Keras RNN layer's cell computes."""
     keras_cell = layer.cell
-    config = keras_cell.get_config()
-    activation = _activation_from_keras(config, "activation")
-    gate_activation = (
-        None
-        if isinstance(keras_cell, keras.layers.SimpleRNNCell)
-        else _activation_from_keras(config, "recurrent_activation")
-    )
+    cell = _keras_cell(layer, jnp.dtype(layer.dtype_policy.variable_dtype))
     if not keras_cell.built:
         raise ValueError(
             f"layer {layer.name!r} must be built so that its weights exist: call it once or "
             "call layer.build((None, None, input_size))"
         )
-    units = int(config["units"])
     kernel = jnp.asarray(_numpy(keras_cell.kernel))
     recurrent = jnp.asarray(_numpy(keras_cell.recurrent_kernel))
-    width = recurrent.shape[-1]
-    if config["use_bias"]:
+    if keras_cell.use_bias:
         bias = jnp.asarray(_numpy(keras_cell.bias))
     else:
-        bias = jnp.zeros((2, width) if config.get("reset_after") else (width,), kernel.dtype)
-    if isinstance(keras_cell, keras.layers.SimpleRNNCell):
-        return simple(units, activation=activation, dtype=kernel.dtype), SimpleParams(
-            kernel, recurrent, bias
-        )
-    if isinstance(keras_cell, keras.layers.LSTMCell):
-        cell = lstm(
-            units, activation=activation, gate_activation=gate_activation, dtype=kernel.dtype
-        )
-        return cell, LSTMParams(kernel, recurrent, bias)
-    reset_after = bool(config["reset_after"])
-    cell = gru(
-        units,
-        reset_after=reset_after,
-        activation=activation,
-        gate_activation=gate_activation,
-        dtype=kernel.dtype,
-    )
-    input_bias, recurrent_bias = (bias[0], bias[1]) if reset_after else (bias, None)
-    params = GRUParams(
-        _swap_zr(kernel, units),
-        _swap_zr(recurrent, units),
-        _swap_zr(input_bias, units),
-        None if recurrent_bias is None else _swap_zr(recurrent_bias, units),
-    )
-    return cell, params
+        reset_after = cell.keras_layout.arguments.get("reset_after")
+        width = recurrent.shape[-1]
+        bias = jnp.zeros((2, width) if reset_after else (width,), kernel.dtype)
+    return cell, cell.keras_layout.from_weights(KerasWeights(kernel, recurrent, bias))
 
 
 def _keras_cell_weights(cell: Cell, params: Any) -> tuple[type, dict, dict[str, np.ndarray]]:
     """``(Keras layer class, its constructor arguments, its cell's weights by name)`` for an
-    rnn_jax cell that Keras has, else a ValueError."""
-    config = cell.config
-    if cell.name not in ("simple", "lstm", "gru"):
-        raise _refuse(f"the {cell.name} cell: Keras has SimpleRNN, LSTM and GRU")
-    arguments = {
-        "units": int(config["hidden_size"]),
-        "activation": _activation_to_keras(cell, "activation"),
-    }
-    bias = params.bias
-    if cell.name == "simple":
-        return (
-            keras.layers.SimpleRNN,
-            arguments,
-            _arrays(params.kernel, params.recurrent_kernel, bias),
+    rnn_jax cell that declares a `KerasLayout`, else a ValueError."""
+    layout = cell.keras_layout
+    if layout is None:
+        settings = ", ".join(f"{key}={value!r}" for key, value in cell.config.items())
+        raise _refuse(
+            f"the {cell.name} cell ({settings}): it computes none of Keras' SimpleRNN, LSTM, "
+            "GRU and ConvLSTM layers"
         )
-    arguments["recurrent_activation"] = _activation_to_keras(cell, "gate_activation")
-    if cell.name == "lstm":
-        extras = [name for name in ("peephole", "proj_size", "layer_norm") if config[name]]
-        if extras:
-            raise _refuse(f"an LSTM with {', '.join(extras)}: Keras' LSTM has none")
-        return keras.layers.LSTM, arguments, _arrays(params.kernel, params.recurrent_kernel, bias)
-    H = arguments["units"]
-    arguments["reset_after"] = bool(config["reset_after"])
-    if arguments["reset_after"]:
-        bias = jnp.stack([_swap_zr(bias, H), _swap_zr(params.recurrent_bias, H)])
-    else:
-        bias = _swap_zr(bias, H)
-    weights = _arrays(_swap_zr(params.kernel, H), _swap_zr(params.recurrent_kernel, H), bias)
-    return keras.layers.GRU, arguments, weights
-
-
-def _arrays(kernel, recurrent_kernel, bias) -> dict[str, np.ndarray]:
-    return {
-        "kernel": np.asarray(kernel),
-        "recurrent_kernel": np.asarray(recurrent_kernel),
-        "bias": np.asarray(bias),
+    if layout.spatial_shape is None:
+        raise _refuse(
+            f"a {layout.layer} without its images' size: Keras builds it for one spatial "
+            "shape; build the rnn_jax cell with spatial_shape="
+        )
+    arguments = dict(layout.arguments)
+    for name in ("activation", "recurrent_activation"):
+        if name in arguments:
+            arguments[name] = _activation_to_keras(cell, name)
+    weights = {
+        name: np.asarray(value) for name, value in layout.to_weights(params)._asdict().items()
     }
+    return getattr(keras.layers, layout.layer), arguments, weights
 
 
 # --- Keras' output order and masked outputs ---------------------------------------------------
 
 
-def _valid_steps(ys: jax.Array, length: jax.Array | None, mask: jax.Array | None) -> jax.Array:
-    """``[T, *batch]``: the steps that count under ``length`` and ``mask``."""
-    valid = jnp.ones(ys.shape[:-1], bool)
-    if mask is not None:
-        valid = valid & mask
-    if length is not None:
-        length = jnp.asarray(length)
-        steps = jnp.arange(ys.shape[0]).reshape((-1,) + (1,) * length.ndim)
-        valid = valid & (steps < length[None])
-    return valid
+def _valid_steps(steps: int, length: jax.Array | None, mask: jax.Array | None) -> jax.Array:
+    """``[T, *batch]``: the steps that count under ``length`` and ``mask`` (one is given)."""
+    if length is None:
+        return mask
+    length = jnp.asarray(length)
+    valid = jnp.arange(steps).reshape((-1,) + (1,) * length.ndim) < length[None]
+    return valid if mask is None else valid & mask
 
 
 def _held_outputs(ys: jax.Array, valid: jax.Array, h0: jax.Array) -> jax.Array:
-    """``ys [T, *batch, H]`` with each step where ``valid`` is False showing the last valid
-    output before it, or ``h0 [*batch, H]`` where there is none: Keras' masked outputs."""
-    steps = jnp.broadcast_to(
-        jnp.arange(ys.shape[0]).reshape((-1,) + (1,) * (valid.ndim - 1)), valid.shape
-    )
+    """``ys [T, *batch, *features]`` with each step where ``valid [T, *batch]`` is False
+    showing the last valid output before it, or ``h0 [*batch, *features]`` where there is
+    none: Keras' masked outputs."""
+    per_feature = lambda a: a.reshape(a.shape + (1,) * (ys.ndim - a.ndim))
+    steps = jnp.arange(ys.shape[0]).reshape((-1,) + (1,) * (valid.ndim - 1))
     last = jax.lax.cummax(jnp.where(valid, steps, -1), axis=0)
-    source = jnp.broadcast_to(jnp.maximum(last, 0)[..., None], ys.shape)
+    source = jnp.broadcast_to(per_feature(jnp.maximum(last, 0)), ys.shape)
     earlier = jnp.take_along_axis(ys, source, axis=0)
-    fallback = jnp.where((last >= 0)[..., None], earlier, h0[None])
-    return jnp.where(valid[..., None], ys, fallback)
+    fallback = jnp.where(per_feature(last >= 0), earlier, h0[None])
+    return jnp.where(per_feature(valid), ys, fallback)
+
+
+@dataclass(frozen=True)
+class KerasRNNSpec:
+    """A Keras RNN layer outside ``Bidirectional``: ``layer`` (an ``rj.rnn``) with Keras'
+    output order (``go_backwards``) and masked outputs (``hold_masked``)."""
+
+    layer: Layer
+    go_backwards: bool
+    hold_masked: bool
+
+
+def apply_keras_rnn(spec: KerasRNNSpec, params, xs, *, length=None, mask=None, **arguments):
+    """``apply``: the inner layer, then Keras' held masked outputs and output order."""
+    final, ys = spec.layer.apply(params, xs, length=length, mask=mask, **arguments)
+    if spec.hold_masked and (length is not None or mask is not None):
+        state = arguments.get("initial_state")
+        h0 = jnp.zeros_like(ys[0]) if state is None else fed_back_state(state)
+        valid = _valid_steps(ys.shape[0], length, mask)
+        if spec.go_backwards:  # "before" in Keras' reading order
+            ys = jnp.flip(_held_outputs(jnp.flip(ys, 0), jnp.flip(valid, 0), h0), 0)
+        else:
+            ys = _held_outputs(ys, valid, h0)
+    return final, jnp.flip(ys, 0) if spec.go_backwards else ys
 
 
 def _keras_rnn(cell: Cell, *, go_backwards: bool, hold_masked: bool, **rates: float) -> Layer:
@@ -284,52 +296,54 @@ def _keras_rnn(cell: Cell, *, go_backwards: bool, hold_masked: bool, **rates: fl
     with Keras' output order (``go_backwards`` flips the time axis) and, where
     ``hold_masked``, its masked steps showing the state carried through."""
     inner = rnn(cell, reverse=go_backwards, **rates)
+    spec = KerasRNNSpec(inner, go_backwards, hold_masked)
+    apply = taking_time_major(bound(apply_keras_rnn, spec), cell.feature_rank)
+    return Layer(inner.init, apply, spec, cell.feature_rank)
 
-    def apply(params, xs, *, length=None, mask=None, initial_state=None, key=None):
-        final, ys = inner.apply(
-            params, xs, length=length, mask=mask, initial_state=initial_state, key=key
-        )
-        if hold_masked and (length is not None or mask is not None):
-            h0 = jnp.zeros_like(ys[0]) if initial_state is None else fed_back_state(initial_state)
-            valid = _valid_steps(ys, length, mask)
-            if go_backwards:  # "before" in Keras' reading order
-                ys = jnp.flip(_held_outputs(jnp.flip(ys, 0), jnp.flip(valid, 0), h0), 0)
-            else:
-                ys = _held_outputs(ys, valid, h0)
-        return final, jnp.flip(ys, 0) if go_backwards else ys
 
-    spec = Config(kind="keras_rnn", layer=inner, go_backwards=go_backwards, hold_masked=hold_masked)
-    return Layer(init=inner.init, apply=apply, spec=spec)
+@dataclass(frozen=True)
+class MaskingSpec:
+    """Keras' ``Masking(mask_value)`` before ``layer``."""
+
+    layer: Layer
+    mask_value: float
+
+
+def apply_masking(spec: MaskingSpec, params, xs, *, mask=None, **arguments):
+    """``apply``: steps whose features all equal ``mask_value`` masked and zeroed."""
+    axes = tuple(range(xs.ndim - spec.layer.feature_rank, xs.ndim))
+    keep = jnp.any(xs != spec.mask_value, axis=axes)
+    if mask is not None:
+        keep = keep & mask
+    xs = xs * keep.reshape(keep.shape + (1,) * len(axes)).astype(xs.dtype)
+    return spec.layer.apply(params, xs, mask=keep, **arguments)
 
 
 def _masking(inner: Layer, mask_value: float) -> Layer:
     """Keras' ``Masking(mask_value)`` before ``inner``: a step whose features all equal
     ``mask_value`` is masked and zeroed; a ``mask`` or ``length`` given as well combines."""
-
-    def apply(params, xs, *, length=None, mask=None, initial_state=None, key=None):
-        keep = jnp.any(xs != mask_value, axis=-1)
-        if mask is not None:
-            keep = keep & mask
-        xs = xs * keep[..., None].astype(xs.dtype)
-        return inner.apply(
-            params, xs, length=length, mask=keep, initial_state=initial_state, key=key
-        )
-
-    spec = Config(kind="keras_masking", layer=inner, mask_value=mask_value)
-    return Layer(init=inner.init, apply=apply, spec=spec)
+    spec = MaskingSpec(inner, mask_value)
+    apply = taking_time_major(bound(apply_masking, spec), inner.feature_rank)
+    return Layer(inner.init, apply, spec, inner.feature_rank)
 
 
 # --- from_keras ------------------------------------------------------------------------------
 
 
-def _check_rnn_layer(layer: Any) -> None:
+def _check_recurrent(layer: Any) -> None:
+    if isinstance(layer, _CONV_LAYERS):
+        return
     if not isinstance(layer, keras.layers.RNN) or not isinstance(layer.cell, _CELLS):
         raise TypeError(
-            "from_keras takes a SimpleRNN, LSTM or GRU layer (or keras.layers.RNN over one of "
-            f"their cells), a Bidirectional of them, or a Sequential of these; got "
-            f"{type(layer).__name__}"
+            "from_keras takes a SimpleRNN, LSTM, GRU or ConvLSTM1D/2D/3D layer (or "
+            "keras.layers.RNN over the first three's cells), a Bidirectional of them, or a "
+            f"Sequential of these; got {type(layer).__name__}"
             + (f" over {type(layer.cell).__name__}" if isinstance(layer, keras.layers.RNN) else "")
         )
+
+
+def _check_rnn_layer(layer: Any) -> None:
+    _check_recurrent(layer)
     if layer.stateful:
         raise ValueError(
             f"layer {layer.name!r} has stateful=True, which carries the final state into the "
@@ -414,8 +428,8 @@ def _sequential_from_keras(model: Any) -> tuple[Layer, Any]:
             where = "" if not isinstance(layer, keras.layers.Masking) else " after the first"
             raise TypeError(
                 f"a Sequential for from_keras holds an optional Masking layer first, then "
-                f"SimpleRNN, LSTM, GRU or Bidirectional layers; got {type(layer).__name__} "
-                f"{layer.name!r}{where}"
+                f"SimpleRNN, LSTM, GRU, ConvLSTM or Bidirectional layers; got "
+                f"{type(layer).__name__} {layer.name!r}{where}"
             )
     if not layers:
         raise ValueError("the Sequential must hold at least one recurrent layer; got none")
@@ -430,26 +444,28 @@ def _sequential_from_keras(model: Any) -> tuple[Layer, Any]:
 def from_keras(layer: Any) -> tuple[Layer, Any]:
     """``(layer, params)`` computing what a built Keras 3 recurrent layer computes.
 
-    ``layer`` is a ``SimpleRNN``, ``LSTM`` or ``GRU`` (or ``keras.layers.RNN``
-    over their cells), a ``Bidirectional`` of them (any ``merge_mode``; None
-    gives the pair ``(ys_fwd, ys_bwd)``), or a ``Sequential`` of these with an
-    optional ``Masking`` layer first. The result's ``apply(params, xs, *,
-    length=None, mask=None, initial_state=None, key=None)`` on time-major
-    ``xs: [T, *batch, F]`` returns ``(state, ys)``, ``ys`` being what Keras
-    returns for the same inputs (batch-major there) with
-    ``return_sequences=True``, whatever the layer's own setting; the module
-    docstring states how masks, ``go_backwards`` and dropout map. One layer
-    gives its own layer and params (``rj.rnn``, ``rj.bidirectional``, or a
-    layer keeping Keras' output order); several give ``rj.stack``'s, a list.
+    ``layer`` is a ``SimpleRNN``, ``LSTM``, ``GRU`` (or ``keras.layers.RNN``
+    over their cells) or ``ConvLSTM1D/2D/3D``, a ``Bidirectional`` of them
+    (any ``merge_mode``; None gives the pair ``(ys_fwd, ys_bwd)``), or a
+    ``Sequential`` of these with an optional ``Masking`` layer first. The
+    result's ``apply(params, xs, *, length=None, mask=None,
+    initial_state=None, key=None, time_major=True)`` on time-major ``xs: [T,
+    *batch, *features]`` (Keras' own ``[B, T, ...]`` with
+    ``time_major=False``) returns ``(state, ys)``, ``ys`` being what Keras
+    returns for the same inputs with ``return_sequences=True``, whatever the
+    layer's own setting; the module docstring states how masks,
+    ``go_backwards`` and dropout map. One layer gives its own layer and
+    params (``rj.rnn``, ``rj.bidirectional``, or a layer keeping Keras'
+    output order, spec `KerasRNNSpec`); several give ``rj.stack``'s, a list.
 
     Example:
         >>> keras_layer = keras.layers.LSTM(8, go_backwards=True)
         >>> keras_layer.build((None, None, 4))
         >>> layer, params = from_keras(keras_layer)
-        >>> xs = jnp.ones((5, 2, 4))  # Keras' [B, T, F] is xs.swapaxes(0, 1)
-        >>> state, ys = layer.apply(params, xs, mask=jnp.ones((5, 2), bool))
+        >>> xs = jnp.ones((2, 5, 4))  # Keras' [B, T, F]
+        >>> state, ys = layer.apply(params, xs, mask=jnp.ones((2, 5), bool), time_major=False)
         >>> ys.shape, state.c.shape
-        ((5, 2, 8), (2, 8))
+        ((2, 5, 8), (2, 8))
     """
     if isinstance(layer, keras.Sequential):
         return _sequential_from_keras(layer)
@@ -463,33 +479,29 @@ def _refuse(what: str) -> ValueError:
     return ValueError(f"to_keras cannot express {what}")
 
 
-def _rnn_spec(layer: Layer, *, backwards: bool) -> Config:
-    """The spec of an ``rj.rnn`` layer run in the given direction, else a ValueError."""
-    spec = layer.spec
-    if spec.get("kind") == "reversed" and backwards:
-        return _rnn_spec(spec["layer"], backwards=False)
-    if spec.get("kind") != "rnn":
-        raise _refuse(f"a layer of kind {spec.get('kind')!r} here")
-    if bool(spec["reverse"]) != backwards:
-        raise _refuse(
-            "an rnn layer with reverse=True outside bidirectional: Keras' go_backwards "
-            "returns its outputs in reversed order, which from_keras' go_backwards layer keeps"
-            if spec["reverse"]
-            else "a bidirectional layer whose backward direction runs forwards"
-        )
+def _rnn_spec(layer: Layer, *, backwards: bool) -> RNNSpec:
+    """The spec of an ``rj.rnn`` layer run in the given direction, else a ValueError.
+
+    (Outside ``Bidirectional``, Keras' ``go_backwards`` returns its outputs in
+    reversed order: ``from_keras``' go_backwards layer keeps that order, an
+    ``rj.rnn(cell, reverse=True)`` does not.)"""
+    try:
+        spec = rnn_direction(layer, reverse=backwards)
+    except ValueError as reason:
+        raise _refuse(str(reason)) from None
     for rate in ("output_dropout", "zoneout"):
-        if spec[rate]:
-            raise _refuse(f"an rnn layer with {rate}={spec[rate]}")
+        if getattr(spec, rate):
+            raise _refuse(f"an rnn layer with {rate}={getattr(spec, rate)}")
     return spec
 
 
-def _keras_rnn_layer(spec: Config, params: Any, **options: Any) -> tuple[Any, dict]:
+def _keras_rnn_layer(spec: RNNSpec, params: Any, **options: Any) -> tuple[Any, dict]:
     """An unbuilt Keras RNN layer for an ``rj.rnn`` spec, and its cell's weights."""
-    layer_type, arguments, weights = _keras_cell_weights(spec["cell"], params)
+    layer_type, arguments, weights = _keras_cell_weights(spec.cell, params)
     layer = layer_type(
         **arguments,
-        dropout=spec["input_dropout"],
-        recurrent_dropout=spec["recurrent_dropout"],
+        dropout=spec.input_dropout,
+        recurrent_dropout=spec.recurrent_dropout,
         return_sequences=True,
         dtype=str(weights["kernel"].dtype),
         **options,
@@ -497,49 +509,43 @@ def _keras_rnn_layer(spec: Config, params: Any, **options: Any) -> tuple[Any, di
     return layer, weights
 
 
+def _keras_bidirectional(spec: BidirectionalSpec, params: Any, return_state: bool):
+    if spec.merge not in _MERGES:
+        raise _refuse(f"a bidirectional layer merged by {spec.merge!r}: Keras merges by {_MERGES}")
+    forward, fwd_weights = _keras_rnn_layer(
+        _rnn_spec(spec.forward, backwards=False), params.forward, return_state=return_state
+    )
+    backward, bwd_weights = _keras_rnn_layer(
+        _rnn_spec(spec.backward, backwards=True),
+        params.backward,
+        go_backwards=True,
+        return_state=return_state,
+    )
+    keras_layer = keras.layers.Bidirectional(
+        forward, backward_layer=backward, merge_mode=spec.merge
+    )
+    # Bidirectional rebuilds its forward layer from the config, so weights go to its own.
+    return keras_layer, [
+        (keras_layer.forward_layer, fwd_weights),
+        (keras_layer.backward_layer, bwd_weights),
+    ]
+
+
 def _keras_part(layer: Layer, params: Any, return_state: bool) -> tuple[Any, list]:
-    """An unbuilt Keras layer for one rnn_jax layer, and ``[(keras cell, weights)]`` to set."""
+    """An unbuilt Keras layer for one rnn_jax layer, and ``[(keras layer, weights)]`` to set."""
     spec = layer.spec
-    kind = spec.get("kind")
-    if kind == "keras_rnn":
-        inner = _rnn_spec(spec["layer"], backwards=spec["go_backwards"])
-        keras_layer, weights = _keras_rnn_layer(
-            inner,
-            params,
-            go_backwards=spec["go_backwards"],
-            zero_output_for_mask=not spec["hold_masked"],
-            return_state=return_state,
-        )
-        return keras_layer, [(keras_layer, weights)]
-    if kind == "rnn":
+    if isinstance(spec, BidirectionalSpec):
+        return _keras_bidirectional(spec, params, return_state)
+    if isinstance(spec, KerasRNNSpec):
+        options = {"go_backwards": spec.go_backwards, "zero_output_for_mask": not spec.hold_masked}
+        inner = _rnn_spec(spec.layer, backwards=spec.go_backwards)
+    elif isinstance(spec, RNNSpec):
         # rj.rnn outputs zeros at masked steps: Keras does with zero_output_for_mask.
-        keras_layer, weights = _keras_rnn_layer(
-            _rnn_spec(layer, backwards=False),
-            params,
-            zero_output_for_mask=True,
-            return_state=return_state,
-        )
-        return keras_layer, [(keras_layer, weights)]
-    if kind == "bidirectional":
-        merge = spec["merge"]
-        if merge not in _MERGES:
-            raise _refuse(f"a bidirectional layer merged by {merge!r}: Keras merges by {_MERGES}")
-        forward, fwd_weights = _keras_rnn_layer(
-            _rnn_spec(spec["forward"], backwards=False), params.forward, return_state=return_state
-        )
-        backward, bwd_weights = _keras_rnn_layer(
-            _rnn_spec(spec["backward"], backwards=True),
-            params.backward,
-            go_backwards=True,
-            return_state=return_state,
-        )
-        keras_layer = keras.layers.Bidirectional(forward, backward_layer=backward, merge_mode=merge)
-        # Bidirectional rebuilds its forward layer from the config, so weights go to its own.
-        return keras_layer, [
-            (keras_layer.forward_layer, fwd_weights),
-            (keras_layer.backward_layer, bwd_weights),
-        ]
-    raise _refuse(f"a layer of kind {kind!r}")
+        options, inner = {"zero_output_for_mask": True}, _rnn_spec(layer, backwards=False)
+    else:
+        raise _refuse(f"a layer of kind {type(spec).__name__}")
+    keras_layer, weights = _keras_rnn_layer(inner, params, return_state=return_state, **options)
+    return keras_layer, [(keras_layer, weights)]
 
 
 def _set_weights(targets: list) -> None:
@@ -554,19 +560,49 @@ def _set_weights(targets: list) -> None:
             variable.assign(value)
 
 
+def _first_cell(layer: Layer) -> Cell:
+    """The cell whose inputs are the layer's (its first rnn's)."""
+    spec = layer.spec
+    if isinstance(spec, StackSpec):
+        return _first_cell(spec.layers[0])
+    if isinstance(spec, BidirectionalSpec):
+        return _first_cell(spec.forward)
+    if isinstance(spec, KerasRNNSpec | MaskingSpec | ReversedSpec):
+        return _first_cell(spec.layer)
+    return spec.cell
+
+
+def _keras_parts(layer: Layer, params: Any, return_state: bool) -> list:
+    """``[(unbuilt Keras layer, [(keras layer, weights)])]``: one part, or a stack's parts."""
+    spec = layer.spec
+    if not isinstance(spec, StackSpec):
+        return [_keras_part(layer, params, return_state)]
+    if spec.dropout or spec.residual or spec.skip_connections:
+        raise _refuse(
+            f"a stack with dropout={spec.dropout}, residual={spec.residual}, "
+            f"skip_connections={spec.skip_connections}: a Sequential passes each layer's "
+            "outputs on as they are"
+        )
+    if return_state:
+        raise _refuse("return_state for a stack: a Sequential returns one output")
+    return [_keras_part(part, p, False) for part, p in zip(spec.layers, params, strict=True)]
+
+
 def to_keras(layer: Layer, params: Any, *, return_state: bool = False) -> Any:
     """The built Keras layer that computes ``layer`` with ``params`` (batch-major, Keras' way).
 
     ``layer`` is what ``from_keras`` returns, or built from ``rj.rnn`` over
-    ``rj.simple``, ``rj.lstm`` (no peepholes, projection or layer norm) or
-    ``rj.gru`` cells with Keras' activations (the module docstring lists them),
-    ``rj.bidirectional`` of a forward and a backward such layer merged by
-    name, and ``rj.stack`` of these without dropout or residual connections,
-    which becomes a ``Sequential`` (with a ``Masking`` layer where
-    ``from_keras`` took one). Every recurrent layer returns sequences; a
-    single one also its final states with ``return_state``. An ``rj.rnn``
-    becomes a layer with ``zero_output_for_mask=True``, since rnn_jax outputs
-    zeros at masked steps. Anything else raises a ValueError saying what.
+    cells that declare a `rnn_jax.cells.KerasLayout` with Keras' activations
+    (the module docstring lists them): ``rj.simple``, ``rj.lstm`` (no
+    peepholes, projection or layer norm), ``rj.gru`` and ``rj.conv_lstm``
+    (built with ``spatial_shape``); ``rj.bidirectional`` of a forward and a
+    backward such layer merged by name, and ``rj.stack`` of these without
+    dropout, residual or skip connections, which becomes a ``Sequential``
+    (with a ``Masking`` layer where ``from_keras`` took one). Every recurrent
+    layer returns sequences; a single one also its final states with
+    ``return_state``. An ``rj.rnn`` becomes a layer with
+    ``zero_output_for_mask=True``, since rnn_jax outputs zeros at masked
+    steps. Anything else raises a ValueError saying what.
 
     Example:
         >>> layer = rj.bidirectional(rj.gru(8), merge="sum")
@@ -577,33 +613,20 @@ def to_keras(layer: Layer, params: Any, *, return_state: bool = False) -> Any:
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"layer must be an rnn_jax Layer; got {type(layer).__name__}")
-    spec = layer.spec
     front = []
-    if spec.get("kind") == "keras_masking":
-        front = [keras.layers.Masking(mask_value=spec["mask_value"])]
-        layer = spec["layer"]
-        spec = layer.spec
-    if spec.get("kind") == "stack":
-        if spec["dropout"] or spec["residual"]:
-            raise _refuse(
-                f"a stack with dropout={spec['dropout']}, residual={spec['residual']}: a "
-                "Sequential passes each layer's outputs on as they are"
-            )
-        if return_state:
-            raise _refuse("return_state for a stack: a Sequential returns one output")
-        parts = [
-            _keras_part(part, p, False) for part, p in zip(spec["layers"], params, strict=True)
-        ]
-    else:
-        parts = [_keras_part(layer, params, return_state)]
+    if isinstance(layer.spec, MaskingSpec):
+        front = [keras.layers.Masking(mask_value=layer.spec.mask_value)]
+        layer = layer.spec.layer
+    parts = _keras_parts(layer, params, return_state)
     targets = [target for _, part_targets in parts for target in part_targets]
-    size = targets[0][1]["kernel"].shape[0]
+    layout = _first_cell(layer).keras_layout
+    step_shape = (*layout.spatial_shape, targets[0][1]["kernel"].shape[-2])
     if front or len(parts) > 1:
         result = keras.Sequential(
-            [keras.Input((None, size)), *front, *(keras_layer for keras_layer, _ in parts)]
+            [keras.Input((None, *step_shape)), *front, *(keras_layer for keras_layer, _ in parts)]
         )
     else:
         ((result, _),) = parts
-        result.build((None, None, size))
+        result.build((None, None, *step_shape))
     _set_weights(targets)
     return result

@@ -48,14 +48,20 @@ import numpy as np
 import torch
 
 from rnn_jax.backends.contract import Backend
-from rnn_jax.cells.base import Cell, CudnnWeights
+from rnn_jax.cells.cell import Cell
 from rnn_jax.cells.gru import gru
+from rnn_jax.cells.layouts import CudnnWeights
 from rnn_jax.cells.lstm import LSTMState, lstm
 from rnn_jax.cells.simple import simple
 from rnn_jax.layers.base import Layer
-from rnn_jax.layers.bidirectional import BidirectionalParams, bidirectional
-from rnn_jax.layers.rnn import rnn
-from rnn_jax.layers.stack import stack
+from rnn_jax.layers.bidirectional import (
+    BidirectionalParams,
+    BidirectionalSpec,
+    bidirectional,
+    rnn_direction,
+)
+from rnn_jax.layers.rnn import RNNSpec, rnn
+from rnn_jax.layers.stack import StackSpec, stack
 
 __all__ = [
     "from_torch",
@@ -220,38 +226,29 @@ def _torch_cell(cell: Cell) -> tuple[str, int, int]:
 
 def _rnn_cell(layer: Layer, *, reverse: bool) -> Cell:
     """The cell of an ``rj.rnn`` layer running in the given direction, else a ValueError."""
-    spec = dict(layer.spec)
-    if spec.get("kind") == "reversed" and reverse:
-        return _rnn_cell(spec["layer"], reverse=False)
-    if spec.get("kind") != "rnn":
-        raise _refuse(f"a layer of kind {spec.get('kind')!r} inside a direction")
-    if bool(spec["reverse"]) != reverse:
-        raise _refuse(
-            "a reversed rnn layer outside bidirectional"
-            if spec["reverse"]
-            else "a bidirectional layer whose backward direction runs forwards"
-        )
+    try:
+        spec = rnn_direction(layer, reverse=reverse)
+    except ValueError as reason:
+        raise _refuse(str(reason)) from None
     for rate in ("input_dropout", "recurrent_dropout", "output_dropout", "zoneout"):
-        if spec.get(rate):
-            raise _refuse(f"an rnn layer with {rate}={spec[rate]}")
-    return spec["cell"]
+        if getattr(spec, rate):
+            raise _refuse(f"an rnn layer with {rate}={getattr(spec, rate)}")
+    return spec.cell
 
 
 def _directions(layer: Layer, params: Any) -> list[tuple[Cell, Any]]:
     """``[(cell, params)]`` per direction of one torch layer (forward, then backward)."""
-    spec = dict(layer.spec)
-    if spec.get("kind") == "rnn":
+    spec = layer.spec
+    if isinstance(spec, RNNSpec):
         return [(_rnn_cell(layer, reverse=False), params)]
-    if spec.get("kind") == "bidirectional":
-        if spec["merge"] != "concat":
-            raise _refuse(
-                f"a bidirectional layer with merge={spec['merge']!r} (torch concatenates)"
-            )
+    if isinstance(spec, BidirectionalSpec):
+        if spec.merge != "concat":
+            raise _refuse(f"a bidirectional layer with merge={spec.merge!r} (torch concatenates)")
         return [
-            (_rnn_cell(spec["forward"], reverse=False), params[0]),
-            (_rnn_cell(spec["backward"], reverse=True), params[1]),
+            (_rnn_cell(spec.forward, reverse=False), params[0]),
+            (_rnn_cell(spec.backward, reverse=True), params[1]),
         ]
-    raise _refuse(f"a layer of kind {spec.get('kind')!r}")
+    raise _refuse(f"a layer of kind {type(spec).__name__}")
 
 
 def _torch_dtype(dtype) -> torch.dtype:
@@ -305,11 +302,11 @@ def to_torch(layer: Layer, params: Any, *, batch_first: bool = False) -> Any:
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"layer must be an rnn_jax Layer; got {type(layer).__name__}")
-    spec = dict(layer.spec)
-    if spec.get("kind") == "stack":
-        if spec["residual"]:
-            raise _refuse("a residual stack")
-        parts, part_params, dropout = list(spec["layers"]), list(params), float(spec["dropout"])
+    spec = layer.spec
+    if isinstance(spec, StackSpec):
+        if spec.residual or spec.skip_connections:
+            raise _refuse("a residual stack" if spec.residual else "a stack with skip connections")
+        parts, part_params, dropout = list(spec.layers), list(params), spec.dropout
     else:
         parts, part_params, dropout = [layer], [params], 0.0
     per_layer = [_directions(part, p) for part, p in zip(parts, part_params, strict=True)]
@@ -408,10 +405,9 @@ def initial_state_from_torch(layer: Layer, hx: Any) -> Any:
         return h0[i] if c0 is None else LSTMState(h0[i], c0[i])
 
     def build(part: Layer) -> Any:
-        kind = dict(part.spec).get("kind")
-        if kind == "stack":
-            return [build(p) for p in part.spec["layers"]]
-        if kind == "bidirectional":
+        if isinstance(part.spec, StackSpec):
+            return [build(p) for p in part.spec.layers]
+        if isinstance(part.spec, BidirectionalSpec):
             return (carry(), carry())
         return carry()
 

@@ -1,4 +1,4 @@
-"""The `Layer` shape shared by every sequence-level piece."""
+"""The `Layer` shape shared by every sequence-level piece, and helpers its combinators share."""
 
 from __future__ import annotations
 
@@ -8,48 +8,38 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import Cell, Config
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.cell import Cell
 
 
 class Layer(NamedTuple):
     """A sequence layer: ``init(key, input_size) -> params`` and
     ``apply(params, xs, *, length=None, initial_state=None, key=None, resets=None,
-    mask=None) -> (final_state, ys)`` over time-major ``xs: [T, *batch, F]``
-    (``length``, ``resets`` and ``mask`` as in ``rj.scan``; a layer
-    of one's own needs only the arguments it is given).
+    mask=None, time_major=True) -> (final_state, ys)`` over ``xs: [T, *batch,
+    *features]`` (``length``, ``resets`` and ``mask`` as in ``rj.scan``;
+    with ``time_major=False``, ``xs: [*batch, T, *features]``, ``resets`` and
+    ``mask`` ``[*batch, T]`` and ``ys`` batch-major too; a layer of one's own
+    needs only the arguments it is given).
 
-    ``spec`` describes how the layer was built (its kind and parts), so exports
-    such as ``rj.interop.torch.to_torch`` can read it; it plays no part in
-    ``apply``. It is a `rnn_jax.cells.Config`, so a layer is hashable (a static
-    argument of ``jax.jit``). Without a ``key``, ``apply`` is deterministic (no dropout).
+    ``spec`` describes how the layer was built, as a typed value of its kind
+    (`rnn_jax.layers.RNNSpec`, `BidirectionalSpec`, `StackSpec`, ...), so
+    exports such as ``rj.interop.torch.to_torch`` dispatch on its type; it
+    plays no part in ``apply`` beyond what ``apply`` binds. ``feature_rank``:
+    the number of feature axes of one step's input (a convolutional cell's
+    spatial axes and channels; 1 otherwise). Layers built with equal parts
+    and options are equal and hash alike (static arguments of ``jax.jit``).
+    Without a ``key``, ``apply`` is deterministic (no dropout).
     """
 
     init: Callable[[jax.Array, int], Any]
     apply: Callable[..., tuple[Any, jax.Array]]
-    spec: Config = Config()
-
-
-def as_layer(item: Cell | Layer, *, reverse: bool = False) -> Layer:
-    """A `Layer` from a cell (``rj.rnn(cell, reverse=reverse)``) or a layer as is."""
-    from rnn_jax.layers.rnn import rnn
-
-    if isinstance(item, Cell):
-        return rnn(item, reverse=reverse)
-    if isinstance(item, Layer):
-        return item
-    raise TypeError(f"expected an rnn_jax Cell or Layer; got {type(item).__name__}")
+    spec: Any = None
+    feature_rank: int = 1
 
 
 def feature_rank(item: Cell | Layer) -> int:
-    """How many feature axes one step of ``item``'s input has: a cell's ``feature_rank``, for a
-    layer that of the first cell its spec holds, 1 where it holds none."""
-    if isinstance(item, Cell):
-        return item.feature_rank
-    for value in item.spec.values():
-        for part in value if isinstance(value, tuple) else (value,):
-            if isinstance(part, Cell | Layer):
-                return feature_rank(part)
-    return 1
+    """How many feature axes one step of ``item``'s input has (a cell's or a layer's own)."""
+    return item.feature_rank
 
 
 def output_size(layer: Layer, params: Any, input_size: int, dtype=jnp.float32) -> int:
@@ -76,3 +66,48 @@ def step_arguments(
     without those arguments still compose."""
     given = {"resets": resets, "mask": mask}
     return {name: value for name, value in given.items() if value is not None}
+
+
+def taking_time_major(apply: Callable, feature_rank: int) -> Callable:
+    """``apply`` (over time-major inputs) that also takes ``time_major=False`` for batch-major
+    ones (`batch_major`): what every built-in layer's ``apply`` is.
+
+    Example:
+        >>> layer = rj.rnn(rj.gru(4))
+        >>> params = layer.init(jax.random.key(0), 3)
+        >>> _, ys = layer.apply(params, jnp.ones((2, 7, 3)), time_major=False)
+        >>> ys.shape
+        (2, 7, 4)
+    """
+    return bound(_either_major, apply, feature_rank)
+
+
+def _either_major(apply, rank: int, params, xs, *, time_major: bool = True, **arguments):
+    if time_major:
+        return apply(params, xs, **arguments)
+    return batch_major(apply, rank, params, xs, **arguments)
+
+
+def batch_major(apply: Callable, rank: int, params: Any, xs: jax.Array, **arguments: Any):
+    """``apply`` (time-major) on batch-major ``xs [*batch, T, *features]``, with ``resets`` and
+    ``mask`` ``[*batch, T]``; outputs back to ``[*batch, T, ...]``.
+
+    ``rank`` is the layer's ``feature_rank``; the time axis is the one before
+    the features, as in Flax's ``nn.RNN(time_major=False)``.
+    """
+    if jnp.ndim(xs) < rank + 1:
+        raise ValueError(
+            f"xs must have shape [*batch, T, *features] with {rank} feature axes for "
+            f"time_major=False; got shape {jnp.shape(xs)}"
+        )
+    time = jnp.ndim(xs) - rank - 1
+    resets, mask = arguments.pop("resets", None), arguments.pop("mask", None)
+    steps_first = lambda a: None if a is None else jnp.moveaxis(a, -1, 0)
+    final, ys = apply(
+        params,
+        jnp.moveaxis(xs, time, 0),
+        resets=steps_first(resets),
+        mask=steps_first(mask),
+        **arguments,
+    )
+    return final, jax.tree.map(lambda y: jnp.moveaxis(y, 0, time), ys)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from rnn_jax.backends.masking import flip_valid
-from rnn_jax.cells.base import Cell, Config
-from rnn_jax.layers.base import Layer, as_layer, split_key, step_arguments
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.cell import Cell
+from rnn_jax.layers.base import Layer, split_key, step_arguments, taking_time_major
+from rnn_jax.layers.rnn import RNNSpec, as_layer
 
 
 class BidirectionalParams(NamedTuple):
@@ -18,13 +21,68 @@ class BidirectionalParams(NamedTuple):
     backward: Any
 
 
+def concat(f, b):
+    """``merge="concat"``: ``[..., H_fwd + H_bwd]``."""
+    return jnp.concatenate([f, b], axis=-1)
+
+
+def pair(f, b):
+    """``merge=None``: the pair ``(ys_fwd, ys_bwd)``."""
+    return f, b
+
+
 _MERGES = {
-    "concat": lambda f, b: jnp.concatenate([f, b], axis=-1),
+    "concat": concat,
     "sum": lambda f, b: f + b,
     "mul": lambda f, b: f * b,
     "ave": lambda f, b: (f + b) / 2,
-    None: lambda f, b: (f, b),
+    None: pair,
 }
+
+
+@dataclass(frozen=True)
+class ReversedSpec:
+    """How an ``rj.reversed_layer`` was built: the layer it runs reversed."""
+
+    layer: Layer
+
+
+@dataclass(frozen=True)
+class BidirectionalSpec:
+    """How an ``rj.bidirectional`` layer was built: its two directions and the merge."""
+
+    forward: Layer
+    backward: Layer
+    merge: str | Callable[[Any, Any], Any] | None = "concat"
+
+
+def apply_reversed(
+    spec: ReversedSpec,
+    params,
+    xs,
+    *,
+    length=None,
+    initial_state=None,
+    key=None,
+    resets=None,
+    mask=None,
+) -> tuple:
+    """``apply`` of a reversed layer: ``layer`` on each valid prefix flipped, outputs flipped."""
+    if resets is not None:
+        raise ValueError(
+            "reversed_layer flips each sequence's valid prefix, which has no exact form for "
+            "resets (a reset marks a segment's first step, which reversed is its last); "
+            "reverse a cell instead (rj.bidirectional(cell) or rj.rnn(cell, reverse=True))"
+        )
+    final, ys = spec.layer.apply(
+        params,
+        flip_valid(xs, length),
+        length=length,
+        initial_state=initial_state,
+        key=key,
+        **step_arguments(mask=flip_valid(mask, length)),
+    )
+    return final, flip_valid(ys, length)
 
 
 def reversed_layer(layer: Layer) -> Layer:
@@ -33,27 +91,74 @@ def reversed_layer(layer: Layer) -> Layer:
     Serves any layer; for a plain cell, ``rj.rnn(cell, reverse=True)`` computes
     the same without the two gathers. A ``mask`` flips with the prefix (a hole
     stays a hole); ``resets`` have no exact form under the flip and are refused
-    in words (run a cell in reverse instead, which takes them).
+    in words (run a cell in reverse instead, which takes them). Its ``spec``
+    is a `ReversedSpec`.
     """
+    spec = ReversedSpec(layer)
+    apply = taking_time_major(bound(apply_reversed, spec), layer.feature_rank)
+    return Layer(layer.init, apply, spec, layer.feature_rank)
 
-    def apply(params, xs, *, length=None, initial_state=None, key=None, resets=None, mask=None):
-        if resets is not None:
-            raise ValueError(
-                "reversed_layer flips each sequence's valid prefix, which has no exact form for "
-                "resets (a reset marks a segment's first step, which reversed is its last); "
-                "reverse a cell instead (rj.bidirectional(cell) or rj.rnn(cell, reverse=True))"
-            )
-        final, ys = layer.apply(
-            params,
-            flip_valid(xs, length),
-            length=length,
-            initial_state=initial_state,
-            key=key,
-            **step_arguments(mask=flip_valid(mask, length)),
+
+def rnn_direction(layer: Layer, *, reverse: bool) -> RNNSpec:
+    """The `RNNSpec` of ``layer`` if it is an ``rj.rnn`` running forwards, or backwards with
+    ``reverse`` (so is ``reversed_layer`` of a forward one); else a ValueError saying what
+    ``layer`` is instead, for exporters that express only plain directions.
+
+    Example:
+        >>> rnn_direction(rj.rnn(rj.gru(4), reverse=True), reverse=True).reverse
+        True
+    """
+    spec = layer.spec
+    if isinstance(spec, ReversedSpec) and reverse:
+        return rnn_direction(spec.layer, reverse=False)
+    if not isinstance(spec, RNNSpec):
+        raise ValueError(f"a layer of kind {type(spec).__name__} as a direction")
+    if spec.reverse != reverse:
+        raise ValueError(
+            "an rnn layer with reverse=True outside bidirectional"
+            if spec.reverse
+            else "a bidirectional layer whose backward direction runs forwards"
         )
-        return final, flip_valid(ys, length)
+    return spec
 
-    return Layer(init=layer.init, apply=apply, spec=Config(kind="reversed", layer=layer))
+
+def init_bidirectional(spec: BidirectionalSpec, key, input_size) -> BidirectionalParams:
+    """``init``: each direction's params from its own key."""
+    k_fwd, k_bwd = jax.random.split(key)
+    return BidirectionalParams(
+        spec.forward.init(k_fwd, input_size), spec.backward.init(k_bwd, input_size)
+    )
+
+
+def apply_bidirectional(
+    spec: BidirectionalSpec,
+    params,
+    xs,
+    *,
+    length=None,
+    initial_state=None,
+    key=None,
+    resets=None,
+    mask=None,
+):
+    """``apply``: both directions over ``xs``, their outputs merged."""
+    if initial_state is None:
+        initial_state = (None, None)
+    elif not (isinstance(initial_state, tuple | list) and len(initial_state) == 2):
+        raise ValueError(
+            "initial_state of a bidirectional layer must be a pair (fwd_state, bwd_state); "
+            f"got {type(initial_state).__name__}"
+        )
+    k_fwd, k_bwd = split_key(key, 2)
+    steps = step_arguments(resets, mask)
+    fwd_state, ys_fwd = spec.forward.apply(
+        params.forward, xs, length=length, initial_state=initial_state[0], key=k_fwd, **steps
+    )
+    bwd_state, ys_bwd = spec.backward.apply(
+        params.backward, xs, length=length, initial_state=initial_state[1], key=k_bwd, **steps
+    )
+    join = spec.merge if callable(spec.merge) else _MERGES[spec.merge]
+    return (fwd_state, bwd_state), join(ys_fwd, ys_bwd)
 
 
 def bidirectional(
@@ -75,9 +180,10 @@ def bidirectional(
     (``[..., 2H]``), ``"sum"``, ``"mul"``, ``"ave"``, None for the pair
     ``(ys_fwd, ys_bwd)``, or a function ``merge(ys_fwd, ys_bwd)`` as Flax's
     ``merge_fn`` (a hashable one, as functions are, keeps the layer hashable).
-    With ``resets``
-    (packed episodes) each segment runs backwards on its own. The final state
-    is ``(fwd_state, bwd_state)``; ``initial_state`` likewise.
+    With ``resets`` (packed episodes) each segment runs backwards on its own.
+    The final state is ``(fwd_state, bwd_state)``; ``initial_state``
+    likewise. ``apply`` takes ``time_major=False`` for ``[*batch, T, F]``.
+    Its ``spec`` is a `BidirectionalSpec`.
 
     Example:
         >>> layer = rj.bidirectional(rj.gru(16))
@@ -95,34 +201,10 @@ def bidirectional(
         backward = as_layer(fwd, reverse=True)
     else:
         backward = reversed_layer(forward)
-    join = merge if callable(merge) else _MERGES[merge]
-
-    def init(key, input_size):
-        k_fwd, k_bwd = jax.random.split(key)
-        return BidirectionalParams(
-            forward.init(k_fwd, input_size), backward.init(k_bwd, input_size)
-        )
-
-    def apply(params, xs, *, length=None, initial_state=None, key=None, resets=None, mask=None):
-        if initial_state is None:
-            initial_state = (None, None)
-        elif not (isinstance(initial_state, tuple | list) and len(initial_state) == 2):
-            raise ValueError(
-                "initial_state of a bidirectional layer must be a pair (fwd_state, bwd_state); "
-                f"got {type(initial_state).__name__}"
-            )
-        k_fwd, k_bwd = split_key(key, 2)
-        steps = step_arguments(resets, mask)
-        fwd_state, ys_fwd = forward.apply(
-            params.forward, xs, length=length, initial_state=initial_state[0], key=k_fwd, **steps
-        )
-        bwd_state, ys_bwd = backward.apply(
-            params.backward, xs, length=length, initial_state=initial_state[1], key=k_bwd, **steps
-        )
-        return (fwd_state, bwd_state), join(ys_fwd, ys_bwd)
-
+    spec = BidirectionalSpec(forward, backward, merge)
     return Layer(
-        init=init,
-        apply=apply,
-        spec=Config(kind="bidirectional", forward=forward, backward=backward, merge=merge),
+        init=bound(init_bidirectional, spec),
+        apply=taking_time_major(bound(apply_bidirectional, spec), forward.feature_rank),
+        spec=spec,
+        feature_rank=forward.feature_rank,
     )

@@ -8,12 +8,13 @@ loop and enter it as extra input features, never closed over.
 
 from __future__ import annotations
 
-from functools import partial
+from collections.abc import Callable
 from typing import Any
 
 import jax
 
-from rnn_jax.cells.base import Cell, wrap_cell
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.cell import Cell, wrap_cell
 
 
 def check_rate(name: str, rate: float) -> float:
@@ -55,11 +56,34 @@ def _with_fed_back_state(carry: Any, h: jax.Array) -> Any:
     return h if hasattr(carry, "shape") else carry._replace(h=h)
 
 
+def unprojected(params, x):
+    """``project`` of a cell without a split: the input as it is."""
+    del params
+    return x
+
+
 def split_parts(cell: Cell):
     """``(project, recur)`` of any cell: identity projection when it has no split."""
     if cell.project is not None and cell.recur is not None:
         return cell.project, cell.recur
-    return (lambda params, x: x), cell.step
+    return unprojected, cell.step
+
+
+def wider_input_size(params, *, cell: Cell, width: Callable) -> int:
+    """The cell's input size plus ``width(params)`` step features."""
+    return cell.input_size(params) + width(params)
+
+
+def project_before_features(params, x, *, cell: Cell, project: Callable):
+    """``(project(x's first input_size features), the step features after them)``."""
+    features = cell.input_size(params)
+    return project(params, x[..., :features]), x[..., features:]
+
+
+def recur_with_features(params, carry, xp_and_features, *, recur: Callable, recur_with: Callable):
+    """``recur_with(recur, params, carry, xp, features)``."""
+    xp, features = xp_and_features
+    return recur_with(recur, params, carry, xp, features)
 
 
 def with_step_features(cell: Cell, wrapper: str, options: dict, width, recur_with) -> Cell:
@@ -67,25 +91,19 @@ def with_step_features(cell: Cell, wrapper: str, options: dict, width, recur_wit
     every step before the loop), handed to ``recur_with(recur, params, carry, xp, features)``.
 
     Masks enter as inputs, never closed over, so every backend (and ``vmap``
-    over sequences) sees them per sequence like any input.
+    over sequences) sees them per sequence like any input. ``width`` and
+    ``recur_with`` must be hashable, so that equal wrappers of equal cells are equal.
     """
     if cell.input_size is None:
         raise ValueError(f"{wrapper} needs a cell with input_size; the {cell.name} cell has none")
     project, recur = split_parts(cell)
-
-    def input_size(params):
-        return cell.input_size(params) + width(params)
-
-    def split_project(params, x):
-        features = cell.input_size(params)
-        return project(params, x[..., :features]), x[..., features:]
-
-    def wrapped_recur(params, carry, xp_and_features):
-        xp, features = xp_and_features
-        return recur_with(recur, params, carry, xp, features)
-
     return wrap_cell(
-        cell, wrapper, options, project=split_project, recur=wrapped_recur, input_size=input_size
+        cell,
+        wrapper,
+        options,
+        project=bound(project_before_features, cell=cell, project=project),
+        recur=bound(recur_with_features, recur=recur, recur_with=recur_with),
+        input_size=bound(wider_input_size, cell=cell, width=width),
     )
 
 
@@ -93,6 +111,12 @@ def fed_back_width(cell: Cell, params: Any) -> int:
     """The width of the state ``h`` a cell feeds back (its carry, or the carry's ``h``)."""
     carry = jax.eval_shape(lambda p: cell.initial_state(p, ()), params)
     return fed_back_state(carry).shape[-1]
+
+
+def masked_recur(recur, params, carry, xp, mask):
+    """``recur`` on the carry whose fed-back state is multiplied by ``mask``."""
+    dropped = _with_fed_back_state(carry, fed_back_state(carry) * mask)
+    return recur(params, dropped, xp)
 
 
 def recurrent_dropout(cell: Cell) -> Cell:
@@ -104,13 +128,8 @@ def recurrent_dropout(cell: Cell) -> Cell:
     Gal & Ghahramani's recurrent dropout exactly; for GRU and MGU, whose update
     also interpolates with ``h_{t-1}``, the interpolation sees the masked state too.
     """
-
-    def recur_with(recur, params, carry, xp, mask):
-        dropped = _with_fed_back_state(carry, fed_back_state(carry) * mask)
-        return recur(params, dropped, xp)
-
-    width = partial(fed_back_width, cell)
-    return with_step_features(cell, "recurrent_dropout", {}, width, recur_with)
+    width = bound(fed_back_width, cell)
+    return with_step_features(cell, "recurrent_dropout", {}, width, masked_recur)
 
 
 def carry_widths(cell: Cell, params: Any) -> list[int]:
@@ -127,6 +146,39 @@ def carry_widths(cell: Cell, params: Any) -> list[int]:
     return widths
 
 
+def carry_width(cell: Cell, params: Any) -> int:
+    """The summed width of the carry's leaves: a zoneout keep mask's features."""
+    return sum(carry_widths(cell, params))
+
+
+def blend(old, new, keep, rate: float):
+    """Each carry unit ``keep * old + (1 - keep) * new``; ``keep`` ``[*batch, sum(widths)]``
+    (0/1 per unit, stochastic) or None for the expectation ``rate``."""
+    old_leaves, tree = jax.tree.flatten(old)
+    new_leaves = jax.tree.leaves(new)
+    blended, start = [], 0
+    for o, n in zip(old_leaves, new_leaves, strict=True):
+        width = o.shape[-1]
+        k = rate if keep is None else keep[..., start : start + width]
+        blended.append(k * o + (1.0 - k) * n)
+        start += width
+    return jax.tree.unflatten(tree, blended)
+
+
+def zoned_recur(recur, params, carry, xp, keep, *, rate: float):
+    """``recur`` with zoneout: the new carry blended with the old; a cell whose output is its
+    fed-back state outputs the blended one."""
+    new, y = recur(params, carry, xp)
+    blended = blend(carry, new, keep, rate)
+    # Identity at trace time: the cell returned the very array it feeds back.
+    return blended, fed_back_state(blended) if y is fed_back_state(new) else y
+
+
+def expected_zoned_recur(params, carry, xp, *, recur, rate: float):
+    """`zoned_recur` without a key: the expected blend."""
+    return zoned_recur(recur, params, carry, xp, None, rate=rate)
+
+
 def zoneout(cell: Cell, rate: float, *, stochastic: bool) -> Cell:
     """``cell`` whose carry units keep their previous value with probability ``rate``.
 
@@ -139,37 +191,16 @@ def zoneout(cell: Cell, rate: float, *, stochastic: bool) -> Cell:
     built-in cell) outputs the zoned-out ``h``, as in the paper, so outputs
     and the final carry agree; other cells' outputs pass through unchanged.
     """
-
-    def zoned_output(new, y, blended):
-        # Identity at trace time: the cell returned the very array it feeds back.
-        return fed_back_state(blended) if y is fed_back_state(new) else y
-
-    def blend(old, new, keep):
-        old_leaves, tree = jax.tree.flatten(old)
-        new_leaves = jax.tree.leaves(new)
-        blended, start = [], 0
-        for o, n in zip(old_leaves, new_leaves, strict=True):
-            width = o.shape[-1]
-            k = rate if keep is None else keep[..., start : start + width]
-            blended.append(k * o + (1.0 - k) * n)
-            start += width
-        return jax.tree.unflatten(tree, blended)
-
-    def recur_with(recur, params, carry, xp, keep):
-        new, y = recur(params, carry, xp)
-        blended = blend(carry, new, keep)
-        return blended, zoned_output(new, y, blended)
-
     options = {"rate": rate, "stochastic": stochastic}
     if stochastic:
-        width = lambda params: sum(carry_widths(cell, params))  # noqa: E731
-        return with_step_features(cell, "zoneout", options, width, recur_with)
+        width = bound(carry_width, cell)
+        return with_step_features(cell, "zoneout", options, width, bound(zoned_recur, rate=rate))
     project, recur = split_parts(cell)
     return wrap_cell(
         cell,
         "zoneout",
         options,
         project=project,
-        recur=lambda params, carry, xp: recur_with(recur, params, carry, xp, None),
+        recur=bound(expected_zoned_recur, recur=recur, rate=rate),
         input_size=cell.input_size,
     )

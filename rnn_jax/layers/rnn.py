@@ -2,14 +2,83 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 
 from rnn_jax._driver import scan
 from rnn_jax.backends import Backend
-from rnn_jax.cells.base import Cell, Config
+from rnn_jax.cells.bound import bound
+from rnn_jax.cells.cell import Cell
 from rnn_jax.layers import dropout as drop
-from rnn_jax.layers.base import Layer, split_key
+from rnn_jax.layers.base import Layer, split_key, taking_time_major
+
+
+@dataclass(frozen=True)
+class RNNSpec:
+    """How an ``rj.rnn`` layer was built: its cell and ``rj.rnn``'s options."""
+
+    cell: Cell
+    reverse: bool = False
+    backend: str | Backend = "auto"
+    unroll: int | bool | None = None
+    output_dtype: Any = None
+    input_dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    output_dropout: float = 0.0
+    zoneout: float = 0.0
+
+
+def dropped_cell(spec: RNNSpec, params, xs: jax.Array, k_rec, k_zone) -> tuple[Cell, jax.Array]:
+    """The cell run (with recurrent dropout and zoneout wrapped around it where they apply) and
+    its inputs (the masks they draw appended as features)."""
+    cell, features = spec.cell, [xs]
+    if k_rec is not None and spec.recurrent_dropout:
+        width = drop.fed_back_width(cell, params)
+        kept = drop.keep_mask(k_rec, spec.recurrent_dropout, (*xs.shape[1:-1], width), xs.dtype)
+        features.append(jnp.broadcast_to(kept[None], (*xs.shape[:-1], width)))
+        cell = drop.recurrent_dropout(cell)
+    if spec.zoneout:
+        stochastic = k_zone is not None
+        if stochastic:
+            width = drop.carry_width(spec.cell, params)
+            keep = jax.random.bernoulli(k_zone, spec.zoneout, (*xs.shape[:-1], width))
+            features.append(keep.astype(xs.dtype))
+        cell = drop.zoneout(cell, spec.zoneout, stochastic=stochastic)
+    return cell, jnp.concatenate(features, axis=-1) if len(features) > 1 else xs
+
+
+def apply_rnn(
+    spec: RNNSpec,
+    params,
+    xs,
+    *,
+    length=None,
+    initial_state=None,
+    key=None,
+    resets=None,
+    mask=None,
+):
+    """``apply`` of an ``rj.rnn`` layer: dropout on the inputs, the scan, dropout on the outputs."""
+    k_in, k_rec, k_zone, k_out = split_key(key, 4)
+    xs = drop.sequence_dropout(k_in, xs, spec.input_dropout)
+    cell, xs = dropped_cell(spec, params, xs, k_rec, k_zone)
+    final, ys = scan(
+        cell,
+        params,
+        xs,
+        initial_state=initial_state,
+        length=length,
+        reverse=spec.reverse,
+        resets=resets,
+        mask=mask,
+        backend=spec.backend,
+        unroll=spec.unroll,
+        output_dtype=spec.output_dtype,
+    )
+    return final, drop.sequence_dropout(k_out, ys, spec.output_dropout)
 
 
 def rnn(
@@ -33,60 +102,38 @@ def rnn(
     previous value with that probability at each step (Krueger et al. 2017;
     without a key, the expected blend). All masks are drawn before the loop.
     ``apply`` also takes ``rj.scan``'s ``resets`` and ``mask`` (``[T, *batch]``
-    bools); ``backend``, ``unroll`` and ``output_dtype`` are ``rj.scan``'s.
+    bools), and ``time_major=False`` for batch-major ``xs: [*batch, T, F]``;
+    ``backend``, ``unroll`` and ``output_dtype`` are ``rj.scan``'s. The
+    layer's ``spec`` is an `RNNSpec`.
 
     Example:
         >>> layer = rj.rnn(rj.lstm(32), recurrent_dropout=0.25)
         >>> params = layer.init(jax.random.key(0), 8)
         >>> state, ys = layer.apply(params, jnp.ones((10, 4, 8)), key=jax.random.key(1))
-        >>> ys.shape
-        (10, 4, 32)
+        >>> ys.shape, layer == rj.rnn(rj.lstm(32), recurrent_dropout=0.25)
+        ((10, 4, 32), True)
     """
     if not isinstance(cell, Cell):
         raise TypeError(f"cell must be an rnn_jax Cell; got {type(cell).__name__}")
-    rates = {
-        "input_dropout": drop.check_rate("input_dropout", input_dropout),
-        "recurrent_dropout": drop.check_rate("recurrent_dropout", recurrent_dropout),
-        "output_dropout": drop.check_rate("output_dropout", output_dropout),
-        "zoneout": drop.check_rate("zoneout", zoneout),
-    }
-
-    def apply(params, xs, *, length=None, initial_state=None, key=None, resets=None, mask=None):
-        k_in, k_rec, k_zone, k_out = split_key(key, 4)
-        xs = drop.sequence_dropout(k_in, xs, rates["input_dropout"])
-        run_cell, features = cell, [xs]
-        if k_rec is not None and rates["recurrent_dropout"]:
-            width = drop.fed_back_width(cell, params)
-            kept = drop.keep_mask(
-                k_rec, rates["recurrent_dropout"], (*xs.shape[1:-1], width), xs.dtype
-            )
-            features.append(jnp.broadcast_to(kept[None], (*xs.shape[:-1], width)))
-            run_cell = drop.recurrent_dropout(run_cell)
-        if rates["zoneout"]:
-            stochastic = k_zone is not None
-            if stochastic:
-                width = sum(drop.carry_widths(cell, params))
-                keep = jax.random.bernoulli(k_zone, rates["zoneout"], (*xs.shape[:-1], width))
-                features.append(keep.astype(xs.dtype))
-            run_cell = drop.zoneout(run_cell, rates["zoneout"], stochastic=stochastic)
-        xs = jnp.concatenate(features, axis=-1) if len(features) > 1 else xs
-        final, ys = scan(
-            run_cell,
-            params,
-            xs,
-            initial_state=initial_state,
-            length=length,
-            reverse=reverse,
-            resets=resets,
-            mask=mask,
-            backend=backend,
-            unroll=unroll,
-            output_dtype=output_dtype,
-        )
-        return final, drop.sequence_dropout(k_out, ys, rates["output_dropout"])
-
-    return Layer(
-        init=cell.init,
-        apply=apply,
-        spec=Config(kind="rnn", cell=cell, reverse=reverse, **rates),
+    spec = RNNSpec(
+        cell=cell,
+        reverse=bool(reverse),
+        backend=backend,
+        unroll=unroll,
+        output_dtype=output_dtype,
+        input_dropout=drop.check_rate("input_dropout", input_dropout),
+        recurrent_dropout=drop.check_rate("recurrent_dropout", recurrent_dropout),
+        output_dropout=drop.check_rate("output_dropout", output_dropout),
+        zoneout=drop.check_rate("zoneout", zoneout),
     )
+    apply = taking_time_major(bound(apply_rnn, spec), cell.feature_rank)
+    return Layer(init=cell.init, apply=apply, spec=spec, feature_rank=cell.feature_rank)
+
+
+def as_layer(item: Cell | Layer, *, reverse: bool = False) -> Layer:
+    """A `Layer` from a cell (``rj.rnn(cell, reverse=reverse)``) or a layer as is."""
+    if isinstance(item, Cell):
+        return rnn(item, reverse=reverse)
+    if isinstance(item, Layer):
+        return item
+    raise TypeError(f"expected an rnn_jax Cell or Layer; got {type(item).__name__}")

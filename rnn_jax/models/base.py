@@ -8,7 +8,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.base import Config, add_bias
+from rnn_jax.cells.arrays import add_bias
+from rnn_jax.cells.config import Config
 
 
 class Model(NamedTuple):

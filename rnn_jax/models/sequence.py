@@ -9,8 +9,10 @@ import jax
 import jax.numpy as jnp
 
 from rnn_jax.backends.masking import valid_steps
-from rnn_jax.cells import Cell, Config
-from rnn_jax.layers.base import Layer, as_layer, output_size, step_arguments
+from rnn_jax.cells.cell import Cell
+from rnn_jax.cells.config import Config
+from rnn_jax.layers.base import Layer, output_size, step_arguments
+from rnn_jax.layers.rnn import as_layer
 from rnn_jax.models.base import (
     Dense,
     Model,

@@ -20,7 +20,7 @@ import scan_helpers
 
 import rnn_jax as rj
 from rnn_jax.backends.reference import reference_scan
-from rnn_jax.cells.base import along
+from rnn_jax.cells.arrays import along
 
 T, B, F, H = 6, 3, 2, 4
 LENGTH = jnp.array([6, 0, 3])
@@ -100,7 +100,7 @@ def test_cells_layers_and_models_are_hashable_static_arguments():
     model = rj.models.classifier(layer, 2, input_size=F)
     for thing in (cell, layer, model):
         assert hash(thing) == hash(thing)
-    assert cell.config["peephole"] is True and layer.spec["kind"] == "stack"
+    assert cell.config["peephole"] is True and isinstance(layer.spec, rj.layers.StackSpec)
     with pytest.raises(TypeError, match="config value 'bad' must be hashable"):
         rj.Config(bad=np.ones(2))
 

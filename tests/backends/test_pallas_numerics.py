@@ -24,7 +24,8 @@ import rnn_jax as rj
 from rnn_jax.backends.pallas import dense_heads, head_view, linear_scan, recurrent_blocks
 from rnn_jax.backends.pallas.lanes import BATCH, Lanes, Tiled, choose_lanes, evaluate, tiled
 from rnn_jax.backends.pallas.step_jaxprs import trace_step
-from rnn_jax.cells.base import LinearRecurrence, add_bias, zeros_state
+from rnn_jax.cells.arrays import add_bias, zeros_state
+from rnn_jax.cells.capabilities import LinearRecurrence
 
 # Interpret mode is checked for its numbers, not for XLA's optimisations, which cost most
 # of the compile time of its large loop programs.

@@ -291,9 +291,8 @@ def test_callable_activation():
     "make, match",
     [
         (lambda: rj.lstm(0), r"hidden_size must be a positive int; got 0"),
-        (lambda: rj.gru(2.5), r"hidden_size must be a positive int; got 2.5"),
         (lambda: rj.lstm(4, proj_size=4), r"proj_size must be smaller than hidden_size=4; got 4"),
-        (lambda: rj.lstm(4, proj_size=-1), r"proj_size must be a positive int; got -1"),
+        (lambda: rj.lstm(4, proj_size=-1), r"proj_size must be a positive int or None; got -1"),
         (lambda: rj.simple(4, activation="swish2"), r"activation must be .* got 'swish2'"),
         (lambda: rj.gru(4, gate_activation="nope"), r"gate_activation must be .* got 'nope'"),
         (
@@ -306,3 +305,8 @@ def test_callable_activation():
 def test_bad_hyperparameters_are_named(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_a_size_of_another_type_is_a_type_error_that_names_it():
+    with pytest.raises(TypeError, match=r"hidden_size must be a positive int; got 2.5 \(float\)"):
+        rj.gru(2.5)

@@ -45,5 +45,5 @@ def test_a_given_bound_and_init_win_over_time_steps():
     )
     assert cell.config["recurrent_max_abs"] == 1.5
     np.testing.assert_array_equal(cell.init(jax.random.key(0), 2).recurrent_weight, jnp.ones(8))
-    with pytest.raises(ValueError, match="time_steps must be a positive int; got 0"):
+    with pytest.raises(ValueError, match="time_steps must be a positive int or None; got 0"):
         rj.indrnn(8, time_steps=0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import rnn_jax as rj
-from rnn_jax.cells.base import Gates
+from rnn_jax.cells.capabilities import Gates
 from rnn_jax.cells.multihead import block_diagonal, merge_heads, split_heads
 
 DENSE = {

@@ -112,7 +112,7 @@ def test_go_backwards_is_reverse_with_outputs_flipped_over_the_whole_axis(keras_
     both = jax.jit(
         lambda p: (
             layer.apply(p, XS, length=length),
-            rj.rnn(layer.spec["layer"].spec["cell"], reverse=True).apply(p, XS, length=length),
+            rj.rnn(layer.spec.layer.spec.cell, reverse=True).apply(p, XS, length=length),
         )
     )
     (state, ys), (want_state, want) = both(params)
@@ -147,7 +147,7 @@ def test_bidirectional_matches_keras_for_every_merge_mode(keras_bidirectional):
         ]
     )([params for _, params in converted])
     for merge, (layer, _), want, (state, ys) in zip(merges, converted, wants, results, strict=True):
-        assert layer.spec["merge"] == merge
+        assert layer.spec.merge == merge
         outputs = list(ys) if merge is None else [ys]
         got = [y.swapaxes(0, 1) for y in outputs] + jax.tree.leaves(state)
         for g, w in zip(got, want, strict=True):
@@ -175,7 +175,7 @@ def test_sequential_with_masking_matches_keras(keras_sequential):
     x[1, 1] = 0.0  # a hole
     x[2, 3:] = 0.0  # padding
     layer, params = rjk.from_keras(keras_sequential)
-    assert layer.spec["kind"] == "keras_masking"
+    assert isinstance(layer.spec, rjk.MaskingSpec)
     _, ys = jax.jit(layer.apply)(params, jnp.asarray(x).swapaxes(0, 1))
     assert_close(ys.swapaxes(0, 1), keras_sequential(x))
 
@@ -204,7 +204,7 @@ def test_to_keras_computes_the_layer_and_from_keras_gives_its_params_back():
     assert_close(state.c, want[2])
     again, back = rjk.from_keras(keras_layer)
     jax.tree.map(np.testing.assert_array_equal, back, params)
-    assert again.spec["kind"] == "rnn" and dict(again.spec["cell"].config) == dict(cell.config)
+    assert isinstance(again.spec, rj.layers.RNNSpec) and again.spec.cell == cell
 
 
 def test_gru_gates_are_permuted_and_biases_split():
@@ -215,6 +215,36 @@ def test_gru_gates_are_permuted_and_biases_split():
     np.testing.assert_array_equal(params.kernel[:, H : 2 * H], kernel[:, :H])  # z
     np.testing.assert_array_equal(params.bias[2 * H :], bias[0, 2 * H :])  # the input bias
     np.testing.assert_array_equal(params.recurrent_bias[:H], bias[1, H : 2 * H])
+
+
+CONV = {
+    1: ((9,), {"padding": "valid", "strides": 2}),
+    2: ((7, 6), {"padding": "valid", "dilation_rate": (2, 1), "go_backwards": True}),
+    3: ((4, 5, 3), {"padding": "same"}),
+}
+
+
+@pytest.mark.parametrize("rank", list(CONV))
+def test_conv_lstm_from_keras_computes_it_and_to_keras_gives_it_back(rank):
+    spatial, options = CONV[rank]
+    keras_type = getattr(keras.layers, f"ConvLSTM{rank}D")
+    keras_layer = keras_type(H, 3, return_sequences=True, return_state=True, **options)
+    keras_layer.build((None, None, *spatial, F))
+    randomized(keras_layer)
+    layer, params = rjk.from_keras(keras_layer)
+    x = RNG.normal(size=(B, T, *spatial, F)).astype(np.float32)  # Keras' [B, T, *spatial, F]
+    state, ys = jax.jit(lambda p: layer.apply(p, x, time_major=False))(params)
+    with jax.numpy_rank_promotion("allow"):  # Keras's own code broadcasts implicitly
+        want_ys, want_h, want_c = keras_layer(x)  # (Keras' ConvLSTM fails on masks)
+    assert_close(ys, want_ys)
+    assert_close(state.h, want_h)
+    assert_close(state.c, want_c)
+    back = rjk.to_keras(layer, params)
+    assert type(back) is type(keras_layer)
+    for name in ("kernel_size", "strides", "padding", "dilation_rate", "go_backwards"):
+        assert getattr(back, name) == getattr(keras_layer, name), name
+    for got, want in zip(back.weights, keras_layer.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want), err_msg=want.path)
 
 
 REFUSED = {
@@ -273,6 +303,8 @@ NOT_KERAS = {
     "stack_dropout": (rj.stack([rj.gru(H), rj.gru(H)], dropout=0.1), "dropout=0.1"),
     "zoneout": (rj.rnn(rj.gru(H), zoneout=0.1), "zoneout=0.1"),
     "gelu": (rj.rnn(rj.gru(H, activation="gelu")), "activation='gelu'"),
+    "conv_size": (rj.rnn(rj.conv_lstm(H, (3, 3))), "ConvLSTM2D without its images' size"),
+    "skip": (rj.stack([rj.gru(H), rj.gru(H)], skip_connections=True), "skip_connections=True"),
 }
 
 

@@ -199,11 +199,11 @@ def test_initial_states_from_torch(kind):
 def test_from_torch_builds_stacks_of_bidirectional_layers():
     module = make_module("lstm_proj", "two_layers_bidirectional_batch_first")
     layer, params = rjt.from_torch(module)
-    assert layer.spec["kind"] == "stack" and layer.spec["dropout"] == 0.25
-    parts = layer.spec["layers"]
-    assert [p.spec["kind"] for p in parts] == ["bidirectional", "bidirectional"]
-    assert parts[0].spec["merge"] == "concat"
-    cell = parts[1].spec["forward"].spec["cell"]
+    assert isinstance(layer.spec, rj.layers.StackSpec) and layer.spec.dropout == 0.25
+    parts = layer.spec.layers
+    assert all(isinstance(p.spec, rj.layers.BidirectionalSpec) for p in parts)
+    assert parts[0].spec.merge == "concat"
+    cell = parts[1].spec.forward.spec.cell
     assert cell.name == "lstm" and cell.config["proj_size"] == P
     assert params[1].forward.kernel.shape == (2 * P, 4 * H)
     np.testing.assert_array_equal(params[0].backward.kernel, module.weight_ih_l0_reverse.T.detach())
@@ -212,7 +212,7 @@ def test_from_torch_builds_stacks_of_bidirectional_layers():
         params[0].forward.bias, (module.bias_ih_l0 + module.bias_hh_l0).detach(), rtol=1e-6
     )
     single, single_params = rjt.from_torch(nn.GRU(F, H))
-    assert single.spec["kind"] == "rnn" and isinstance(single_params, rj.GRUParams)
+    assert isinstance(single.spec, rj.layers.RNNSpec) and isinstance(single_params, rj.GRUParams)
     # the stack's dropout, like torch's in eval mode, is off without a key
     apply = jax.jit(layer.apply)
     _, ys = apply(params, jnp.ones((T, B, F)))
@@ -303,12 +303,13 @@ def test_to_torch_of_rnn_jax_layers_computes_the_same(layer):
         (rj.bidirectional(rj.gru(H), merge="sum"), r"merge='sum'"),
         (rj.rnn(rj.gru(H), zoneout=0.1), r"zoneout=0.1"),
         (rj.rnn(rj.gru(H), recurrent_dropout=0.2), r"recurrent_dropout=0.2"),
-        (rj.rnn(rj.gru(H), reverse=True), r"a reversed rnn layer outside bidirectional"),
+        (rj.rnn(rj.gru(H), reverse=True), r"an rnn layer with reverse=True outside bidirectional"),
         (rj.bidirectional(rj.rnn(rj.gru(H)), rj.rnn(rj.gru(H))), r"backward direction runs fo"),
         (rj.stack([rj.gru(H), rj.lstm(H)]), r"layers that differ in cell, size or direction"),
         (rj.stack([rj.gru(H), rj.gru(H + 1)]), r"layers that differ in cell, size or direction"),
         (rj.stack([rj.bidirectional(rj.gru(H)), rj.gru(H)]), r"layers that differ"),
-        (rj.stack([rj.stack([rj.gru(H)])]), r"a layer of kind 'stack'"),
+        (rj.stack([rj.stack([rj.gru(H)])]), r"a layer of kind StackSpec"),
+        (rj.stack([rj.gru(H), rj.gru(H)], skip_connections=True), r"skip connections"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )

@@ -262,6 +262,42 @@ def test_stack_residual_adds_inputs_from_the_second_layer_on():
         noisy_init(rj.stack([rj.gru(H), rj.gru(H + 1)], residual=True), 0)
 
 
+def test_stack_skip_connections_are_haikus_deep_rnn_equations():
+    """Haiku's DeepRNN(skip_connections=True), written out step by step: layer 0 reads x_t,
+    layer i > 0 reads [x_t, y_{i-1,t}], and the output is [y_0,t, y_1,t, ...]."""
+    cells = [rj.gru(H), rj.lstm(3), rj.simple(2)]
+    layer = rj.stack(cells, skip_connections=True)
+    params = noisy_init(layer, 0)
+    assert [p.kernel.shape[0] for p in params] == [F, F + H, F + 3]
+
+    def equations(params):
+        carries = [cell.initial_state(p, (B,)) for cell, p in zip(cells, params, strict=True)]
+        ys = []
+        for x in XS:
+            outputs = []
+            for i, (cell, p) in enumerate(zip(cells, params, strict=True)):
+                reads = x if i == 0 else jnp.concatenate([x, outputs[-1]], axis=-1)
+                carries[i], y = cell.step(p, carries[i], reads)
+                outputs.append(y)
+            ys.append(jnp.concatenate(outputs, axis=-1))
+        return carries, jnp.stack(ys)
+
+    got, want = jax.jit(lambda p: (layer.apply(p, XS), equations(p)))(params)
+    close(got, want)
+    with pytest.raises(ValueError, match=r"residual and skip_connections cannot both be set"):
+        rj.stack(cells, residual=True, skip_connections=True)
+
+
+def test_stack_skip_connections_with_lengths_and_dropout_reach_every_layer():
+    layer = rj.stack([rj.gru(H), rj.gru(H)], dropout=0.5, skip_connections=True)
+    params = noisy_init(layer, 1)
+    apply = lambda p, key: layer.apply(p, XS, length=LENGTH, key=key)[1]
+    ys, plain = jax.jit(lambda p: (apply(p, jax.random.key(0)), apply(p, None)))(params)
+    assert ys.shape == (T, B, 2 * H) and not np.asarray(ys[2:, 1]).any()
+    close(ys[..., :H], plain[..., :H])  # the first layer sees no dropout
+    assert (np.asarray(ys[..., H:]) != np.asarray(plain[..., H:])).any()
+
+
 def test_stack_dropout_only_with_a_key_and_one_mask_per_sequence():
     xs = jnp.ones((T, 64, 8))
     layer = rj.stack([IDENTITY, IDENTITY], dropout=0.5)
@@ -426,19 +462,71 @@ def test_layers_vmap_over_batch_major_sequences():
     close(got.swapaxes(0, 1), want)
 
 
+def test_time_major_false_takes_and_gives_batch_major_arrays():
+    """[*batch, T, F] inputs, [*batch, T] masks and resets: the time-major results, transposed,
+    for every combinator; two batch axes too."""
+    layer = rj.stack([rj.bidirectional(rj.gru(H)), rj.rnn(rj.lstm(H))])
+    params = noisy_init(layer, 0)
+    mask = jnp.ones((T, B), bool).at[1, 0].set(False)
+    resets = jnp.zeros((T, B), bool).at[3, 2].set(True)
+    arguments = {"length": LENGTH, "mask": mask, "resets": resets}
+    moved = {"length": LENGTH, "mask": mask.T, "resets": resets.T}
+
+    cell, xs = rj.gru(H), normal((T, 2, B, F), 3)
+    flipped, lengths = rj.reversed_layer(rj.rnn(cell)), jnp.stack([LENGTH, LENGTH[::-1]])
+
+    @jax.jit
+    def both(params):
+        p = params[0].forward
+        return (
+            (layer.apply(params, XS, **arguments), flipped.apply(p, xs, length=lengths)),
+            (
+                layer.apply(params, XS.swapaxes(0, 1), time_major=False, **moved),
+                flipped.apply(p, jnp.moveaxis(xs, 0, 2), length=lengths, time_major=False),
+            ),
+        )
+
+    ((state, ys), (flip_state, flip_ys)), ((bm_state, bm_ys), (bm_flip_state, bm_flip_ys)) = both(
+        params
+    )
+    close(bm_state, state)
+    close(bm_ys.swapaxes(0, 1), ys)
+    close(bm_flip_state, flip_state)
+    close(jnp.moveaxis(bm_flip_ys, 2, 0), flip_ys)
+    with pytest.raises(ValueError, match=r"\[\*batch, T, \*features\] .* got shape \(4,\)"):
+        rj.rnn(cell).apply(params[0].forward, jnp.ones(4), time_major=False)
+
+
 def test_specs_describe_how_a_layer_was_built():
     cell = rj.lstm(H, proj_size=2)
     rnn = rj.rnn(cell, reverse=True, recurrent_dropout=0.1)
-    assert rnn.spec["kind"] == "rnn" and rnn.spec["cell"] is cell and rnn.spec["reverse"] is True
-    assert rnn.spec["recurrent_dropout"] == 0.1 and rnn.spec["zoneout"] == 0.0
+    assert rnn.spec == rj.layers.RNNSpec(cell, reverse=True, recurrent_dropout=0.1)
+    assert rnn.spec.cell is cell and rnn.spec.zoneout == 0.0
     bi = rj.bidirectional(cell, merge="sum")
-    assert bi.spec["kind"] == "bidirectional" and bi.spec["merge"] == "sum"
-    assert bi.spec["forward"].spec["cell"] is cell and bi.spec["forward"].spec["reverse"] is False
-    assert bi.spec["backward"].spec["reverse"] is True
+    assert isinstance(bi.spec, rj.layers.BidirectionalSpec) and bi.spec.merge == "sum"
+    assert bi.spec.forward.spec.cell is cell and bi.spec.forward.spec.reverse is False
+    assert bi.spec.backward.spec.reverse is True
     stacked = rj.stack([bi, cell], dropout=0.25, residual=False)
-    assert stacked.spec["kind"] == "stack" and stacked.spec["dropout"] == 0.25
-    assert [part.spec["kind"] for part in stacked.spec["layers"]] == ["bidirectional", "rnn"]
-    assert stacked.spec["residual"] is False
+    assert isinstance(stacked.spec, rj.layers.StackSpec) and stacked.spec.dropout == 0.25
+    assert [type(part.spec) for part in stacked.spec.layers] == [
+        rj.layers.BidirectionalSpec,
+        rj.layers.RNNSpec,
+    ]
+    assert stacked.spec.residual is False and stacked.spec.skip_connections is False
     flipped = rj.reversed_layer(stacked)
-    assert flipped.spec["kind"] == "reversed" and flipped.spec["layer"] is stacked
-    assert rj.as_layer(rnn) is rnn and rj.as_layer(cell).spec["cell"] is cell
+    assert flipped.spec == rj.layers.ReversedSpec(stacked)
+    assert rj.as_layer(rnn) is rnn and rj.as_layer(cell).spec.cell is cell
+
+
+def test_layers_built_with_equal_parts_are_equal_and_hash_alike():
+    def build():
+        return rj.stack(
+            [rj.bidirectional(rj.gru(H), merge="ave"), rj.rnn(rj.lstm(H), zoneout=0.1)],
+            dropout=0.1,
+            skip_connections=True,
+        )
+
+    first, second = build(), build()
+    assert first is not second and first == second and hash(first) == hash(second)
+    assert rj.reversed_layer(first) == rj.reversed_layer(second)
+    assert first != rj.stack([rj.bidirectional(rj.gru(H)), rj.lstm(H)], dropout=0.1)

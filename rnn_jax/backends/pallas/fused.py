@@ -60,7 +60,8 @@ from rnn_jax.backends.pallas.targets import (
     refused,
     round_up,
 )
-from rnn_jax.cells.base import Cell, Gates
+from rnn_jax.cells.capabilities import Gates
+from rnn_jax.cells.cell import Cell
 
 f32 = jnp.float32
 WEIGHTS = ("auto", "resident", "streamed")

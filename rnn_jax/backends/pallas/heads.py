@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import jax
 
-from rnn_jax.cells.base import Cell, Gates, HeadedGates
+from rnn_jax.cells.capabilities import Gates, HeadedGates
+from rnn_jax.cells.cell import Cell
 
 
 def _add_head_axis(tree):

@@ -39,7 +39,7 @@ from rnn_jax.backends.pallas.targets import (
     refused,
     round_up,
 )
-from rnn_jax.cells.base import Cell
+from rnn_jax.cells.cell import Cell
 
 f32 = jnp.float32
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 
 from rnn_jax.backends.jaxprs import leaves_read
 from rnn_jax.backends.pallas.lanes import BATCH, feature_sizes
-from rnn_jax.cells.base import Gates
+from rnn_jax.cells.capabilities import Gates
 
 
 class Leaf(NamedTuple):
