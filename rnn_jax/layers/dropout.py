@@ -14,7 +14,7 @@ from typing import Any
 import jax
 
 from rnn_jax.cells.bound import bound
-from rnn_jax.cells.cell import Cell, wrap_cell
+from rnn_jax.cells.cell import Cell, initial_carry, wrap_cell
 
 
 def check_rate(name: str, rate: float) -> float:
@@ -119,7 +119,13 @@ def masked_recur(recur, params, carry, xp, mask):
     return recur(params, dropped, xp)
 
 
-def recurrent_dropout(cell: Cell) -> Cell:
+def given_width(params: Any, *, width: int) -> int:
+    """A step-feature width known when the wrapper is built."""
+    del params
+    return width
+
+
+def recurrent_dropout(cell: Cell, *, width: int | None = None) -> Cell:
     """``cell`` with ``h_{t-1}`` multiplied by a mask as it enters each step.
 
     The mask, ``[*batch, H]`` per sequence, arrives as ``H`` extra input
@@ -127,9 +133,26 @@ def recurrent_dropout(cell: Cell) -> Cell:
     whose state only feeds the recurrent matmul (simple, LSTM, IndRNN) this is
     Gal & Ghahramani's recurrent dropout exactly; for GRU and MGU, whose update
     also interpolates with ``h_{t-1}``, the interpolation sees the masked state too.
+    ``width``: ``H``, where known (default: from ``cell.initial_state``).
     """
-    width = bound(fed_back_width, cell)
+    width = bound(fed_back_width, cell) if width is None else bound(given_width, width=width)
     return with_step_features(cell, "recurrent_dropout", {}, width, masked_recur)
+
+
+def recurrent_mask_shape(cell: Cell, params: Any, xs: jax.Array) -> tuple[int, ...]:
+    """The shape ``[*batch, *lead, H]`` of the fed-back state a recurrent dropout mask covers,
+    for ``xs [T, *batch, *features]``; a ValueError where it cannot ride along the input's
+    features (a convolutional state of another spatial shape than its input)."""
+    carry = jax.eval_shape(lambda p: initial_carry(cell, p, xs.shape[1:]), params)
+    shape = tuple(fed_back_state(carry).shape)
+    if shape[:-1] != tuple(xs.shape[1:-1]):
+        raise ValueError(
+            "recurrent_dropout draws its mask as extra input features, so the fed-back state "
+            f"must have the input's leading axes {tuple(xs.shape[1:-1])}; the {cell.name} "
+            f"cell's has shape {shape} (a convolution with padding='same' and stride 1 keeps "
+            "them)"
+        )
+    return shape
 
 
 def carry_widths(cell: Cell, params: Any) -> list[int]:

@@ -36,10 +36,10 @@ def dropped_cell(spec: RNNSpec, params, xs: jax.Array, k_rec, k_zone) -> tuple[C
     its inputs (the masks they draw appended as features)."""
     cell, features = spec.cell, [xs]
     if k_rec is not None and spec.recurrent_dropout:
-        width = drop.fed_back_width(cell, params)
-        kept = drop.keep_mask(k_rec, spec.recurrent_dropout, (*xs.shape[1:-1], width), xs.dtype)
-        features.append(jnp.broadcast_to(kept[None], (*xs.shape[:-1], width)))
-        cell = drop.recurrent_dropout(cell)
+        shape = drop.recurrent_mask_shape(cell, params, xs)
+        kept = drop.keep_mask(k_rec, spec.recurrent_dropout, shape, xs.dtype)
+        features.append(jnp.broadcast_to(kept[None], (xs.shape[0], *shape)))
+        cell = drop.recurrent_dropout(cell, width=shape[-1])
     if spec.zoneout:
         stochastic = k_zone is not None
         if stochastic:
