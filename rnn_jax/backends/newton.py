@@ -57,6 +57,7 @@ from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.linear_solve import METHODS, previous_states, resolve_method
 from rnn_jax.backends.masking import zero_where_not
 from rnn_jax.backends.problem import carry_passed_on, checked_problem
+from rnn_jax.cells.cell import initial_carry
 
 JACOBIANS = ("auto", "full", "diagonal")
 FULL_JACOBIAN_MAX_STATE = 32
@@ -460,7 +461,8 @@ def outputs(setup: Setup, params, prev, system: System):
 def solve(cell, params, problem: Problem, *, tol, max_iters, jacobian, method):
     """``(carry, ys, info)`` of a `Problem` by Newton iterations."""
     T, N = problem.steps, problem.batch
-    flat = _flat_carry(jax.eval_shape(lambda p: cell.initial_state(p, ()), params))
+    one_sequence = problem.xs.shape[2:]  # one step of one sequence: [*features]
+    flat = _flat_carry(jax.eval_shape(lambda p: initial_carry(cell, p, one_sequence), params))
     h0 = flat.flatten(problem.initial_state)
     if T == 0:
         x = jax.ShapeDtypeStruct(problem.xs.shape[1:], problem.xs.dtype)

@@ -188,6 +188,12 @@ def test_a_fixed_spatial_shape_is_the_learned_one():
     assert initial_carry(learned, params, (B, *HW, C)).h.shape == (B, 2, 3, F)
     xs = jax.random.normal(jax.random.key(1), SHAPE)
     np.testing.assert_array_equal(rj.scan(learned, params, xs)[1], rj.scan(fixed, params, xs)[1])
+    # Newton takes one sequence's carry structure from the input too
+    one_d, params = cell_and_params((3,), padding="valid")
+    xs = jax.random.normal(jax.random.key(1), (T, 1, 6, C))
+    want = rj.scan(one_d, params, xs)[1]
+    newton = rj.backends.Newton(jacobian="diagonal")
+    np.testing.assert_allclose(rj.scan(one_d, params, xs, backend=newton)[1], want, atol=1e-5)
 
 
 def test_wrong_images_and_options_are_named():
