@@ -25,7 +25,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from rnn_jax.cells.cell import Cell
+from rnn_jax.cells.cell import Cell, described
 from rnn_jax.cells.gru import gru
 from rnn_jax.cells.layouts import CudnnWeights
 from rnn_jax.cells.lstm import lstm
@@ -138,7 +138,7 @@ def to_equinox(cell: Cell, params: Any) -> eqx.nn.LSTMCell | eqx.nn.GRUCell:
         raise ValueError(
             "to_equinox needs a cell computing eqx.nn.LSTMCell or GRUCell exactly (rj.lstm "
             "without peepholes, projection or layer norm; rj.gru with reset_after=True; "
-            f"default activations); got the {cell.name} cell ({dict(cell.config)})"
+            f"default activations); got {described(cell)}"
         )
     weights = layout.to_weights(params)
     size, inputs = layout.hidden_size, weights.weight_ih.shape[1]

@@ -107,6 +107,17 @@ def initial_carry(cell: Cell, params: Params, step_shape: tuple[int, ...]) -> Ca
     return cell.initial_state(params, step_shape[: len(step_shape) - cell.feature_rank])
 
 
+def described(cell: Cell) -> str:
+    """``cell`` in words for an error: its name and configuration.
+
+    Example:
+        >>> described(rj.simple(4))
+        "the simple cell (hidden_size=4, activation='tanh')"
+    """
+    settings = ", ".join(f"{key}={value!r}" for key, value in cell.config.items())
+    return f"the {cell.name} cell ({settings})"
+
+
 def composed_recur(gates: Gates, params: Params, carry: Carry, xp: PyTree):
     """``recur`` of a cell with `Gates`: the recurrent matmul, then ``combine``."""
     return gates.combine(params, carry, xp, gates.fed_back(carry) @ gates.kernel(params))

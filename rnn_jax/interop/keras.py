@@ -92,7 +92,7 @@ import keras
 import numpy as np
 
 from rnn_jax.cells.bound import bound
-from rnn_jax.cells.cell import Cell
+from rnn_jax.cells.cell import Cell, described
 from rnn_jax.cells.conv_lstm import conv_lstm
 from rnn_jax.cells.gru import gru
 from rnn_jax.cells.layouts import KerasWeights
@@ -222,10 +222,9 @@ def _keras_cell_weights(cell: Cell, params: Any) -> tuple[type, dict, dict[str, 
     rnn_jax cell that declares a `KerasLayout`, else a ValueError."""
     layout = cell.keras_layout
     if layout is None:
-        settings = ", ".join(f"{key}={value!r}" for key, value in cell.config.items())
         raise _refuse(
-            f"the {cell.name} cell ({settings}): it computes none of Keras' SimpleRNN, LSTM, "
-            "GRU and ConvLSTM layers"
+            f"{described(cell)}: it computes none of Keras' SimpleRNN, LSTM, GRU and ConvLSTM "
+            "layers"
         )
     if layout.spatial_shape is None:
         raise _refuse(

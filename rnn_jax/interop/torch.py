@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from rnn_jax.backends.contract import Backend
-from rnn_jax.cells.cell import Cell
+from rnn_jax.cells.cell import Cell, described
 from rnn_jax.cells.gru import gru
 from rnn_jax.cells.layouts import CudnnWeights
 from rnn_jax.cells.lstm import LSTMState, lstm
@@ -216,10 +216,8 @@ def _torch_cell(cell: Cell) -> tuple[str, int, int]:
     ValueError."""
     layout = cell.cudnn_layout
     if layout is None:
-        settings = ", ".join(f"{key}={value!r}" for key, value in cell.config.items())
         raise _refuse(
-            f"the {cell.name} cell ({settings}): it is not one of PyTorch's RNN (tanh, "
-            "relu), LSTM or GRU"
+            f"{described(cell)}: it is not one of PyTorch's RNN (tanh, relu), LSTM or GRU"
         )
     return _TORCH_MODES[layout.mode], layout.hidden_size, layout.proj_size
 
