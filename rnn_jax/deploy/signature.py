@@ -23,11 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnn_jax.layers.base import Layer
+from rnn_jax.layers.base import Layer, reads_ahead
 
 BATCH, TIME = "batch", "time"
 # Layers and models whose output at a step reads no later step (their parts checked too).
-FORWARD_KINDS = ("rnn", "stack", "classifier", "tagger", "forecaster", "generator")
+FORWARD_KINDS = ("classifier", "tagger", "forecaster", "generator")
 
 
 class Port(NamedTuple):
@@ -178,6 +178,8 @@ def sequence_signature(model: Any, params: Any, example: Any, *, dynamic: bool) 
 
 def streaming_refusal(model: Any) -> str | None:
     """Why ``model`` cannot run one step at a time exactly, or None when it can."""
+    if isinstance(model, Layer):
+        return layer_refusal(model)
     spec = getattr(model, "spec", None)
     if not spec:
         return (
@@ -188,10 +190,9 @@ def streaming_refusal(model: Any) -> str | None:
 
 
 def backwards_part(spec: Any) -> str | None:
-    """The part of the layer or model ``spec`` whose output at a step reads later steps."""
+    """The part of the model ``spec`` whose output at a step reads later steps (its layers
+    say it of themselves: `rnn_jax.layers.base.reads_ahead`)."""
     kind = spec.get("kind")
-    if kind in ("bidirectional", "reversed") or (kind == "rnn" and spec.get("reverse")):
-        return f"its {kind} layer reads each sequence from its end, which a stream has not seen"
     if spec.get("pooling") in ("mean", "max"):
         return f"its {spec['pooling']} pooling is over the whole sequence, not the steps so far"
     if kind not in FORWARD_KINDS:
@@ -199,10 +200,16 @@ def backwards_part(spec: Any) -> str | None:
     for value in spec.values():
         parts = value if isinstance(value, tuple) and not isinstance(value, Layer) else (value,)
         for part in parts:
-            reason = backwards_part(part.spec) if isinstance(part, Layer) else None
+            reason = layer_refusal(part) if isinstance(part, Layer) else None
             if reason is not None:
                 return reason
     return None
+
+
+def layer_refusal(layer: Layer) -> str | None:
+    """Why ``layer`` cannot stream (`rnn_jax.layers.base.reads_ahead`), or None."""
+    reason = reads_ahead(layer)
+    return None if reason is None else f"{reason}, which a stream has not seen"
 
 
 def streaming_signature(model: Any, params: Any, example: Any, *, dynamic: bool) -> Signature:

@@ -98,7 +98,7 @@ from rnn_jax.cells.gru import gru
 from rnn_jax.cells.layouts import KerasWeights
 from rnn_jax.cells.lstm import lstm
 from rnn_jax.cells.simple import simple
-from rnn_jax.layers.base import Layer, taking_time_major
+from rnn_jax.layers.base import Layer, from_its_end, reads_ahead, taking_time_major
 from rnn_jax.layers.bidirectional import (
     BidirectionalParams,
     BidirectionalSpec,
@@ -275,6 +275,10 @@ class KerasRNNSpec:
     go_backwards: bool
     hold_masked: bool
 
+    def reads_ahead(self) -> str | None:
+        """``go_backwards`` starts at each sequence's end; else the inner layer's reason."""
+        return from_its_end("go_backwards") if self.go_backwards else reads_ahead(self.layer)
+
 
 def apply_keras_rnn(spec: KerasRNNSpec, params, xs, *, length=None, mask=None, **arguments):
     """``apply``: the inner layer, then Keras' held masked outputs and output order."""
@@ -306,6 +310,10 @@ class MaskingSpec:
 
     layer: Layer
     mask_value: float
+
+    def reads_ahead(self) -> str | None:
+        """The inner layer's reason (masking reads one step)."""
+        return reads_ahead(self.layer)
 
 
 def apply_masking(spec: MaskingSpec, params, xs, *, mask=None, **arguments):

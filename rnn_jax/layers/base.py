@@ -37,6 +37,28 @@ class Layer(NamedTuple):
     feature_rank: int = 1
 
 
+def reads_ahead(layer: Layer) -> str | None:
+    """Why ``layer``'s output at a step depends on later steps, or None when it reads
+    forwards only (so it can run one step at a time: a stream).
+
+    Every built-in layer's spec says it (``spec.reads_ahead()``); a layer of one's own,
+    whose spec does not, is not known to read forwards only.
+
+    Example:
+        >>> reads_ahead(rj.rnn(rj.gru(4))) is None, reads_ahead(rj.bidirectional(rj.gru(4)))
+        (True, 'its bidirectional layer reads each sequence from its end')
+    """
+    says = getattr(layer.spec, "reads_ahead", None)
+    if says is None:
+        return f"a layer with spec {type(layer.spec).__name__} is not known to read forwards only"
+    return says()
+
+
+def from_its_end(kind: str) -> str:
+    """The reason a layer of ``kind`` reads ahead: it starts at each sequence's end."""
+    return f"its {kind} layer reads each sequence from its end"
+
+
 def feature_rank(item: Cell | Layer) -> int:
     """How many feature axes one step of ``item``'s input has (a cell's or a layer's own)."""
     return item.feature_rank

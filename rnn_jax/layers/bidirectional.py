@@ -12,7 +12,13 @@ import jax.numpy as jnp
 from rnn_jax.backends.masking import flip_valid
 from rnn_jax.cells.bound import bound
 from rnn_jax.cells.cell import Cell
-from rnn_jax.layers.base import Layer, split_key, step_arguments, taking_time_major
+from rnn_jax.layers.base import (
+    Layer,
+    from_its_end,
+    split_key,
+    step_arguments,
+    taking_time_major,
+)
 from rnn_jax.layers.rnn import RNNSpec, as_layer
 
 
@@ -46,6 +52,10 @@ class ReversedSpec:
 
     layer: Layer
 
+    def reads_ahead(self) -> str:
+        """A reversed layer starts at each sequence's end."""
+        return from_its_end("reversed")
+
 
 @dataclass(frozen=True)
 class BidirectionalSpec:
@@ -54,6 +64,10 @@ class BidirectionalSpec:
     forward: Layer
     backward: Layer
     merge: str | Callable[[Any, Any], Any] | None = "concat"
+
+    def reads_ahead(self) -> str:
+        """The backward direction starts at each sequence's end."""
+        return from_its_end("bidirectional")
 
 
 def apply_reversed(

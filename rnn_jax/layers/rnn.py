@@ -13,7 +13,7 @@ from rnn_jax.backends import Backend
 from rnn_jax.cells.bound import bound
 from rnn_jax.cells.cell import Cell
 from rnn_jax.layers import dropout as drop
-from rnn_jax.layers.base import Layer, split_key, taking_time_major
+from rnn_jax.layers.base import Layer, from_its_end, split_key, taking_time_major
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,10 @@ class RNNSpec:
     recurrent_dropout: float = 0.0
     output_dropout: float = 0.0
     zoneout: float = 0.0
+
+    def reads_ahead(self) -> str | None:
+        """Why a step's output depends on later steps (``reverse``), or None."""
+        return from_its_end("reversed rnn") if self.reverse else None
 
 
 def dropped_cell(spec: RNNSpec, params, xs: jax.Array, k_rec, k_zone) -> tuple[Cell, jax.Array]:

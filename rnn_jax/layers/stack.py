@@ -10,7 +10,14 @@ import jax.numpy as jnp
 
 from rnn_jax.cells.bound import bound
 from rnn_jax.cells.cell import Cell
-from rnn_jax.layers.base import Layer, output_size, split_key, step_arguments, taking_time_major
+from rnn_jax.layers.base import (
+    Layer,
+    output_size,
+    reads_ahead,
+    split_key,
+    step_arguments,
+    taking_time_major,
+)
 from rnn_jax.layers.dropout import check_rate, sequence_dropout
 from rnn_jax.layers.rnn import as_layer
 
@@ -23,6 +30,10 @@ class StackSpec:
     dropout: float = 0.0
     residual: bool = False
     skip_connections: bool = False
+
+    def reads_ahead(self) -> str | None:
+        """The first reason any of its layers gives, or None."""
+        return next(filter(None, map(reads_ahead, self.layers)), None)
 
 
 def init_stack(spec: StackSpec, key, input_size) -> list:

@@ -516,6 +516,13 @@ def test_specs_describe_how_a_layer_was_built():
     flipped = rj.reversed_layer(stacked)
     assert flipped.spec == rj.layers.ReversedSpec(stacked)
     assert rj.as_layer(rnn) is rnn and rj.as_layer(cell).spec.cell is cell
+    # what a stream needs to know: which layers read a sequence from its end
+    from rnn_jax.layers.base import reads_ahead
+
+    assert reads_ahead(rj.stack([cell, rj.rnn(cell)])) is None
+    assert "bidirectional layer reads each sequence from its end" in reads_ahead(stacked)
+    assert "reversed rnn layer" in reads_ahead(rnn) and "reversed layer" in reads_ahead(flipped)
+    assert "not known to read forwards only" in reads_ahead(IDENTITY)
 
 
 def test_layers_built_with_equal_parts_are_equal_and_hash_alike():
