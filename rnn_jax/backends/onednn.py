@@ -56,7 +56,7 @@ from rnn_jax import _validate
 from rnn_jax.backends import _onednn_library
 from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.masking import flip_valid
-from rnn_jax.cells.base import CudnnWeights
+from rnn_jax.cells.layouts import CudnnWeights
 
 unavailable = _onednn_library.unavailable
 

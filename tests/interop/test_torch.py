@@ -111,7 +111,7 @@ def skip_unless_runs(backend, kind):
     is absent where its kernels were not built."""
     if backend == "auto":
         return
-    cell = rjt.from_torch(make_module(kind, "one_layer"))[0].spec["cell"]
+    cell = rjt.from_torch(make_module(kind, "one_layer"))[0].spec.cell
     params = jax.eval_shape(lambda key: cell.init(key, F), jax.random.key(0))
     scan_helpers.skip_unless_supported(
         backend, cell, params, jax.ShapeDtypeStruct((T, B, F), jnp.float32)
