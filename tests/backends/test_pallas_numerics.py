@@ -22,7 +22,7 @@ import pytest
 
 import rnn_jax as rj
 from rnn_jax.backends.pallas import dense_heads, head_view, linear_scan, recurrent_blocks
-from rnn_jax.backends.pallas.lanes import BATCH, Lanes, Tiled, choose_lanes, evaluate, tiled
+from rnn_jax.backends.pallas.lanes import Lanes, Tiled, choose_lanes, evaluate, is_rows, tiled
 from rnn_jax.backends.pallas.step_jaxprs import trace_step
 from rnn_jax.cells.arrays import add_bias, zeros_state
 from rnn_jax.cells.capabilities import LinearRecurrence
@@ -191,15 +191,15 @@ def test_recurrent_blocks_are_the_heads_of_the_recurrent_matrix():
 
 
 def cut(x: jax.Array, shape, lanes: Lanes) -> Tiled:
-    """``x`` (batch axis first where ``shape`` has `BATCH`) as tiles, the padding NaN."""
+    """``x`` (batch axis first where ``shape`` has `ROWS`) as tiles, the padding NaN."""
 
     def tile(index):
         parts = []
         for n, i in zip(shape, index, strict=True):
-            c, _ = lanes.cut(n)
-            parts.append(slice(None) if n == BATCH else slice(i * c, (i + 1) * c))
+            c = None if is_rows(n) else lanes.cut(n)[0]
+            parts.append(slice(None) if c is None else slice(i * c, (i + 1) * c))
         piece = x[tuple(parts)]
-        widths = [(0, 0) if n == BATCH else (0, lanes.cut(n)[1] - lanes.cut(n)[0]) for n in shape]
+        widths = [(0, 0) if is_rows(n) else (0, lanes.cut(n)[1] - lanes.cut(n)[0]) for n in shape]
         return jnp.pad(piece, widths, constant_values=np.nan)
 
     return tiled(shape, tile, lanes)
@@ -208,7 +208,7 @@ def cut(x: jax.Array, shape, lanes: Lanes) -> Tiled:
 def joined(value: Tiled, lanes: Lanes) -> np.ndarray:
     pieces = np.empty(value.tiles.shape, dtype=object)
     for index in np.ndindex(*value.tiles.shape):
-        keep = tuple(slice(None) if n == BATCH else slice(0, lanes.cut(n)[0]) for n in value.shape)
+        keep = tuple(slice(None) if is_rows(n) else slice(0, lanes.cut(n)[0]) for n in value.shape)
         pieces[index] = np.asarray(value.tiles[index])[keep]
     return np.block(pieces.tolist())
 

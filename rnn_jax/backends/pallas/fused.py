@@ -25,10 +25,9 @@ that precision and accumulate in float32, as the ``sequential`` backend does
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from functools import lru_cache, partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,36 +35,18 @@ from jax.experimental import pallas as pl
 
 from rnn_jax.backends.contract import Problem
 from rnn_jax.backends.numerics import is_low_precision
-from rnn_jax.backends.pallas.fused_kernels import (
-    FusedBlocks,
-    Launch,
-    backward_kernel,
-    forward_kernel,
-)
+from rnn_jax.backends.pallas.fused_kernels import Launch, backward_kernel, forward_kernel
 from rnn_jax.backends.pallas.heads import head_view
-from rnn_jax.backends.pallas.lanes import (
-    Unsupported,
-    choose_lanes,
-    evaluate,
-    from_lanes,
-    to_lanes,
-    zeros,
-)
+from rnn_jax.backends.pallas.lanes import from_lanes, to_lanes
+from rnn_jax.backends.pallas.plans import Sizes, check_tiles, plan_launch
+from rnn_jax.backends.pallas.refusal import Refusal, refused
 from rnn_jax.backends.pallas.step_jaxprs import Leaf, StepJaxprs, trace_step
-from rnn_jax.backends.pallas.targets import (
-    KIB,
-    TARGETS,
-    Target,
-    on_each_platform,
-    refused,
-    round_up,
-)
+from rnn_jax.backends.pallas.targets import TARGETS, Target, on_each_platform
 from rnn_jax.cells.capabilities import Gates
 from rnn_jax.cells.cell import Cell
 
 f32 = jnp.float32
 WEIGHTS = ("auto", "resident", "streamed")
-FOUR_WARPS_REGISTERS = 4 * 32 * 255 * 4  # bytes: 4 warps of 32 threads, 255 registers each
 
 
 @dataclass(frozen=True)
@@ -76,158 +57,6 @@ class FusedOptions:
     block_time: int | None = None
     weights: str = "auto"
     interpret: str = "gpu"
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """The sizes of one call: heads, steps, batch, whether masks and restarts come."""
-
-    num_heads: int
-    steps: int
-    batch: int
-    reverse: bool
-    has_valid: bool
-    has_starts: bool
-    unroll: int
-
-
-# ----------------------------------------------------------------------------- budgets
-
-
-def _elements(lanes, leaf: Leaf) -> int:
-    return math.prod(lanes.stored(leaf.tail))
-
-
-def _bytes(lanes, leaves, dtype=None) -> int:
-    return sum(_elements(lanes, x) * jnp.dtype(dtype or x.dtype).itemsize for x in leaves)
-
-
-class _Footprint(NamedTuple):
-    """Bytes one program keeps: per row and step (``live``), and once (``fixed``)."""
-
-    live: int  # the carry, a step's inputs, pre-activations, outputs (and cotangents)
-    carry: int  # one carry, float32
-    weights: int  # the recurrent block
-    weight_tile: int  # one tile of it
-    params: int  # combine's parameters (and their float32 gradient sums)
-
-
-def _footprint(step: StepJaxprs, lanes, backward: bool) -> _Footprint:
-    hu = Leaf((step.weights.tail[1],), f32)
-    carry = _bytes(lanes, step.carry, f32)
-    xp, pre, y = _bytes(lanes, step.xp), _bytes(lanes, [hu]), _bytes(lanes, step.y)
-    copies = 2 if backward else 1  # the backward holds each value and its cotangent
-    params = _bytes(lanes, step.params) + (_bytes(lanes, step.params, f32) if backward else 0)
-    itemsize = step.weights.dtype.itemsize
-    weights = _elements(lanes, step.weights) * itemsize
-    tile = lanes.width * lanes.width * itemsize
-    return _Footprint(copies * (carry + xp + pre) + y, carry, weights, tile, params)
-
-
-def _gpu_blocks(target, sizes, options, rows, lanes, need: _Footprint):
-    """One time block; the recurrent block resident when it fits in shared memory beside the
-    step's values, else read tile by tile every step; 8 warps once the step's values need
-    more registers than 4 warps have (255 per thread)."""
-    state = rows * need.live + need.params
-    num_warps = 4 if state <= FOUR_WARPS_REGISTERS // 2 else 8
-    if options.weights == "auto":
-        resident = need.weights + state <= target.shared_bytes
-    else:
-        resident = options.weights == "resident"
-    held = state + (need.weights if resident else need.weight_tile)
-    what = "the carry, a step's inputs, pre-activations and outputs" + (
-        " and the recurrent block" if resident else " and a tile of the recurrent block"
-    )
-    blocks = FusedBlocks(rows, max(sizes.steps, 1), lanes, resident, num_warps)
-    return blocks, held, what
-
-
-def _tpu_blocks(target, sizes, options, rows, lanes, need: _Footprint):
-    """Every block double-buffered in VMEM; the longest time block (up to 32 steps) that fits."""
-    masks = 2 * 128 * 4  # two [rows, 1] int32 masks per step, each padded to 128 lanes
-    per_step = need.live + need.carry + masks  # and the stored carry
-    candidates = [options.block_time] if options.block_time else [32, 16, 8, 4, 2, 1]
-    steps = max(sizes.steps, 1)
-    held = {
-        bt: 2 * (need.weights + need.params + rows * (4 * need.carry + bt * per_step))
-        for bt in candidates
-        if bt <= steps or options.block_time
-    }
-    fitting = [bt for bt, n in held.items() if n <= target.on_chip_bytes]
-    block_time = max(fitting) if fitting else min(held)
-    what = f"blocks of {block_time} steps, double-buffered, and the recurrent block"
-    return FusedBlocks(rows, block_time, lanes, True), held[block_time], what
-
-
-def plan_launch(
-    step: StepJaxprs, sizes: Sizes, target: Target, options: FusedOptions, *, backward: bool
-):
-    """The `Launch` of the fused kernel's forward (or ``backward``) pass on ``target``, or
-    the reason it cannot fit there, computed from the block shapes.
-
-    GPU: one program (one SM) holds, for its rows, the carry, a step's
-    inputs, pre-activations and outputs (the backward also their
-    cotangents) and the recurrent block or one tile of it: within 227 KB of
-    shared memory and a 256 KB register file (an H100/H200, sm_90). TPU:
-    every block double-buffered in the kernel's VMEM limit.
-    """
-    rows = target.rows(sizes.batch, options.block_batch)
-    reason = target.check_rows(rows)
-    if reason:
-        return reason
-    lanes = choose_lanes(
-        step.feature_sizes(),
-        rows=rows,
-        width_of=target.lane_width,
-        max_width=target.max_lanes,
-        min_dot=target.min_dot,
-    )
-    need = _footprint(step, lanes, backward)
-    plan = _tpu_blocks if target.sequential_time else _gpu_blocks
-    blocks, held, what = plan(target, sizes, options, rows, lanes, need)
-    if held > target.on_chip_bytes and target.interpret is False:
-        kind = "backward" if backward else "forward"
-        return (
-            f"on {target.name.upper()} one program of the {kind} pass would hold "
-            f"{held / KIB:.0f} KB ({what}, for {rows} rows), over the "
-            f"{target.on_chip_bytes / KIB:.0f} KB it has; use smaller heads (a multi-head "
-            "cell) or another backend"
-        )
-    padded_time = round_up(max(sizes.steps, 1), blocks.block_time)
-    return Launch(
-        step=step,
-        target=target,
-        blocks=blocks,
-        num_heads=sizes.num_heads,
-        padded_time=padded_time,
-        padded_batch=round_up(max(sizes.batch, 1), rows),
-        reverse=sizes.reverse,
-        has_valid=sizes.has_valid or padded_time != sizes.steps,
-        has_starts=sizes.has_starts,
-        unroll=min(sizes.unroll, blocks.block_time),
-    )
-
-
-def check_tiles(step: StepJaxprs, target: Target) -> str | None:
-    """Why the step's functions cannot run on ``target``'s lane tiles, or None (traced, not run)."""
-    lanes = choose_lanes(
-        step.feature_sizes(),
-        rows=target.row_multiple,
-        width_of=target.lane_width,
-        max_width=target.max_lanes,
-        min_dot=target.min_dot,
-    )
-
-    def run():
-        for jaxpr in (step.fed_back, step.combine, step.combine_vjp, step.fed_back_vjp):
-            args = [zeros(v.aval.shape, v.aval.dtype, lanes) for v in jaxpr.jaxpr.invars]
-            evaluate(jaxpr, lanes, *args)
-
-    try:
-        jax.eval_shape(run)
-    except Unsupported as exc:
-        return f"on {target.name.upper()} tiles: {exc}"
-    return None
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -329,17 +158,9 @@ def _shape(launch: Launch, lead: tuple[int, ...], leaf: Leaf, dtype=None):
     return jax.ShapeDtypeStruct((*lead, *launch.stored(leaf)), dtype or leaf.dtype)
 
 
-def _forward_variant(step: StepJaxprs, sizes: Sizes, options, save: bool, target: Target):
-    """``(W, params, xp, c0, restart, valid, starts) -> (cT, ys, states)`` on ``target``."""
-    T, B, NH = sizes.steps, sizes.batch, sizes.num_heads
-    outputs = (
-        [jax.ShapeDtypeStruct((NH, B, *x.tail), x.dtype) for x in step.carry],
-        [jax.ShapeDtypeStruct((NH, T, B, *x.tail), x.dtype) for x in step.y],
-        [jax.ShapeDtypeStruct((NH, T, B, *x.tail), x.dtype) for x in step.carry] if save else [],
-    )
-    launch = plan_launch(step, sizes, target, options, backward=False)
-    if isinstance(launch, str):
-        return refused(launch, outputs)
+def _forward_call(launch: Launch, save: bool):
+    """The forward ``pallas_call``, in the tiled layout (``save``: the carries too)."""
+    step, NH = launch.step, launch.num_heads
     weights, param, sequence, state, mask, _ = _specs(launch, launch.reverse)
     Tp, Bp = launch.padded_time, launch.padded_batch
     carries = [_shape(launch, (NH, Bp), x) for x in step.carry]
@@ -359,7 +180,22 @@ def _forward_variant(step: StepJaxprs, sizes: Sizes, options, save: bool, target
         mask if launch.has_valid else None,
         mask if launch.has_starts else None,
     )
-    call = _call(forward_kernel, launch, "rnn_jax_fused_forward", in_specs, out_specs, out_shape)
+    return _call(forward_kernel, launch, "rnn_jax_fused_forward", in_specs, out_specs, out_shape)
+
+
+def _forward_variant(step: StepJaxprs, sizes: Sizes, options, save: bool, target: Target):
+    """``(W, params, xp, c0, restart, valid, starts) -> (cT, ys, states)`` on ``target``."""
+    T, B, NH = sizes.steps, sizes.batch, sizes.num_heads
+    outputs = (
+        [jax.ShapeDtypeStruct((NH, B, *x.tail), x.dtype) for x in step.carry],
+        [jax.ShapeDtypeStruct((NH, T, B, *x.tail), x.dtype) for x in step.y],
+        [jax.ShapeDtypeStruct((NH, T, B, *x.tail), x.dtype) for x in step.carry] if save else [],
+    )
+    try:
+        launch = plan_launch(step, sizes, target, options, backward=False)
+    except Refusal as refusal:  # this platform's branch stops its lowering in these words
+        return refused(str(refusal), outputs)
+    call = _forward_call(launch, save)
 
     def run(W, params, xp, c0, restart, valid, starts):
         cT, ys, states = call(
@@ -383,38 +219,23 @@ def _forward_variant(step: StepJaxprs, sizes: Sizes, options, save: bool, target
     return run
 
 
-def _backward_variant(step: StepJaxprs, sizes: Sizes, options, target: Target):
-    """``(W, params, xp, states, valid, starts, dys, dcT) -> (dxp, dhu, dc0, drestart,
-    dparams)`` on ``target``."""
-    T, B, NH = sizes.steps, sizes.batch, sizes.num_heads
+def _backward_call(launch: Launch):
+    """The backward ``pallas_call``, in the tiled layout."""
+    step, NH = launch.step, launch.num_heads
     hu = Leaf((step.weights.tail[1],), f32)
-    outputs = (
-        [jax.ShapeDtypeStruct((NH, T, B, *x.tail), x.dtype) for x in step.xp],
-        jax.ShapeDtypeStruct((NH, T, B, *hu.tail), f32),
-        [jax.ShapeDtypeStruct((NH, B, *x.tail), f32) for x in step.carry],
-        [jax.ShapeDtypeStruct((NH, B, *x.tail), f32) for x in step.carry]
-        if sizes.has_starts
-        else [],
-        [jax.ShapeDtypeStruct((NH, *x.tail), f32) for x in step.params],
-    )
-    launch = plan_launch(step, sizes, target, options, backward=True)
-    if isinstance(launch, str):
-        return refused(launch, outputs)
     weights, param, sequence, state, mask, param_sum = _specs(launch, not launch.reverse)
-    Tp, Bp, batch_blocks = launch.padded_time, launch.padded_batch, launch.batch_blocks
-    sequences = lambda leaves, dtype=None: [  # noqa: E731
-        _shape(launch, (NH, Tp, Bp), x, dtype) for x in leaves
-    ]
+    Tp, Bp = launch.padded_time, launch.padded_batch
     carries = [_shape(launch, (NH, Bp), x, f32) for x in step.carry]
+    param_sums = [
+        jax.ShapeDtypeStruct((NH, launch.batch_blocks, *launch.param_stored(x)), f32)
+        for x in step.params
+    ]
     out_shape = (
-        sequences(step.xp),
+        [_shape(launch, (NH, Tp, Bp), x) for x in step.xp],
         _shape(launch, (NH, Tp, Bp), hu),
         carries,
         carries if launch.has_starts else [],
-        [
-            jax.ShapeDtypeStruct((NH, batch_blocks, *launch.param_stored(x)), f32)
-            for x in step.params
-        ],
+        param_sums,
     )
     out_specs = (
         [sequence(x) for x in step.xp],
@@ -433,7 +254,27 @@ def _backward_variant(step: StepJaxprs, sizes: Sizes, options, target: Target):
         [sequence(x) for x in step.y],
         [state(x) for x in step.carry],
     )
-    call = _call(backward_kernel, launch, "rnn_jax_fused_backward", in_specs, out_specs, out_shape)
+    return _call(backward_kernel, launch, "rnn_jax_fused_backward", in_specs, out_specs, out_shape)
+
+
+def _backward_variant(step: StepJaxprs, sizes: Sizes, options, target: Target):
+    """``(W, params, xp, states, valid, starts, dys, dcT) -> (dxp, dhu, dc0, drestart,
+    dparams)`` on ``target``."""
+    T, B, NH = sizes.steps, sizes.batch, sizes.num_heads
+    hu = Leaf((step.weights.tail[1],), f32)
+    restarts = step.carry if sizes.has_starts else ()
+    outputs = (
+        [jax.ShapeDtypeStruct((NH, T, B, *x.tail), x.dtype) for x in step.xp],
+        jax.ShapeDtypeStruct((NH, T, B, *hu.tail), f32),
+        [jax.ShapeDtypeStruct((NH, B, *x.tail), f32) for x in step.carry],
+        [jax.ShapeDtypeStruct((NH, B, *x.tail), f32) for x in restarts],
+        [jax.ShapeDtypeStruct((NH, *x.tail), f32) for x in step.params],
+    )
+    try:
+        launch = plan_launch(step, sizes, target, options, backward=True)
+    except Refusal as refusal:  # this platform's branch stops its lowering in these words
+        return refused(str(refusal), outputs)
+    call = _backward_call(launch)
 
     def run(W, params, xp, states, valid, starts, dys, dcT):
         dxp, dhu, dc0, drestart, dparams = call(
@@ -450,10 +291,7 @@ def _backward_variant(step: StepJaxprs, sizes: Sizes, options, target: Target):
             [_sequence_out(d, x, launch, T, B) for d, x in zip(dxp, step.xp, strict=True)],
             _sequence_out(dhu, hu, launch, T, B),
             [_state_out(d, x, launch, B) for d, x in zip(dc0, step.carry, strict=True)],
-            [
-                _state_out(d, x, launch, B)
-                for d, x in zip(drestart, step.carry[: len(drestart)], strict=True)
-            ],
+            [_state_out(d, x, launch, B) for d, x in zip(drestart, restarts, strict=True)],
             [
                 from_lanes(d.sum(axis=1).reshape(NH, *launch.stored(x)), launch.lanes, 1, x.tail)
                 for d, x in zip(dparams, step.params, strict=True)
@@ -522,7 +360,7 @@ def fused_recurrence(
     starts: jax.Array | None = None,
     restart: Any = None,
     reverse: bool = False,
-    unroll: int | bool = 1,
+    unroll: int | bool | None = None,
     options: FusedOptions = FusedOptions(),
 ) -> tuple[Any, Any]:
     """Runs per-head `Gates` over a sequence in the fused kernel; returns ``(final_carry, ys)``.
@@ -538,8 +376,8 @@ def fused_recurrence(
         starts: ``[T, B]`` bools, where the carry entering a step is
             ``restart`` (in scan order); ``restart`` leaves ``[NH, B, ...]``.
         reverse: run from step ``T - 1`` down to 0.
-        unroll: steps unrolled per iteration of the in-kernel time loop
-            (``True``: the whole time block).
+        unroll: steps per iteration of the in-kernel time loop (None or
+            False: 1; ``True``: the whole time block; a positive int).
         options: block sizes and the CPU's interpret target.
 
     Returns:
@@ -572,7 +410,7 @@ def fused_recurrence(
         reverse=bool(reverse),
         has_valid=valid is not None,
         has_starts=starts is not None,
-        unroll=_unroll(unroll, T),
+        unroll=_steps_per_iteration(unroll, T),
     )
     restart_leaves = [] if restart is None else jax.tree.leaves(restart)
     cT, ys = _core(gates, step, sizes, options)(
@@ -581,11 +419,14 @@ def fused_recurrence(
     return jax.tree.unflatten(step.carry_tree, cT), jax.tree.unflatten(step.y_tree, ys)
 
 
-def _unroll(unroll: int | bool, steps: int) -> int:
+def _steps_per_iteration(unroll: int | bool | None, steps: int) -> int:
+    """The one ``unroll`` rule: None or False: 1; True: the whole loop; a positive int."""
+    if unroll is None or unroll is False:
+        return 1
     if unroll is True:
         return max(steps, 1)
-    if isinstance(unroll, bool) or not isinstance(unroll, int) or unroll < 1:
-        return 1
+    if not isinstance(unroll, int) or unroll < 1:
+        raise ValueError(f"unroll must be None, a bool or a positive int; got {unroll!r}")
     return unroll
 
 
@@ -605,7 +446,7 @@ def fused_scan(cell: Cell, params: Any, problem: Problem, options: FusedOptions)
         starts=problem.starts,
         restart=None if problem.starts is None else heads.to_heads(problem.restart_state),
         reverse=problem.reverse,
-        unroll=1 if problem.unroll is None else problem.unroll,
+        unroll=problem.unroll,
         options=options,
     )
     return heads.from_heads(cT), heads.from_heads(ys)
@@ -629,21 +470,26 @@ def fused_refusal(cell: Cell, problem: Problem, options: FusedOptions) -> str | 
     return _refusal(cell, spec(problem.xs), carry, sizes, options, jax.default_backend())
 
 
-@lru_cache(maxsize=256)
-def _refusal(cell: Cell, xs, carry, sizes: Sizes, options: FusedOptions, platform: str):
+def cell_step(cell: Cell, xs, carry) -> StepJaxprs:
+    """The fused kernel's step of ``cell`` for inputs and a carry shaped like ``xs [T, B, F]``
+    and ``carry`` (shapes only; one head's step of a multi-head cell)."""
     heads = head_view(cell)
     params = jax.eval_shape(lambda: cell.init(jax.random.key(0), xs.shape[-1]))
     hp = jax.eval_shape(heads.head_params, params)
     W = jax.eval_shape(jax.vmap(heads.gates.kernel), hp)
     xp = jax.eval_shape(heads.to_heads, jax.eval_shape(cell.project, params, xs))
-    step = trace_step(heads.gates, W, hp, xp, jax.eval_shape(heads.to_heads, carry))
-    for target in TARGETS.values():
-        reason = check_tiles(step, target)
-        if reason:
-            return reason
-    if platform in TARGETS:
-        sizes = replace(sizes, num_heads=W.shape[0])
-        launch = plan_launch(step, sizes, TARGETS[platform], options, backward=False)
-        if isinstance(launch, str):
-            return launch
+    return trace_step(heads.gates, W, hp, xp, jax.eval_shape(heads.to_heads, carry))
+
+
+@lru_cache(maxsize=256)
+def _refusal(cell: Cell, xs, carry, sizes: Sizes, options: FusedOptions, platform: str):
+    step = cell_step(cell, xs, carry)
+    try:
+        for target in TARGETS.values():
+            check_tiles(step, target)
+        if platform in TARGETS:
+            sizes = replace(sizes, num_heads=head_view(cell).num_heads)
+            plan_launch(step, sizes, TARGETS[platform], options, backward=False)
+    except Refusal as refusal:
+        return str(refusal)
     return None

@@ -23,6 +23,7 @@ and backward the same step's VJP, from the carries the forward stored.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,8 +31,9 @@ from jax.experimental import pallas as pl
 
 from rnn_jax.backends.numerics import is_low_precision
 from rnn_jax.backends.pallas.lanes import (
-    BATCH,
+    ROWS,
     Lanes,
+    RefTiles,
     Tiled,
     dot,
     evaluate,
@@ -106,7 +108,7 @@ class Launch:
 
 
 def _rows(leaf: Leaf) -> tuple[int, ...]:
-    return (BATCH, *leaf.tail)
+    return (ROWS, *leaf.tail)
 
 
 def _load_rows(refs, prefix, leaves, lanes) -> list[Tiled]:
@@ -159,18 +161,19 @@ def _add(a: list[Tiled], b: list[Tiled]) -> list[Tiled]:
     ]
 
 
-def _matmul(x: Tiled, weights: Tiled, contracting, launch: Launch) -> Tiled:
+def _matmul(x: Tiled, weights: Tiled | RefTiles, contracting, launch: Launch) -> Tiled:
     """``x @ W`` (or ``x @ W^T``): low-precision weights multiply in their precision,
     accumulating in float32 (as cuDNN and FlashRNN do); float32 weights in float32."""
-    w_dtype = weights.tiles.flat[0].dtype
+    w_dtype = launch.step.weights.dtype
     if is_low_precision(w_dtype):
         x = map_tiles(lambda t: t.astype(w_dtype), x)
     return dot(x, weights, contracting, launch.lanes, f32)
 
 
 class _Held:
-    """The recurrent block and combine's parameters: loaded once before the time loop when
-    the blocks say they stay resident, else again in every step (``get`` inside the loop)."""
+    """The recurrent block and combine's parameters. Resident: loaded once before the time
+    loop (Triton keeps the block in shared memory). Streamed: the block's tiles read where
+    each product needs them, one at a time, and the parameters in every step."""
 
     def __init__(self, w_ref, param_refs, launch: Launch):
         self.w_ref, self.param_refs, self.launch = w_ref, param_refs, launch
@@ -181,8 +184,12 @@ class _Held:
         weights = load(self.w_ref, (), launch.step.weights.tail, launch.lanes)
         return weights, _load_params(self.param_refs, launch)
 
-    def get(self) -> tuple[Tiled, list[Tiled]]:
-        return self.once if self.once is not None else self._load()
+    def get(self) -> tuple[Tiled | RefTiles, list[Tiled]]:
+        if self.once is not None:
+            return self.once
+        launch = self.launch
+        streamed = RefTiles(self.w_ref, (), launch.step.weights.tail, launch.lanes)
+        return streamed, _load_params(self.param_refs, launch)
 
 
 def _local(launch: Launch, descending: bool):
@@ -202,6 +209,20 @@ def _split(tiles: list, groups: list[list[Tiled]]) -> list[list[Tiled]]:
         out.append(unflatten(tiles[taken : taken + size], group))
         taken += size
     return out
+
+
+def _block_start(launch: Launch, initial, keep, reload):
+    """The loop state a program's time block starts from: ``initial()`` in the only time
+    block; with several, the state the previous block left in resident output blocks
+    (``keep`` puts ``initial()`` there in the first block, ``reload`` reads it back)."""
+    if launch.time_blocks == 1:
+        return initial()
+
+    @pl.when(pl.program_id(2) == 0)
+    def _first_block():
+        keep(initial())
+
+    return reload()
 
 
 # ----------------------------------------------------------------------------- forward
@@ -227,16 +248,12 @@ def forward_kernel(
     local_of = _local(launch, launch.reverse)
     held = _Held(w_ref, param_refs, launch)
     restart = _load_rows(restart_refs, (), step.carry, lanes) if launch.has_starts else None
-
-    if launch.time_blocks == 1:
-        carry0 = _load_rows(c0_refs, (), step.carry, lanes)
-    else:  # the carry waits in its resident output block between time blocks
-
-        @pl.when(pl.program_id(2) == 0)
-        def _first_block():
-            _store_all(carry_refs, (), _load_rows(c0_refs, (), step.carry, lanes), lanes)
-
-        carry0 = _load_rows(carry_refs, (), step.carry, lanes)
+    carry0 = _block_start(
+        launch,
+        lambda: _load_rows(c0_refs, (), step.carry, lanes),
+        lambda carry: _store_all(carry_refs, (), carry, lanes),
+        lambda: _load_rows(carry_refs, (), step.carry, lanes),
+    )
 
     def body(i, tiles):
         local = local_of(i)
@@ -246,10 +263,10 @@ def forward_kernel(
             carry = _where_rows(start, restart, carry)
         if state_refs:
             _store_all(state_refs, (local,), carry, lanes)
+        xp = _load_rows(xp_refs, (local,), step.xp, lanes)
         weights, params = held.get()
         (fed,) = evaluate(step.fed_back, lanes, *carry)
         hu = _matmul(fed, weights, ((1,), (0,)), launch)
-        xp = _load_rows(xp_refs, (local,), step.xp, lanes)
         outs = evaluate(step.combine, lanes, *params, *carry, *xp, hu)
         new, y = _astype(outs[: len(carry)], step.carry), outs[len(carry) :]
         valid = _flag(valid_ref, local)
@@ -264,6 +281,60 @@ def forward_kernel(
 
 
 # ----------------------------------------------------------------------------- backward
+
+
+class _Accumulated(NamedTuple):
+    """What the backward carries from step to step: the carry's cotangent, the restart
+    state's and the parameters' (sums over steps and rows)."""
+
+    d_carry: list[Tiled]
+    d_restart: list[Tiled]
+    d_params: list[Tiled]
+
+
+class _StepRefs(NamedTuple):
+    """The backward's per-step inputs and outputs."""
+
+    state: list
+    xp: list
+    dy: list
+    valid: Any
+    start: Any
+    dxp: list
+    dhu: Any
+
+
+def _backward_step(launch: Launch, held: _Held, refs: _StepRefs, local, acc: _Accumulated):
+    """One step of the VJP at ``local``: stores the cotangents of its projected input and
+    ``hu``; returns the accumulated cotangents entering the step before it."""
+    step, lanes = launch.step, launch.lanes
+    carry = _load_rows(refs.state, (local,), step.carry, lanes)
+    xp = _load_rows(refs.xp, (local,), step.xp, lanes)
+    d_y = _load_rows(refs.dy, (local,), step.y, lanes)
+    valid = _flag(refs.valid, local)
+    d_out = acc.d_carry
+    if valid is not None:  # a masked step passes its cotangent through untouched
+        d_out, d_y = _where_rows(valid, acc.d_carry), _where_rows(valid, d_y)
+    weights, params = held.get()
+    (fed,) = evaluate(step.fed_back, lanes, *carry)
+    hu = _matmul(fed, weights, ((1,), (0,)), launch)
+    cotangents = (*_astype(d_out, step.carry), *_astype(d_y, step.y))
+    grads = evaluate(step.combine_vjp, lanes, *params, *carry, *xp, hu, *cotangents)
+    n_p, n_c, n_x = len(params), len(carry), len(xp)
+    g_params, g_carry = grads[:n_p], grads[n_p : n_p + n_c]
+    g_xp, (g_hu,) = grads[n_p + n_c : n_p + n_c + n_x], grads[n_p + n_c + n_x :]
+    d_fed = _matmul(g_hu, weights, ((1,), (1,)), launch)
+    d_in = _add(g_carry, evaluate(step.fed_back_vjp, lanes, *carry, d_fed))
+    if valid is not None:
+        d_in = _where_rows(valid, d_in, acc.d_carry)
+    d_restart = acc.d_restart
+    start = _flag(refs.start, local)
+    if start is not None:  # no gradient crosses a boundary: it goes to the restart state
+        d_restart = _add(d_restart, _where_rows(start, d_in))
+        d_in = _where_rows(start, [zeros(v.shape, f32, lanes) for v in d_in], d_in)
+    _store_all(refs.dxp, (local,), g_xp, lanes)
+    store(refs.dhu, (local,), g_hu, lanes)
+    return _Accumulated(d_in, d_restart, _add(acc.d_params, g_params))
 
 
 def backward_kernel(
@@ -289,6 +360,7 @@ def backward_kernel(
     step, lanes = launch.step, launch.lanes
     local_of = _local(launch, not launch.reverse)
     held = _Held(w_ref, param_refs, launch)
+    refs = _StepRefs(state_refs, xp_refs, dy_refs, valid_ref, start_ref, dxp_refs, dhu_ref)
 
     def initial():
         d_carry = [
@@ -296,61 +368,26 @@ def backward_kernel(
             for v in _load_rows(dcarry_refs, (), step.carry, lanes)
         ]
         d_restart = [zeros(_rows(x), f32, lanes) for x in step.carry] if launch.has_starts else []
-        d_params = [zeros(x.tail, f32, lanes) for x in step.params]
-        return [d_carry, d_restart, d_params]
+        return _Accumulated(d_carry, d_restart, [zeros(x.tail, f32, lanes) for x in step.params])
 
-    if launch.time_blocks == 1:
-        state0 = initial()
-    else:  # the accumulators wait in their resident output blocks between time blocks
+    def keep(acc: _Accumulated):
+        _store_all(dc0_refs, (), acc.d_carry, lanes)
+        _store_all(drestart_refs, (), acc.d_restart, lanes)
+        _store_params(dparam_refs, acc.d_params, launch)
 
-        @pl.when(pl.program_id(2) == 0)
-        def _first_block():
-            d_carry, d_restart, d_params = initial()
-            _store_all(dc0_refs, (), d_carry, lanes)
-            _store_all(drestart_refs, (), d_restart, lanes)
-            _store_params(dparam_refs, d_params, launch)
+    def reload():
+        d_restart = _load_rows(drestart_refs, (), step.carry, lanes) if launch.has_starts else []
+        d_carry = _load_rows(dc0_refs, (), step.carry, lanes)
+        return _Accumulated(d_carry, d_restart, _load_params(dparam_refs, launch))
 
-        state0 = [
-            _load_rows(dc0_refs, (), step.carry, lanes),
-            _load_rows(drestart_refs, (), step.carry, lanes) if launch.has_starts else [],
-            _load_params(dparam_refs, launch),
-        ]
+    acc0 = _block_start(launch, initial, keep, reload)
 
     def body(i, tiles):
-        local = local_of(i)
-        d_new, d_restart, d_params = _split(tiles, state0)
-        carry = _load_rows(state_refs, (local,), step.carry, lanes)
-        xp = _load_rows(xp_refs, (local,), step.xp, lanes)
-        d_y = _load_rows(dy_refs, (local,), step.y, lanes)
-        valid = _flag(valid_ref, local)
-        d_out = d_new
-        if valid is not None:  # a masked step passes its cotangent through untouched
-            d_out, d_y = _where_rows(valid, d_new), _where_rows(valid, d_y)
-        weights, params = held.get()
-        (fed,) = evaluate(step.fed_back, lanes, *carry)
-        hu = _matmul(fed, weights, ((1,), (0,)), launch)
-        cotangents = (*_astype(d_out, step.carry), *_astype(d_y, step.y))
-        grads = evaluate(step.combine_vjp, lanes, *params, *carry, *xp, hu, *cotangents)
-        n_p, n_c, n_x = len(params), len(carry), len(xp)
-        g_params, g_carry = grads[:n_p], grads[n_p : n_p + n_c]
-        g_xp, (g_hu,) = grads[n_p + n_c : n_p + n_c + n_x], grads[n_p + n_c + n_x :]
-        d_fed = _matmul(g_hu, weights, ((1,), (1,)), launch)
-        d_in = _add(g_carry, evaluate(step.fed_back_vjp, lanes, *carry, d_fed))
-        if valid is not None:
-            d_in = _where_rows(valid, d_in, d_new)
-        start = _flag(start_ref, local)
-        if start is not None:  # no gradient crosses a boundary: it goes to the restart state
-            d_restart = _add(d_restart, _where_rows(start, d_in))
-            d_in = _where_rows(start, [zeros(v.shape, f32, lanes) for v in d_in], d_in)
-        _store_all(dxp_refs, (local,), g_xp, lanes)
-        store(dhu_ref, (local,), g_hu, lanes)
-        return flatten(d_in) + flatten(d_restart) + flatten(_add(d_params, g_params))
+        acc = _Accumulated(*_split(tiles, list(acc0)))
+        acc = _backward_step(launch, held, refs, local_of(i), acc)
+        return [t for group in acc for t in flatten(group)]
 
-    flat0 = [t for group in state0 for t in flatten(group)]
+    flat0 = [t for group in acc0 for t in flatten(group)]
     steps = launch.blocks.block_time
-    d_carry, d_restart, d_params = _split(
-        jax.lax.fori_loop(0, steps, body, flat0, unroll=launch.unroll), state0
-    )
-    _store_all(dc0_refs, (), d_carry, lanes)
-    _store_all(drestart_refs, (), d_restart, lanes)
-    _store_params(dparam_refs, d_params, launch)
+    final = jax.lax.fori_loop(0, steps, body, flat0, unroll=launch.unroll)
+    keep(_Accumulated(*_split(final, list(acc0))))

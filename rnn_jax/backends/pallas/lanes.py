@@ -13,11 +13,12 @@ or a concatenation along a cut axis then only regroups tiles; elementwise
 work runs per tile; a reduction or a matmul over a cut axis masks the
 padding lanes first.
 
-The batch axis is never cut: the row jaxprs are traced with the batch size
-`BATCH`, a prime no feature axis has, and an axis of that size is a tile's
-``rows`` (the kernel's batch tile). An operation the tiles cannot express
-(a gather, an iota along the batch, a reshape that merges axes, a slice
-between tile edges) raises `Unsupported`, whose message ``supports`` returns.
+The batch axis is never cut: the row jaxprs are traced for a symbolic number
+of rows (`ROWS`, JAX's symbolic dimension ``rows``), and that axis is a
+tile's ``rows`` (the kernel's batch tile). An operation the tiles cannot
+express (a gather, an iota along the batch, a reshape that merges axes, a
+slice between tile edges) raises `Unsupported`, whose message ``supports``
+returns.
 
 Outside the kernel, `to_lanes` and `from_lanes` move arrays between their
 logical layout and the tiled one (each tile's padding in place).
@@ -34,12 +35,20 @@ import jax
 import jax.extend.core as jex
 import jax.numpy as jnp
 import numpy as np
+from jax import export
 from jax.experimental import pallas as pl
 
-BATCH = 1_000_003  # marks the batch axis of a traced row jaxpr; prime, so no product hits it
+from rnn_jax.backends.pallas.refusal import Refusal
+
+(ROWS,) = export.symbolic_shape("rows")  # the batch axis of a traced row jaxpr
 
 
-class Unsupported(Exception):
+def is_rows(size) -> bool:
+    """Whether an axis of ``size`` is the batch axis (symbolic) rather than a feature axis."""
+    return export.is_symbolic_dim(size)
+
+
+class Unsupported(Refusal):
     """An operation of a cell that lane tiles cannot express (the message says which)."""
 
 
@@ -51,14 +60,14 @@ class Lanes:
     of ``chunk`` logical lanes, each ``width`` physical lanes wide (the rest
     is padding); any other feature axis into tiles of one lane (the tile
     shape then depends on the size alone, so slices agree); the batch axis
-    (size `BATCH` in traced jaxprs) stays whole, ``rows`` rows per tile.
+    (symbolic, `ROWS`, in traced jaxprs) stays whole, ``rows`` rows per tile.
     ``min_dot`` is the smallest M, N and K of a matrix-unit product (16 for
     Triton's ``tl.dot``); smaller products multiply and sum instead.
 
     Example:
         >>> lanes = Lanes(chunk=64, width=64, rows=16, min_dot=16)
-        >>> lanes.cut(192), lanes.cut(3), lanes.cut(BATCH)
-        ((64, 64), (1, 1), (1000003, 16))
+        >>> lanes.cut(192), lanes.cut(3), lanes.grid((ROWS, 192)), lanes.tile_shape((ROWS, 192))
+        ((64, 64), (1, 1), (1, 3), (16, 64))
     """
 
     chunk: int
@@ -67,19 +76,17 @@ class Lanes:
     min_dot: int = 1
 
     def cut(self, size: int) -> tuple[int, int]:
-        """``(logical, physical)`` lanes per tile of an axis of ``size``."""
-        if size == BATCH:
-            return BATCH, self.rows
+        """``(logical, physical)`` lanes per tile of a feature axis of ``size``."""
         if self.chunk > 1 and size % self.chunk == 0:
             return self.chunk, self.width
         return 1, 1
 
     def grid(self, shape: Sequence[int]) -> tuple[int, ...]:
-        """Tiles per axis of a logical ``shape``."""
-        return tuple(n // self.cut(n)[0] for n in shape)
+        """Tiles per axis of a logical ``shape`` (one along the batch axis)."""
+        return tuple(1 if is_rows(n) else n // self.cut(n)[0] for n in shape)
 
     def tile_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
-        return tuple(self.cut(n)[1] for n in shape)
+        return tuple(self.rows if is_rows(n) else self.cut(n)[1] for n in shape)
 
     def stored(self, shape: Sequence[int]) -> tuple[int, ...]:
         """The tiled layout's shape of a logical ``shape`` (feature axes only)."""
@@ -99,8 +106,8 @@ def choose_lanes(
     """
     common = 0
     for n in sizes:
-        if n > 1 and n != BATCH:
-            common = math.gcd(common, n)
+        if not is_rows(n) and n > 1:
+            common = math.gcd(common, int(n))
     common = max(common, 1)
     chunk = max(d for d in range(1, common + 1) if common % d == 0 and width_of(d) <= max_width)
     return Lanes(chunk=chunk, width=width_of(chunk), rows=rows, min_dot=min_dot)
@@ -133,6 +140,9 @@ class Tiled(NamedTuple):
 
     def leaves(self) -> list[Any]:
         return list(self.tiles.flat)
+
+    def tile(self, index: tuple[int, ...]) -> Any:
+        return self.tiles[index]
 
 
 def tiled(shape, make: Callable[[tuple[int, ...]], Any], lanes: Lanes) -> Tiled:
@@ -222,6 +232,19 @@ def load(ref, prefix: tuple, shape: Sequence[int], lanes: Lanes) -> Tiled:
     return tiled(shape, read, lanes)
 
 
+class RefTiles(NamedTuple):
+    """A value of logical ``shape`` left in ``ref[*prefix, ...]`` and read one tile at a time
+    (`dot` reads each where its product needs it, so one tile is held at a time)."""
+
+    ref: Any
+    prefix: tuple
+    shape: tuple[int, ...]
+    lanes: Lanes
+
+    def tile(self, index: tuple[int, ...]) -> Any:
+        return self.ref[(*self.prefix, *_lane_slices(self.shape, index, self.lanes))]
+
+
 def store(ref, prefix: tuple, value: Tiled, lanes: Lanes) -> None:
     """Writes ``value`` tile by tile into ``ref[*prefix, ...]``."""
     for index in np.ndindex(*value.tiles.shape):
@@ -232,8 +255,7 @@ def store(ref, prefix: tuple, value: Tiled, lanes: Lanes) -> None:
 def _lane_slices(shape, index, lanes: Lanes):
     out = []
     for n, i in zip(shape, index, strict=True):
-        _, p = lanes.cut(n)
-        out.append(slice(None) if n == BATCH else pl.ds(i * p, p))
+        out.append(slice(None) if is_rows(n) else pl.ds(i * lanes.cut(n)[1], lanes.cut(n)[1]))
     return out
 
 
@@ -377,9 +399,14 @@ def _lane_mask(tile_shape, axis: int, valid: int):
     return jax.lax.broadcasted_iota(jnp.int32, tile_shape, axis) < valid
 
 
+def _is_padded(lanes: Lanes, size: int) -> bool:
+    logical, physical = lanes.cut(size)
+    return logical < physical
+
+
 def _fill_padding(lanes: Lanes, x: Tiled, axes: Sequence[int], fill) -> Tiled:
     """``x`` with the padding lanes of ``axes`` set to ``fill`` (before reducing over them)."""
-    padded = [a for a in axes if lanes.cut(x.shape[a])[0] < lanes.cut(x.shape[a])[1]]
+    padded = [a for a in axes if not is_rows(x.shape[a]) and _is_padded(lanes, x.shape[a])]
     if not padded:
         return x
 
@@ -433,6 +460,8 @@ def _reducer(name):
 
 def _check_cut(lanes: Lanes, size: int, offsets: Sequence[int], what: str) -> int:
     """The logical tile width along an axis of ``size`` cut at ``offsets`` (each a tile edge)."""
+    if is_rows(size):
+        raise Unsupported(f"it {what} the batch axis")
     c, _ = lanes.cut(size)
     if any(o % c for o in offsets) or any(lanes.cut(n)[0] != c for n in np.diff(offsets) if n):
         raise Unsupported(f"it {what} an axis of {size} at {list(offsets)}, between tile edges")
@@ -462,6 +491,9 @@ def _slice(lanes, params, invals, outs):
     for n, start, stop, stride in zip(
         x.shape, params["start_indices"], params["limit_indices"], strides, strict=True
     ):
+        if is_rows(n) and (start, stop, stride) == (0, n, 1):  # every row
+            index.append(slice(None))
+            continue
         c = _check_cut(lanes, n, (start, stop) if stride == 1 else (0,), "slices")
         if stride != 1 and c != 1:
             raise Unsupported(f"it slices an axis of {n} with stride {stride}")
@@ -505,7 +537,7 @@ def _transpose(lanes, params, invals, outs):
 def _iota(lanes, params, invals, outs):
     (out,) = outs
     axis, dtype = params["dimension"], params["dtype"]
-    if out.shape[axis] == BATCH:
+    if is_rows(out.shape[axis]):
         raise Unsupported("it counts along the batch axis (an iota over rows)")
     c, _ = lanes.cut(out.shape[axis])
     shape = lanes.tile_shape(out.shape)
@@ -527,15 +559,18 @@ def _dot_general(lanes, params, invals, outs):
     return map_tiles(lambda t: t.astype(out.dtype), product)
 
 
-def dot(lhs: Tiled, rhs: Tiled, contracting, lanes: Lanes, dtype, precision=None) -> Tiled:
-    """``dot_general`` of tiled values over at most one contracted axis (the padding lanes of
-    which are zeroed first), accumulating in ``dtype``; free axes: ``lhs``'s, then ``rhs``'s."""
+def dot(lhs: Tiled, rhs: Tiled | RefTiles, contracting, lanes: Lanes, dtype, precision=None):
+    """``dot_general`` of tiled values over at most one contracted axis, accumulating in
+    ``dtype``; free axes: ``lhs``'s, then ``rhs``'s. The padding lanes of the contracted axis
+    are zeroed first, except in a `RefTiles` ``rhs``, whose tiles are read where their product
+    needs them (its padding holds zeros: a kernel input laid out by `to_lanes`)."""
     lc, rc = contracting
     lfree = [a for a in range(len(lhs.shape)) if a not in lc]
     rfree = [a for a in range(len(rhs.shape)) if a not in rc]
     if lc:
         lhs = _fill_padding(lanes, lhs, lc, 0)
-        rhs = _fill_padding(lanes, rhs, rc, 0)
+        if isinstance(rhs, Tiled):
+            rhs = _fill_padding(lanes, rhs, rc, 0)
     steps = lhs.tiles.shape[lc[0]] if lc else 1
     shape = tuple(lhs.shape[a] for a in lfree) + tuple(rhs.shape[a] for a in rfree)
 
@@ -544,7 +579,7 @@ def dot(lhs: Tiled, rhs: Tiled, contracting, lanes: Lanes, dtype, precision=None
         total = None
         for k in range(steps):
             a = lhs.tiles[_place(li, lfree, lc, k)]
-            b = rhs.tiles[_place(ri, rfree, rc, k)]
+            b = rhs.tile(_place(ri, rfree, rc, k))
             part = tile_dot(a, b, (lc, rc), lanes, precision, dtype)
             total = part if total is None else total + part
         return total

@@ -22,7 +22,7 @@ Valid steps and restarts enter through the coefficients
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, singledispatch
 from typing import Any
 
 import jax
@@ -31,12 +31,13 @@ from jax.experimental import pallas as pl
 
 from rnn_jax.backends.contract import Problem
 from rnn_jax.backends.masking import masked_coefficients, zero_where_not
+from rnn_jax.backends.pallas.refusal import Refusal, refused
 from rnn_jax.backends.pallas.targets import (
-    KIB,
+    MosaicTPU,
     Target,
+    TritonGPU,
     next_power_of_2,
     on_each_platform,
-    refused,
     round_up,
 )
 from rnn_jax.cells.cell import Cell
@@ -73,36 +74,43 @@ class LinearSizes:
     itemsize: int  # of the widest coefficient
 
 
-def plan_linear(sizes: LinearSizes, target: Target, options: LinearOptions):
-    """`LinearBlocks` on ``target``, or the reason they cannot fit its budget.
+@singledispatch
+def plan_linear(target: Target, sizes: LinearSizes, options: LinearOptions) -> LinearBlocks:
+    """`LinearBlocks` on ``target``; raises `Refusal` when they cannot fit its budget."""
+    raise NotImplementedError(f"no linear-scan plan for {type(target).__name__}")
 
-    GPU (Triton): powers of two, up to 8 rows and 128 lanes per program, one
-    time block. TPU (Mosaic): rows a multiple of 8, lanes of 128, and the
-    longest time block (up to 256 steps) whose double-buffered ``a``, ``b``
-    and ``h`` blocks fit the VMEM limit.
-    """
+
+@plan_linear.register(TritonGPU)
+def _gpu_linear(target: TritonGPU, sizes: LinearSizes, options: LinearOptions) -> LinearBlocks:
+    """Powers of two (Triton), up to 8 rows and 128 lanes per program, one time block."""
     B, H, T = max(sizes.batch, 1), max(sizes.features, 1), max(sizes.steps, 1)
-    if target.name == "gpu":
-        rows = options.block_batch or min(next_power_of_2(B), 8)
-        features = options.block_features or min(next_power_of_2(H), 128)
-        for name, value in (("block_batch", rows), ("block_features", features)):
-            if value & (value - 1):
-                return f"on GPU (Triton) {name} must be a power of two; got {value}"
-        return LinearBlocks(rows, features, T)
+    rows = options.block_batch or min(next_power_of_2(B), 8)
+    features = options.block_features or min(next_power_of_2(H), 128)
+    for name, value in (("block_batch", rows), ("block_features", features)):
+        if value & (value - 1):
+            raise Refusal(f"on {target.name} (Triton) {name} must be a power of two; got {value}")
+    return LinearBlocks(rows, features, T)
+
+
+@plan_linear.register(MosaicTPU)
+def _tpu_linear(target: MosaicTPU, sizes: LinearSizes, options: LinearOptions) -> LinearBlocks:
+    """Rows a multiple of 8, lanes of 128 (Mosaic), and the longest time block (up to 256
+    steps) whose double-buffered ``a``, ``b`` and ``h`` blocks fit the VMEM limit."""
+    B, H, T = max(sizes.batch, 1), max(sizes.features, 1), max(sizes.steps, 1)
     rows = options.block_batch or min(round_up(B, 8), 64)
     features = options.block_features or min(round_up(H, 128), 512)
     if rows % 8 and rows != B or features % 128 and features != H:
-        return f"on TPU blocks are multiples of (8, 128); got ({rows}, {features})"
+        raise Refusal(
+            f"on {target.name} blocks are multiples of (8, 128); got ({rows}, {features})"
+        )
     per_step = rows * features * sizes.parts * (2 * sizes.itemsize + 4)
     candidates = [options.block_time] if options.block_time else [256, 128, 64, 32, 16, 8, 4, 2, 1]
-    fitting = [bt for bt in candidates if 2 * bt * per_step <= target.on_chip_bytes]
-    if not fitting:
-        need = 2 * min(candidates) * per_step
-        return (
-            f"on TPU a time block of the linear scan needs {need / KIB:.0f} KB of VMEM, over "
-            f"the {target.on_chip_bytes / KIB:.0f} KB it has"
-        )
-    block_time = max([bt for bt in fitting if bt <= T] or [min(fitting)])
+    fitting = [bt for bt in candidates if 2 * bt * per_step <= target.memory_bytes]
+    target.check_memory(
+        f"a time block of the linear scan ({min(candidates)} steps, double-buffered)",
+        2 * min(candidates) * per_step,
+    )
+    block_time = max([bt for bt in fitting if bt <= T] or [min(fitting or candidates)])
     return LinearBlocks(rows, features, block_time)
 
 
@@ -159,9 +167,10 @@ def _scan_variant(sizes: LinearSizes, options: LinearOptions, descending: bool, 
     ``[T, B, H]``, ``h0 [B, H]`` float32; padded inside, sliced back."""
     T, B, H, P = sizes.steps, sizes.batch, sizes.features, sizes.parts
     outputs = ([jax.ShapeDtypeStruct((T, B, H), f32)] * P, [jax.ShapeDtypeStruct((B, H), f32)] * P)
-    blocks = plan_linear(sizes, target, options)
-    if isinstance(blocks, str):
-        return refused(blocks, outputs)
+    try:
+        blocks = plan_linear(target, sizes, options)
+    except Refusal as refusal:  # this platform's branch stops its lowering in these words
+        return refused(str(refusal), outputs)
     Tp = round_up(max(T, 1), blocks.block_time)
     Bp, Hp = round_up(max(B, 1), blocks.rows), round_up(max(H, 1), blocks.features)
     time_blocks = Tp // blocks.block_time

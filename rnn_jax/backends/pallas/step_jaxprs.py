@@ -1,12 +1,12 @@
 """One head's step of a cell with `Gates`, traced once as the jaxprs the fused kernel runs.
 
 The kernel evaluates these on lane tiles (`rnn_jax.backends.pallas.lanes`)
-for one batch tile of rows, so they are traced over a batch of `lanes.BATCH`
-rows (the size that marks the batch axis):
+for one batch tile of rows, so they are traced for a symbolic number of rows
+(`lanes.ROWS`, which marks the batch axis):
 
-- ``fed_back``: carry leaves -> ``fed [BATCH, R]``, the state that
+- ``fed_back``: carry leaves -> ``fed [ROWS, R]``, the state that
   multiplies the recurrent block;
-- ``combine``: used parameters, carry, projected input, ``hu [BATCH, G*H]``
+- ``combine``: used parameters, carry, projected input, ``hu [ROWS, G*H]``
   -> new carry leaves, output leaves;
 - ``combine_vjp``: the same arguments and the cotangents of the new carry
   and the outputs -> cotangents of the used parameters (summed over the
@@ -26,7 +26,7 @@ import jax.extend.core as jex
 import jax.numpy as jnp
 
 from rnn_jax.backends.jaxprs import leaves_read
-from rnn_jax.backends.pallas.lanes import BATCH, feature_sizes
+from rnn_jax.backends.pallas.lanes import ROWS, feature_sizes
 from rnn_jax.cells.capabilities import Gates
 
 
@@ -62,7 +62,7 @@ class StepJaxprs(NamedTuple):
 
 
 def _rows(leaf: Leaf) -> jax.ShapeDtypeStruct:
-    return jax.ShapeDtypeStruct((BATCH, *leaf.tail), leaf.dtype)
+    return jax.ShapeDtypeStruct((ROWS, *leaf.tail), leaf.dtype)
 
 
 def trace_step(gates: Gates, weights, head_params, xp, carry) -> StepJaxprs:
@@ -80,8 +80,8 @@ def trace_step(gates: Gates, weights, head_params, xp, carry) -> StepJaxprs:
     carry_rows, xp_rows = rows(carry_leaves, carry_tree), rows(xp_leaves, xp_tree)
     w = jax.ShapeDtypeStruct(weights.shape[1:], weights.dtype)
     fed = jax.eval_shape(gates.fed_back, carry_rows)
-    hu = jax.ShapeDtypeStruct((BATCH, w.shape[1]), jnp.float32)
-    if fed.shape != (BATCH, w.shape[0]):
+    hu = jax.ShapeDtypeStruct((ROWS, w.shape[1]), jnp.float32)
+    if fed.shape != (ROWS, w.shape[0]):
         raise ValueError(f"fed_back must return [batch, {w.shape[0]}]; got {fed.shape[1:]}")
     used = leaves_read(
         lambda p, *a: gates.combine(hp_tree.unflatten(p), *a), one_head, carry_rows, xp_rows, hu

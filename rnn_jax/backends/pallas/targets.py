@@ -26,7 +26,11 @@ Three targets, one per platform the backend's program may be lowered for:
 ``jax.lax.platform_dependent``: lowering for a platform keeps only its
 branch, so ``jax.export(..., platforms=["cuda"])`` on a CPU lowers the
 Triton kernels. A target whose budget the shapes exceed gets a branch that
-fails at lowering, naming the reason (`refused`).
+fails at lowering, naming the reason (`refusal.refused`).
+
+Each target is a type, `TritonGPU` or `MosaicTPU`, whose methods say how that
+compiler tiles (lane widths, batch tiles, compiler parameters); the plans of
+the kernels dispatch on the type for their budgets.
 """
 
 from __future__ import annotations
@@ -38,8 +42,8 @@ from typing import Any
 import jax
 from jax.experimental.pallas import tpu as pltpu
 from jax.experimental.pallas import triton as pltriton
-from jax.extend.core import Primitive
-from jax.interpreters import mlir
+
+from rnn_jax.backends.pallas.refusal import Refusal
 
 KIB = 1024
 
@@ -52,95 +56,154 @@ def round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Target:
     """A chip the kernels compile for, and how they are tiled there.
 
-    - ``name``: ``"gpu"`` or ``"tpu"``; ``platform``: the lowering platform.
-    - ``interpret``: False on the chip; True or ``pltpu.InterpretParams``
-      when a CPU interprets this target's kernel.
-    - ``row_multiple``: batch rows per program are a multiple of it (GPU: a
-      power of two, at least 16, Triton's smallest ``tl.dot``; TPU: 8
-      sublanes); ``max_rows``: the most rows one program takes by default.
+    - ``name``: how messages name it (``"GPU"``, ``"TPU"``); ``platform``: the
+      lowering platform.
+    - ``memory``: how messages name its budget, ``memory_bytes``: the budget
+      one program of a kernel may use (a GPU's shared memory per block, the
+      VMEM limit a TPU kernel asks for).
+    - ``row_multiple``: batch rows per program are a multiple of it;
+      ``max_rows``: the most rows one program takes by default.
     - ``min_dot``: the smallest M, N, K on the matrix unit.
     - ``max_lanes``: the widest tile of lanes.
-    - ``sequential_time``: time is a grid axis (TPU); else one program runs
-      the whole sequence (GPU, whose programs run concurrently).
-    - ``on_chip_bytes``: what one program may hold: on an H100/H200 (sm_90)
-      227 KB of shared memory per block and a 256 KB register file; on TPU
-      the scoped VMEM limit the kernels ask for.
-    - ``shared_bytes``: the part of it that can hold data across the time
-      loop (GPU shared memory; on TPU all of VMEM).
+    - ``interpret``: False on the chip; True or ``pltpu.InterpretParams``
+      when a CPU interprets this target's kernel.
     """
 
     name: str
     platform: str
+    memory: str
+    memory_bytes: int
     row_multiple: int
     max_rows: int
     min_dot: int
     max_lanes: int
-    sequential_time: bool
-    on_chip_bytes: int
-    shared_bytes: int
     interpret: Any = False
 
     def lane_width(self, chunk: int) -> int:
         """Physical lanes of a tile holding ``chunk`` logical ones."""
-        if self.name == "gpu":
-            return 1 if chunk == 1 else max(self.min_dot, next_power_of_2(chunk))
-        return round_up(chunk, 128)
+        raise NotImplementedError
 
     def rows(self, batch: int, requested: int | None) -> int:
         """Batch rows per program for ``batch`` rows: ``requested`` or the default."""
-        if requested is not None:
-            return requested
-        if self.name == "gpu":
-            return min(max(next_power_of_2(batch), self.row_multiple), self.max_rows)
-        return min(round_up(batch, self.row_multiple), self.max_rows)
+        raise NotImplementedError
 
-    def check_rows(self, rows: int) -> str | None:
-        if self.name == "gpu" and (rows < self.row_multiple or rows & (rows - 1)):
-            return f"on GPU a batch tile is a power of two of at least 16 rows; got {rows}"
-        if self.name == "tpu" and rows % self.row_multiple:
-            return f"on TPU a batch tile is a multiple of 8 rows; got {rows}"
-        return None
+    def check_rows(self, rows: int) -> None:
+        """Raises `Refusal` for a batch tile this target's compiler cannot take."""
+        raise NotImplementedError
 
     def compiler_params(self, sequential_axes: tuple[bool, ...], *, num_warps: int = 4):
-        """The lowering's parameters, which also name it: Triton on GPU, Mosaic on TPU."""
-        if self.interpret is True:
-            return None
-        if self.name == "gpu":
-            return pltriton.CompilerParams(num_warps=num_warps, num_stages=1)
-        semantics = tuple("arbitrary" if s else "parallel" for s in sequential_axes)
-        return pltpu.CompilerParams(
-            dimension_semantics=semantics, vmem_limit_bytes=self.on_chip_bytes
-        )
+        """The lowering's parameters, which also name it (None: plain interpret mode)."""
+        raise NotImplementedError
+
+    def check_memory(self, what: str, held: int) -> None:
+        """Raises `Refusal` when ``what`` would use ``held`` bytes, over the budget."""
+        if held > self.memory_bytes and self.interpret is False:
+            raise Refusal(
+                f"on {self.name} {what} would need {held / KIB:.0f} KB, over the "
+                f"{self.memory_bytes / KIB:.0f} KB of {self.memory}; use smaller heads (a "
+                "multi-head cell) or another backend"
+            )
 
     def interpreted(self, interpret: Any = True) -> Target:
         return replace(self, interpret=interpret)
 
 
-GPU = Target(
-    name="gpu",
+@dataclass(frozen=True, kw_only=True)
+class TritonGPU(Target):
+    """A CUDA GPU through Pallas' Triton lowering: tiles of power-of-two lanes, batch tiles a
+    power of two of at least 16 rows (Triton's smallest ``tl.dot``), one program per SM
+    holding its values in ``registers_bytes`` of registers and ``memory_bytes`` of shared
+    memory (what the compiler refuses beyond)."""
+
+    registers_bytes: int
+
+    def lane_width(self, chunk: int) -> int:
+        return 1 if chunk == 1 else max(self.min_dot, next_power_of_2(chunk))
+
+    def rows(self, batch: int, requested: int | None) -> int:
+        if requested is not None:
+            return requested
+        return min(max(next_power_of_2(batch), self.row_multiple), self.max_rows)
+
+    def check_rows(self, rows: int) -> None:
+        if rows < self.row_multiple or rows & (rows - 1):
+            raise Refusal(
+                f"on {self.name} a batch tile is a power of two of at least "
+                f"{self.row_multiple} rows; got {rows}"
+            )
+
+    def check_registers(self, what: str, values: int, shared: int) -> None:
+        """Raises `Refusal` when ``what``'s ``values`` bytes exceed the register file and the
+        shared memory the kernel leaves (``shared`` bytes used), where they would spill."""
+        room = self.registers_bytes + self.memory_bytes - shared
+        if values > room and self.interpret is False:
+            raise Refusal(
+                f"on {self.name} {what} would hold {values / KIB:.0f} KB, over the "
+                f"{room / KIB:.0f} KB of registers and shared memory left to them; use "
+                "smaller heads (a multi-head cell) or another backend"
+            )
+
+    def compiler_params(self, sequential_axes: tuple[bool, ...], *, num_warps: int = 4):
+        if self.interpret is True:
+            return None
+        return pltriton.CompilerParams(num_warps=num_warps, num_stages=1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MosaicTPU(Target):
+    """A TPU through Mosaic: lanes in multiples of 128, batch tiles in multiples of 8
+    sublanes, every block double-buffered in the VMEM limit the kernel asks for
+    (``memory_bytes``); time is a sequential grid axis."""
+
+    def lane_width(self, chunk: int) -> int:
+        return round_up(chunk, 128)
+
+    def rows(self, batch: int, requested: int | None) -> int:
+        if requested is not None:
+            return requested
+        return min(round_up(batch, self.row_multiple), self.max_rows)
+
+    def check_rows(self, rows: int) -> None:
+        if rows % self.row_multiple:
+            raise Refusal(
+                f"on {self.name} a batch tile is a multiple of {self.row_multiple} rows; got {rows}"
+            )
+
+    def compiler_params(self, sequential_axes: tuple[bool, ...], *, num_warps: int = 4):
+        if self.interpret is True:
+            return None
+        semantics = tuple("arbitrary" if s else "parallel" for s in sequential_axes)
+        return pltpu.CompilerParams(
+            dimension_semantics=semantics, vmem_limit_bytes=self.memory_bytes
+        )
+
+
+# sm_90 and sm_100 (H100, H200, B200): 227 KB of shared memory per block (XLA's target
+# configurations: shared_memory_per_block_optin 232448) and 64K 32-bit registers per block.
+GPU = TritonGPU(
+    name="GPU",
     platform="cuda",
+    memory="shared memory per block of an H100, H200 or B200",
+    memory_bytes=227 * KIB,
+    registers_bytes=256 * KIB,
     row_multiple=16,
     max_rows=16,
     min_dot=16,
     max_lanes=128,
-    sequential_time=False,
-    on_chip_bytes=(227 + 256) * KIB,
-    shared_bytes=227 * KIB,
 )
-TPU = Target(
-    name="tpu",
+TPU = MosaicTPU(
+    name="TPU",
     platform="tpu",
+    memory="VMEM the kernel asks for",
+    memory_bytes=16 * 1024 * KIB,
     row_multiple=8,
     max_rows=128,
     min_dot=1,
     max_lanes=512,
-    sequential_time=True,
-    on_chip_bytes=16 * 1024 * KIB,
-    shared_bytes=16 * 1024 * KIB,
 )
 TARGETS = {"gpu": GPU, "tpu": TPU}
 
@@ -173,36 +236,3 @@ def on_each_platform(build: Callable[[Target], Callable], interpret: str, *args)
         cuda=build(GPU),
         tpu=build(TPU),
     )
-
-
-# ----------------------------------------------------------------------------- refusals
-
-
-refused_p = Primitive("rnn_jax_pallas_refused")
-refused_p.multiple_results = True
-
-
-@refused_p.def_abstract_eval
-def _refused_abstract(*args, outputs, reason):
-    del args, reason
-    return outputs
-
-
-def _refused_lowering(ctx, *args, outputs, reason):
-    raise ValueError(reason)
-
-
-mlir.register_lowering(refused_p, _refused_lowering)
-
-
-def refused(reason: str, outputs: Any) -> Callable[..., Any]:
-    """A branch with the avals ``outputs`` (a pytree of ShapeDtypeStructs) that stops the
-    lowering for its platform with ``reason``."""
-    leaves, treedef = jax.tree.flatten(outputs)
-    avals = tuple(jax.core.ShapedArray(x.shape, x.dtype) for x in leaves)
-
-    def branch(*args):
-        flat = refused_p.bind(*jax.tree.leaves(args), outputs=avals, reason=reason)
-        return jax.tree.unflatten(treedef, flat)
-
-    return branch
