@@ -41,7 +41,7 @@ from rnn_jax.backends.pallas.lanes import from_lanes, to_lanes
 from rnn_jax.backends.pallas.plans import Sizes, check_tiles, plan_launch
 from rnn_jax.backends.pallas.refusal import Refusal, refused
 from rnn_jax.backends.pallas.step_jaxprs import Leaf, StepJaxprs, trace_step
-from rnn_jax.backends.pallas.targets import TARGETS, Target, on_each_platform
+from rnn_jax.backends.pallas.targets import TARGETS, Target, on_each_platform, varying_like
 from rnn_jax.cells.capabilities import Gates
 from rnn_jax.cells.cell import Cell
 
@@ -139,19 +139,24 @@ def _specs(launch: Launch, descending: bool):
 
 
 def _call(kernel, launch: Launch, name: str, in_specs, out_specs, out_shape):
+    """The ``pallas_call`` of ``kernel`` over the grid (heads, batch tiles, time blocks)."""
     target = launch.target
-    return pl.pallas_call(
-        partial(kernel, launch=launch),
-        grid=(launch.num_heads, launch.batch_blocks, launch.time_blocks),
-        in_specs=in_specs,
-        out_specs=out_specs,
-        out_shape=out_shape,
-        interpret=target.interpret,
-        compiler_params=target.compiler_params(
-            (False, False, True), num_warps=launch.blocks.num_warps
-        ),
-        name=name,
-    )
+
+    def call(*args):
+        return pl.pallas_call(
+            partial(kernel, launch=launch),
+            grid=(launch.num_heads, launch.batch_blocks, launch.time_blocks),
+            in_specs=in_specs,
+            out_specs=out_specs,
+            out_shape=varying_like(out_shape, args),
+            interpret=target.interpret,
+            compiler_params=target.compiler_params(
+                (False, False, True), num_warps=launch.blocks.num_warps
+            ),
+            name=name,
+        )(*args)
+
+    return call
 
 
 def _shape(launch: Launch, lead: tuple[int, ...], leaf: Leaf, dtype=None):

@@ -39,6 +39,7 @@ from rnn_jax.backends.pallas.targets import (
     next_power_of_2,
     on_each_platform,
     round_up,
+    varying_like,
 )
 from rnn_jax.cells.cell import Cell
 
@@ -180,28 +181,29 @@ def _scan_variant(sizes: LinearSizes, options: LinearOptions, descending: bool, 
         (blocks.block_time, blocks.rows, blocks.features), lambda i, j, k: (time(k), i, j)
     )
     state = pl.BlockSpec((blocks.rows, blocks.features), lambda i, j, k: (i, j))
-    call = pl.pallas_call(
-        partial(scan_kernel, blocks=blocks, time_blocks=time_blocks, descending=descending),
-        grid=grid,
-        in_specs=([sequence] * P, [sequence] * P, [state] * P),
-        out_specs=([sequence] * P, [state] * P),
-        out_shape=(
-            [jax.ShapeDtypeStruct((Tp, Bp, Hp), f32)] * P,
-            [jax.ShapeDtypeStruct((Bp, Hp), f32)] * P,
-        ),
-        interpret=target.interpret,
-        compiler_params=target.compiler_params((False, False, True)),
-        name="rnn_jax_linear_scan",
+    out_shape = (
+        [jax.ShapeDtypeStruct((Tp, Bp, Hp), f32)] * P,
+        [jax.ShapeDtypeStruct((Bp, Hp), f32)] * P,
     )
 
     def run(a, b, h0):
         # Padded steps, rows and lanes have a = 1 (its imaginary part 0), b = 0: the carry
         # passes through them.
-        hs, hT = call(
+        args = (
             [_pad_to(x, (Tp, Bp, Hp), 0.0 if part else 1.0) for part, x in enumerate(a)],
             [_pad_to(x, (Tp, Bp, Hp), 0.0) for x in b],
             [_pad_to(x, (Bp, Hp), 0.0) for x in h0],
         )
+        hs, hT = pl.pallas_call(
+            partial(scan_kernel, blocks=blocks, time_blocks=time_blocks, descending=descending),
+            grid=grid,
+            in_specs=([sequence] * P, [sequence] * P, [state] * P),
+            out_specs=([sequence] * P, [state] * P),
+            out_shape=varying_like(out_shape, args),
+            interpret=target.interpret,
+            compiler_params=target.compiler_params((False, False, True)),
+            name="rnn_jax_linear_scan",
+        )(*args)
         return [x[:T, :B, :H] for x in hs], [x[:B, :H] for x in hT]
 
     return run

@@ -115,11 +115,12 @@ class Target:
 @dataclass(frozen=True, kw_only=True)
 class TritonGPU(Target):
     """A CUDA GPU through Pallas' Triton lowering: tiles of power-of-two lanes, batch tiles a
-    power of two of at least 16 rows (Triton's smallest ``tl.dot``), one program per SM
-    holding its values in ``registers_bytes`` of registers and ``memory_bytes`` of shared
-    memory (what the compiler refuses beyond)."""
+    power of two from 16 rows (Triton's smallest ``tl.dot``) to ``max_block_rows``, one
+    program per SM holding its values in ``registers_bytes`` of registers and
+    ``memory_bytes`` of shared memory (what the compiler refuses beyond)."""
 
     registers_bytes: int
+    max_block_rows: int
 
     def lane_width(self, chunk: int) -> int:
         return 1 if chunk == 1 else max(self.min_dot, next_power_of_2(chunk))
@@ -130,10 +131,11 @@ class TritonGPU(Target):
         return min(max(next_power_of_2(batch), self.row_multiple), self.max_rows)
 
     def check_rows(self, rows: int) -> None:
-        if rows < self.row_multiple or rows & (rows - 1):
+        if rows < self.row_multiple or rows > self.max_block_rows or rows & (rows - 1):
             raise Refusal(
-                f"on {self.name} a batch tile is a power of two of at least "
-                f"{self.row_multiple} rows; got {rows}"
+                f"on {self.name} a batch tile is a power of two of {self.row_multiple} to "
+                f"{self.max_block_rows} rows; got {rows} (from 64 rows Triton turns to "
+                "warp-group matrix products, whose shared memory the plans do not model)"
             )
 
     def check_registers(self, what: str, values: int, shared: int) -> None:
@@ -190,6 +192,7 @@ GPU = TritonGPU(
     memory="shared memory per block of an H100, H200 or B200",
     memory_bytes=227 * KIB,
     registers_bytes=256 * KIB,
+    max_block_rows=32,
     row_multiple=16,
     max_rows=16,
     min_dot=16,
@@ -226,6 +229,17 @@ def cpu_target(interpret: str) -> Target:
     if interpret == "tpu":
         return TPU.interpreted(tpu_interpret_params())
     return replace(GPU, max_lanes=1 << 20).interpreted()
+
+
+def varying_like(out_shape: Any, inputs: Any) -> Any:
+    """``out_shape`` (a pytree of ShapeDtypeStructs) marked as varying across every mesh axis
+    any of ``inputs`` varies across, as a kernel's outputs do inside ``jax.shard_map`` (where
+    Pallas asks for it); outside one, nothing varies."""
+    mats = [jax.typeof(x).mat for x in jax.tree.leaves(inputs)]
+    mat = type(mats[0])(varying=frozenset().union(*(m.varying for m in mats)))
+    return jax.tree.map(
+        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, manual_axis_type=mat), out_shape
+    )
 
 
 def on_each_platform(build: Callable[[Target], Callable], interpret: str, *args):
