@@ -74,6 +74,7 @@ script itself; its results are marked ``quick``, as ``--smoke`` ones are.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -293,27 +294,49 @@ STEP_KIND = {"pallas": "fused", "cudnn": "fused", "torch": "fused"}
 STEP_KIND.update(parallel="parallel", newton="parallel")
 
 
-def case_estimate(case: Case, rounds: int) -> float:
-    """Seconds ``case`` is assumed to take on an H200 (`UNIT_COSTS`)."""
-    compile_s, step_us = UNIT_COSTS["compile_s"], UNIT_COSTS["step_us"]
+def program_key(group: str, label: str, backend: str, mode: str) -> str:
+    """How the compile times of ``--compile-only`` name a program: ``group|label|backend|mode``
+    (mode ``check``, ``forward``, ``forward_backward`` or ``iterations``, Newton's count)."""
+    return f"{group}|{label}|{backend}|{mode}"
+
+
+def compile_cost(costs: dict[str, float], key: str, kind: str) -> float:
+    """A program's compile seconds: measured by ``--compile-only`` where ``costs`` has it,
+    else `UNIT_COSTS`' assumption of its ``kind``."""
+    return costs.get(key, UNIT_COSTS["compile_s"][kind])
+
+
+def case_estimate(case: Case, rounds: int, costs: dict[str, float] | None = None) -> float:
+    """Seconds ``case`` is expected to take on an H200: its compiles (measured, ``costs``, or
+    assumed) and its timed calls (`UNIT_COSTS`)."""
+    costs, step_us = costs or {}, UNIT_COSTS["step_us"]
     total = 0.0
     for mode, who in timed_runs(case):
         factor = UNIT_COSTS["backward_factor"] if mode == "forward_backward" else 1.0
         per_call = case.shape.T * step_us[STEP_KIND.get(who, "loop")] * factor * 1e-6
         total += timed_calls(1, rounds) * per_call
-    compiles = compiles_of(case)
-    pallas = sum(who == "pallas" for _, who in timed_runs(case))
-    return total + pallas * compile_s["pallas"] + (compiles - pallas) * compile_s["other"]
+        if who != "torch":
+            key = program_key(case.group, case.label, who, mode)
+            total += compile_cost(costs, key, "pallas" if who == "pallas" else "other")
+    if "newton" in case.forward:
+        key = program_key(case.group, case.label, "newton", "iterations")
+        total += compile_cost(costs, key, "other")
+    return total
 
 
-def estimates(rounds: int, smoke: bool, cells=None) -> dict[str, dict[str, float]]:
+def check_estimate(check: Check, costs: dict[str, float] | None = None) -> float:
+    key = program_key("checks", check.label, check.backend, "check")
+    return compile_cost(costs or {}, key, "check")
+
+
+def estimates(rounds: int, smoke: bool, cells=None, costs=None) -> dict[str, dict[str, float]]:
     """Per group: compiles, timed calls and estimated seconds of what the suite would run."""
     out = {}
     checks = chosen_checks(smoke, cells)
     out["checks"] = {
         "compiles": len(checks),
         "timed_calls": 0,
-        "estimated_s": len(checks) * UNIT_COSTS["compile_s"]["check"],
+        "estimated_s": sum(check_estimate(c, costs) for c in checks),
     }
     for group in plan():
         cases = chosen_cases(group, smoke, cells)
@@ -321,7 +344,7 @@ def estimates(rounds: int, smoke: bool, cells=None) -> dict[str, dict[str, float
         out[group] = {
             "compiles": sum(compiles_of(c) for c in cases),
             "timed_calls": timed_calls(runs, rounds),
-            "estimated_s": sum(case_estimate(c, rounds) for c in cases),
+            "estimated_s": sum(case_estimate(c, rounds, costs) for c in cases),
         }
     return out
 
@@ -396,6 +419,19 @@ def values_and_gradients(cell, backend, reverse, arrays, params, xs, c0):
     return out, grads
 
 
+def check_program(check: Check, cell, arrays: dict[str, Any]) -> Callable:
+    """``both(params, xs, c0)``: the check's backend and ``reference``, values and gradients,
+    in one program (run at ``highest`` matmul precision)."""
+
+    def both(p, x, c):
+        return tuple(
+            values_and_gradients(cell, b, check.reverse, arrays, p, x, c)
+            for b in (check.backend, "reference")
+        )
+
+    return both
+
+
 def refusal(name: str, cell, params, xs, **arrays) -> str | None:
     """The backend's own words for not running this case, or None."""
     reverse = arrays.pop("reverse", False)
@@ -413,6 +449,7 @@ class Suite:
         self.args = args
         self.tiny = args.allow_cpu
         self.rounds = args.rounds
+        self.costs = args.costs  # measured compile seconds per program (``--compile-only``)
         self.started = time.perf_counter()
         self.records: list[dict[str, Any]] = []
         self.checks: list[dict[str, Any]] = []
@@ -467,10 +504,11 @@ class Suite:
 
     def run_group(self, group: str, estimate: float) -> None:
         if group == "checks":
-            first = UNIT_COSTS["compile_s"]["check"] if self.chosen_checks() else None
+            checks = self.chosen_checks()
+            first = check_estimate(checks[0], self.costs) if checks else None
         else:
             cases = self.chosen_cases(group)
-            first = case_estimate(cases[0], self.rounds) if cases else None
+            first = case_estimate(cases[0], self.rounds, self.costs) if cases else None
         if first is None:
             self.skip(group, f"it has no check or case of the cells {self.args.cells}")
             return
@@ -511,7 +549,7 @@ class Suite:
         for seed, check in enumerate(CHECKS):
             if check not in self.chosen_checks():
                 continue
-            if UNIT_COSTS["compile_s"]["check"] > self.left():
+            if check_estimate(check, self.costs) > self.left():
                 self.skip(f"check {check.label} {check.backend}", "out of time")
                 continue
             self.run_check(check, T, B, F, seed)
@@ -539,12 +577,7 @@ class Suite:
             print(f"  {check.label:>24} {check.backend:>7} refused: {reason}", flush=True)
             return
 
-        def both(p, x, c):
-            return tuple(
-                values_and_gradients(cell, b, check.reverse, arrays, p, x, c)
-                for b in (check.backend, "reference")
-            )
-
+        both = check_program(check, cell, arrays)
         start = time.perf_counter()
         try:
             # Full float32 matmuls on both sides (no TF32), so that the check measures the
@@ -582,7 +615,7 @@ class Suite:
 
     def timed_group(self, group: str) -> None:
         for case in self.chosen_cases(group):
-            need = case_estimate(case, self.rounds)
+            need = case_estimate(case, self.rounds, self.costs)
             if need > self.left():
                 self.skip(case.label, f"{self.left():.0f} s left, it needs ~{need:.0f} s")
                 continue
@@ -727,6 +760,129 @@ class Suite:
         return run
 
 
+# ----------------------------------------------------------------------------- compile only
+
+COMPILE_CHIP = "h100"
+COMPILE_SUITE = "gpu_suite_compile"
+# cuDNN's LSTM cannot be traced without a GPU: jax.experimental.rnn asks cuDNN for its
+# workspace sizes while tracing, and cudnnCreate needs a device (CUDNN_STATUS_NOT_INITIALIZED).
+NO_DEVICELESS = {
+    "cudnn": "jax.experimental.rnn asks cuDNN for its workspace while tracing, "
+    "which needs a GPU (cudnnCreate: CUDNN_STATUS_NOT_INITIALIZED)"
+}
+
+
+def _check_build(check: Check, seed: int):
+    T, B, F = CHECK_SHAPE["gpu"]
+    cell = check.make()
+    params, xs, c0, arrays = check_arrays(check, cell, T, B, F, seed)
+    return check_program(check, cell, arrays), (params, xs, c0)
+
+
+def _case_arguments(case: Case):
+    cell = make_cell(case)
+    params = jax.eval_shape(lambda: cell.init(jax.random.key(0), case.shape.I))
+    xs = jax.ShapeDtypeStruct((case.shape.T, case.shape.B, case.shape.I), jnp.dtype(case.dtype))
+    return cell, params, xs
+
+
+def _case_build(case: Case, backend: str, mode: str):
+    cell, params, xs = _case_arguments(case)
+    return compiled(cell, backend, mode, params, xs), (params, xs)
+
+
+def _newton_build(case: Case):
+    cell, params, xs = _case_arguments(case)
+    return (lambda p, x: rj.newton_scan(cell, p, x)[2]), (params, xs)
+
+
+def suite_programs(groups, smoke: bool, cells) -> list[tuple[tuple[str, str, str, str], Callable]]:
+    """Every JAX program a run of ``groups`` would compile, as ``((group, label, backend,
+    mode), build)`` with ``build() -> (fn, args)`` at the GPU shapes."""
+    out = []
+    chosen = chosen_checks(smoke, cells) if "checks" in groups else []
+    for seed, check in enumerate(CHECKS):
+        if check in chosen:
+            where = ("checks", check.label, check.backend, "check")
+            out.append((where, lambda c=check, s=seed: _check_build(c, s)))
+    for group in [g for g in plan() if g in groups]:
+        for case in chosen_cases(group, smoke, cells):
+            for mode, who in timed_runs(case):
+                if who != "torch":
+                    build = lambda c=case, w=who, m=mode: _case_build(c, w, m)  # noqa: E731
+                    out.append(((group, case.label, who, mode), build))
+            if "newton" in case.forward:
+                where = (group, case.label, "newton", "iterations")
+                out.append((where, lambda c=case: _newton_build(c)))
+    return out
+
+
+def compile_program(where: tuple[str, str, str, str], build: Callable) -> dict[str, Any]:
+    """One program compiled for the H100 on this machine: seconds, kernels, or why not."""
+    from rnn_jax import aot
+    from rnn_jax.backends.pallas.refusal import Refusal
+
+    group, label, backend, mode = where
+    entry = {"group": group, "label": label, "backend": backend, "mode": mode}
+    entry["key"] = program_key(*where)
+    if backend in NO_DEVICELESS:
+        return {**entry, "skipped": NO_DEVICELESS[backend]}
+    start = time.perf_counter()
+    try:
+        fn, args = build()
+        precision = "highest" if mode == "check" else None
+        with jax.default_matmul_precision(precision):
+            _, kernels = aot.compile_with_kernels(COMPILE_CHIP, fn, *args)
+    except Refusal as refusal:
+        return {**entry, "refused": str(refusal)}
+    except Exception as exc:  # noqa: BLE001  (recorded: the point is to find it here)
+        return {**entry, "error": f"{type(exc).__name__}: {exc}"[:2000]}
+    entry["compile_s"] = round(time.perf_counter() - start, 2)
+    entry["kernels"] = [k._asdict() for k in kernels]
+    return entry
+
+
+def compile_only(args, groups) -> int:
+    """``--compile-only``: every program of the run compiled for an H100 here (deviceless);
+    writes ``gpu_suite_compile-cpu-<time>.json`` with each one's compile seconds, kernels
+    (shared memory, threads) or refusal, which ``--plan`` and the budget then use."""
+    entries = []
+    started = time.perf_counter()
+    for where, build in suite_programs(groups, args.smoke, args.cells):
+        entry = compile_program(where, build)
+        entries.append(entry)
+        outcome = entry.get("compile_s", "")
+        outcome = outcome or next(entry[k] for k in ("refused", "skipped", "error") if k in entry)
+        print(f"  {entry['key']}: {str(outcome)[:160]}", flush=True)
+    path = common.write_results(
+        COMPILE_SUITE,
+        [],
+        machine=common.machine_info(),
+        quick=args.smoke,
+        directory=args.out,
+        chip=COMPILE_CHIP,
+        programs=entries,
+        wall_s=round(time.perf_counter() - started, 1),
+    )
+    errors = [e for e in entries if "error" in e]
+    print(f"wrote {path}: {len(entries)} programs, {len(errors)} errors")
+    return 1 if errors else 0
+
+
+def load_compile_costs(path: Path | None, directory: Path) -> tuple[dict[str, float], str]:
+    """Compile seconds per program from a ``--compile-only`` results file (``path``, else the
+    newest full one in ``directory``), and where they came from ("" if none)."""
+    if path is None:
+        found = sorted(directory.glob(f"{COMPILE_SUITE}-*.json"))
+        found = [p for p in found if not p.name.endswith("-quick.json")]
+        if not found:
+            return {}, ""
+        path = found[-1]
+    doc = json.loads(Path(path).read_text())
+    costs = {e["key"]: e["compile_s"] for e in doc["programs"] if "compile_s" in e}
+    return costs, str(path)
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -821,13 +977,18 @@ def print_table(records, checks, target_rows) -> None:
         )
 
 
-def print_plan(table: dict[str, dict[str, float]]) -> None:
+def print_plan(table: dict[str, dict[str, float]], source: str = "") -> None:
     rows = [
         [g, int(e["compiles"]), int(e["timed_calls"]), e["estimated_s"]] for g, e in table.items()
     ]
     total = UNIT_COSTS["start_s"] + sum(e["estimated_s"] for e in table.values())
     print(common.markdown_table(["group", "compiles", "timed calls", "estimated s"], rows))
-    print(f"in all about {total:.0f} s on an H200 (unit costs assumed: {UNIT_COSTS})")
+    compiles = (
+        f"compile times measured by --compile-only in {source}"
+        if source
+        else (f"compile times assumed: {UNIT_COSTS['compile_s']}")
+    )
+    print(f"in all about {total:.0f} s on an H200 ({compiles}; steps assumed: {UNIT_COSTS})")
 
 
 def main(argv=None) -> int:
@@ -861,6 +1022,18 @@ def main(argv=None) -> int:
         default=None,
         help="comma list: only the checks and cases of these cells (lstm, gru, min_gru, ...)",
     )
+    parser.add_argument(
+        "--compile-only",
+        action="store_true",
+        help="compile every program of the run for an H100 here, without a GPU (the aot "
+        "extra; JAX_PLATFORMS=cpu), and record the compile times",
+    )
+    parser.add_argument(
+        "--compile-times",
+        type=Path,
+        default=None,
+        help="a --compile-only results file for the estimate (default: the newest one)",
+    )
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR, help="results folder")
     args = parser.parse_args(argv)
     groups = common.chosen_groups(
@@ -876,9 +1049,13 @@ def main(argv=None) -> int:
         parser.error(
             f"unknown cells {sorted(set(args.cells) - known)}; choose from {sorted(known)}"
         )
-    table = {g: e for g, e in estimates(args.rounds, args.smoke, args.cells).items() if g in groups}
+    if args.compile_only:
+        return compile_only(args, groups)
+    args.costs, source = load_compile_costs(args.compile_times, args.out)
+    everything = estimates(args.rounds, args.smoke, args.cells, args.costs)
+    table = {g: e for g, e in everything.items() if g in groups}
     if args.plan:
-        print_plan(table)
+        print_plan(table, source)
         return 0
     platform = jax.default_backend()
     if platform != "gpu" and not args.allow_cpu:

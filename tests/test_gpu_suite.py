@@ -1,12 +1,17 @@
 """The GPU suite's plumbing on a CPU: its smoke run at tiny shapes (the Pallas kernels in
 interpret mode) writes the JSON a GPU run would, every kernel checked against ``reference``;
-its budget stops it from starting what no longer fits; its targets come from the medians."""
+its budget stops it from starting what no longer fits; its targets come from the medians;
+``--compile-only`` compiles its programs for an H100 and ``--plan`` uses their times."""
 
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
+
+import pytest
+
+from rnn_jax import aot
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
@@ -97,3 +102,27 @@ def test_targets_from_medians():
         "parallel / sequential: speed-up": (200.0, True),
         "newton / sequential: speed-up": (10.0, False),
     }
+
+
+@pytest.mark.xdist_group("gpu")
+@pytest.mark.skipif(aot.missing("h100") is not None, reason=aot.missing("h100") or "")
+def test_compile_only_compiles_the_programs_for_an_h100_and_the_plan_uses_their_times(tmp_path):
+    """``--compile-only`` on a CPU: the LRU's smoke check compiled for an H100 (the
+    linear-scan kernel through Triton), its compile time recorded; ``--plan`` reads it."""
+    argv = ["--compile-only", "--smoke", "--cells", "lru", "--out", str(tmp_path)]
+    assert gpu_suite.main(argv) == 0
+    (path,) = tmp_path.glob("gpu_suite_compile-cpu-*-quick.json")
+    doc = json.loads(path.read_text())
+    common.check_results(doc)
+    (program,) = doc["programs"]
+    assert program["key"] == "checks|lru|pallas|check" and program["compile_s"] > 0
+    assert {k["name"].split("__")[0] for k in program["kernels"]} == {"rnn_jax_linear_scan"}
+    costs, source = gpu_suite.load_compile_costs(path, tmp_path)
+    assert source == str(path) and costs == {program["key"]: program["compile_s"]}
+    lru = [c for c in gpu_suite.CHECKS if c.label == "lru"]
+    planned = gpu_suite.estimates(rounds=1, smoke=True, cells=("lru",), costs=costs)
+    assert (
+        planned["checks"]["estimated_s"]
+        == program["compile_s"]
+        == gpu_suite.check_estimate(lru[0], costs)
+    )
