@@ -41,7 +41,6 @@ from typing import Any, NamedTuple
 
 import jax
 from jax.experimental import topologies
-from jax.sharding import SingleDeviceSharding
 
 HERE = Path(__file__).resolve().parent
 
@@ -97,15 +96,16 @@ def target_config(name: str) -> str:
     return (HERE / chip.target_config).read_text()
 
 
-_PACKAGES = {"cuda": ("jax_cuda12_plugin", "nvidia.cuda_nvcc"), "tpu": ("libtpu",)}
+# What each platform's compiler comes in: one of each group (CUDA 12 or 13 builds).
+_PACKAGES = {"cuda": (("jax_cuda12_plugin", "jax_cuda13_plugin"),), "tpu": (("libtpu",),)}
 
 
 def missing(name: str) -> str | None:
     """Why chip ``name`` cannot be compiled for here (a package of the ``aot`` extra is not
     installed), or None."""
-    for package in _PACKAGES[chip_named(name).platform]:
-        if importlib.util.find_spec(package.split(".")[0]) is None:
-            return f"compiling for {name} needs {package} (pip install 'rnn_jax[aot]')"
+    for group in _PACKAGES[chip_named(name).platform]:
+        if all(importlib.util.find_spec(package) is None for package in group):
+            return f"compiling for {name} needs {' or '.join(group)} (pip install 'rnn_jax[aot]')"
     return None
 
 
@@ -133,15 +133,22 @@ def devices(name: str) -> tuple[jax.Device, ...]:
 
 def on_chip(tree: Any, name: str) -> Any:
     """``tree``'s arrays (or shape structs) as shape structs on chip ``name``'s first device."""
-    sharding = SingleDeviceSharding(devices(name)[0])
+    sharding = jax.sharding.make_single_device_sharding(devices(name)[0])
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), tree)
+
+
+def lowering_for(name: str):
+    """A context in which programs lower for chip ``name``: its first device is the default
+    one, which Pallas' Triton lowering asks for the GPU's compute capability (JAX 0.11 on)."""
+    return jax.default_device(devices(name)[0])
 
 
 def compile_for(
     name: str, fn: Callable, *args: Any, compiler_options: dict[str, Any] | None = None
 ) -> jax.stages.Compiled:
     """``jax.jit(fn)`` compiled for chip ``name``, its arguments shaped like ``args``."""
-    lowered = jax.jit(fn).lower(*on_chip(args, name))
+    with lowering_for(name):
+        lowered = jax.jit(fn).lower(*on_chip(args, name))
     return lowered.compile(compiler_options=compiler_options)
 
 
@@ -165,7 +172,11 @@ class Kernel(NamedTuple):
         return re.sub(r"__\d+$", "", self.name)
 
 
-_THUNK = re.compile(r"\] (\S+) grid: .* threads: \[(\d+), (\d+), (\d+)\]\s+shared_memory: (\d+)")
+# A kernel launch in XLA's dump of a program's thunks (the format of JAX 0.10, then 0.12).
+_THUNKS = (
+    re.compile(r"\] (\S+) grid: .* threads: \[(\d+), (\d+), (\d+)\]\s+shared_memory: (\d+)"),
+    re.compile(r"kernel=(\S+?),.* threads/block: \{(\d+), (\d+), (\d+)\},.* shmem_bytes=(\d+)"),
+)
 
 
 def compile_with_kernels(
@@ -177,7 +188,8 @@ def compile_with_kernels(
         compiled = compile_for(name, fn, *args, compiler_options={"xla_dump_to": dump})
         kernels = []
         for path in sorted(Path(dump).glob("*.thunk_sequence.txt")):
-            for match in _THUNK.finditer(path.read_text()):
+            text = path.read_text()
+            for match in (m for thunk in _THUNKS for m in thunk.finditer(text)):
                 kernel, x, y, z, shared = match.groups()
                 if pattern in kernel:
                     kernels.append(Kernel(kernel, int(shared), int(x) * int(y) * int(z)))
@@ -201,10 +213,15 @@ def compile_error_bytes(error: Exception) -> int | None:
 
 
 def ptxas_path() -> Path:
-    """``ptxas`` of the nvcc wheel (``nvidia-cuda-nvcc-cu12``), which XLA runs too."""
-    import nvidia.cuda_nvcc
+    """``ptxas`` of the nvcc wheel (``nvidia-cuda-nvcc-cu12``, or CUDA 13's
+    ``nvidia-cuda-nvcc``), which XLA runs too."""
+    import nvidia
 
-    return Path(list(nvidia.cuda_nvcc.__path__)[0]) / "bin" / "ptxas"
+    for root in map(Path, nvidia.__path__):
+        for candidate in (root / "cuda_nvcc" / "bin" / "ptxas", root / "cu13" / "bin" / "ptxas"):
+            if candidate.exists():
+                return candidate
+    raise FileNotFoundError("no ptxas: pip install 'rnn_jax[aot]' (nvidia-cuda-nvcc-cu12)")
 
 
 def _with_registers(kernel: Kernel, dump: Path, name: str) -> Kernel:
