@@ -11,6 +11,9 @@
 - ``.. measured-speed:: BACKEND``: the medians recorded for ``BACKEND`` in
   the newest results file of each suite in ``benchmarks/results/``, with
   ``:against:`` backends or libraries timed on the same cases.
+- ``.. compiled-memory::``: the Pallas kernels' plans against what the real
+  compilers made of them (shared memory, threads, registers and spills per
+  GPU kernel; TPU verdicts), from the newest ``budget_grid`` results file.
 
 Nothing here types a number: tables come from the code and the results files.
 """
@@ -48,6 +51,7 @@ API_PAGES = (
     "rnn_jax.interop.keras",
     "rnn_jax.flax",
     "rnn_jax.equinox",
+    "rnn_jax.aot",
 )
 BACKEND_PAGES = (
     "reference",
@@ -417,10 +421,80 @@ class MeasuredSpeed(GeneratedDirective):
         ]
 
 
+# --------------------------------------------------------------------------- compiled memory
+
+
+def newest_grid() -> dict | None:
+    """The newest full results file of ``benchmarks/budget_grid.py``, or None."""
+    found = [p for p in sorted(RESULTS.glob("budget_grid-*.json")) if "quick" not in p.name]
+    if not found:
+        return None
+    document = json.loads(found[-1].read_text())
+    document["file"] = found[-1].name
+    return document
+
+
+def planned(plan: dict) -> str:
+    if "refused" in plan:
+        return "refused"
+    if "expected_shared_bytes" not in plan:
+        return f"{plan['rows']} rows, {plan['block_time']} steps"
+    where = "resident" if plan["resident_weights"] else "streamed"
+    return f"{where}, {plan['expected_shared_bytes'] // 1024} KB"
+
+
+def kernel_cell(result: dict, kind: str) -> str:
+    if "error" in result:
+        requested = result.get("requested_shared_bytes")
+        return f"refused ({requested // 1024} KB)" if requested else "refused"
+    found = [k for k in result.get("kernels", []) if k["name"].startswith(f"rnn_jax_fused_{kind}")]
+    if not found:
+        return "compiled" if result.get("compiled") else ""
+    k = found[0]
+    return (
+        f"{k['shared_bytes'] // 1024} KB, {k['threads']} threads, {k['registers']} registers, "
+        f"{k['spilled_bytes']} B spilled"
+    )
+
+
+class CompiledMemory(GeneratedDirective):
+    """``.. compiled-memory::``: the budget grid's cases, plan against compiler."""
+
+    def lines(self) -> list[str]:
+        document = newest_grid()
+        if document is None:
+            return ["No ``budget_grid`` results file in ``benchmarks/results/`` yet.", ""]
+        lines = [
+            f"``benchmarks/results/{document['file']}`` (``{escaped(document['command'])}``, "
+            f"{document['created']}); every case agrees: "
+            f"{all(entry['agrees'] for entry in document['cases'])}.",
+            "",
+        ]
+        for chip, description in document["chips"].items():
+            entries = [e for e in document["cases"] if e["chip"] == chip]
+            gpu = any("kernels" in e["compiled"]["gradient"] for e in entries)
+            header = ["case", "plan forward", "plan backward"]
+            header += ["forward kernel", "backward kernel"] if gpu else ["gradient compiled"]
+            header += ["plan's checks lifted"]
+            rows = []
+            for entry in entries:
+                gradient = entry["compiled"]["gradient"]
+                lifted = entry.get("compiled_without_plan_checks", {}).get("gradient", {})
+                row = [entry["case"], planned(entry["plan"]["forward"])]
+                row.append(planned(entry["plan"]["backward"]))
+                kinds = ("forward", "backward") if gpu else ("gradient",)
+                row += [kernel_cell(gradient, kind) for kind in kinds]
+                row.append(kernel_cell(lifted, "backward" if gpu else "gradient") if lifted else "")
+                rows.append(row)
+            lines += [f"**{escaped(description)}**", "", *list_table(header, rows)]
+        return lines
+
+
 def setup(app):
     app.add_directive("api", Api)
     app.add_directive("support-matrix", SupportMatrix)
     app.add_directive("supports", Supports)
     app.add_directive("measured-speed", MeasuredSpeed)
+    app.add_directive("compiled-memory", CompiledMemory)
     app.connect("autodoc-skip-member", skip_named_tuple_fields)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

@@ -43,6 +43,21 @@ import jax
 from jax.experimental import topologies
 
 HERE = Path(__file__).resolve().parent
+__all__ = [
+    "CHIPS",
+    "Chip",
+    "Kernel",
+    "compile_error_bytes",
+    "compile_for",
+    "compile_with_kernels",
+    "devices",
+    "lowering_for",
+    "missing",
+    "on_chip",
+    "ptxas_path",
+    "target_config",
+    "tpu_kernels",
+]
 
 # libtpu's own defaults for a machine without TPUs: no metadata-server query, no lock on
 # /tmp/libtpu_lockfile (compiling needs no chip, and several processes may compile at once),
