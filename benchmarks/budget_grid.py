@@ -71,7 +71,7 @@ class Case(NamedTuple):
         return getattr(rj, self.cell)(self.hidden, dtype=dtype)
 
     def backend(self):
-        return rj.backends.pallas(block_batch=self.block_batch, weights=self.weights)
+        return rj.backends.Pallas(block_batch=self.block_batch, weights=self.weights)
 
     def options(self) -> fused.FusedOptions:
         return fused.FusedOptions(block_batch=self.block_batch, weights=self.weights)

@@ -87,7 +87,7 @@ def test_the_plan_expects_at_least_the_shared_memory_the_compiler_asks(case):
 def test_what_the_compiler_refuses_the_plan_refuses_first_in_words():
     # Forced to keep an LSTM(96)'s 256 KB float32 recurrent block in shared memory: the plan
     # refuses at lowering; with its checks lifted, the compiler refuses the same program.
-    cell, backend = rj.lstm(96), rj.backends.pallas(weights="resident")
+    cell, backend = rj.lstm(96), rj.backends.Pallas(weights="resident")
     params = jax.eval_shape(lambda: cell.init(jax.random.key(0), 8))
     xs = jax.ShapeDtypeStruct((7, 5, 8), jnp.float32)
     words = r"would need 272 KB, over the 227 KB of shared memory per block of an H100"

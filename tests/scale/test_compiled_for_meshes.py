@@ -77,7 +77,7 @@ def data_parallel_step(chip: str):
 def time_sharded_scan(chip: str):
     """The sharded backend's scan (and its gradient) of 1,024 steps over 4 chips."""
     mesh = Mesh(np.array(aot.devices(chip)), ("time",))
-    cell, backend = rj.min_gru(16), rj.backends.sharded(mesh=mesh)
+    cell, backend = rj.min_gru(16), rj.backends.Sharded(mesh=mesh)
     params = jax.eval_shape(lambda: cell.init(jax.random.key(0), 8))
     replicated = NamedSharding(mesh, PartitionSpec())
     xs = jax.ShapeDtypeStruct((1024, BATCH, 8), jnp.float32, sharding=replicated)

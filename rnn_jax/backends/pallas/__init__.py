@@ -7,6 +7,9 @@
   evaluated on lane tiles by `lanes`.
 - `linear_scan`: ``h_t = a_t * h_{t-1} + b_t`` over time blocks for cells with
   a `LinearRecurrence`, and its reverse-scan backward.
+- `plans`: each pass's launch on each target, its blocks checked against the
+  chip's memory as the compilers count it; `refusal`: why a case does not
+  fit, in words.
 - `targets`: the GPU, TPU and CPU targets and the choice among them at
   lowering time.
 - `backend`: the backend, `Pallas`: ``rj.backends.Pallas(block_time=64)``.

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
 
+from rnn_jax import _validate
 from rnn_jax.backends.contract import Problem
 from rnn_jax.backends.numerics import is_low_precision
 from rnn_jax.backends.pallas.fused_kernels import Launch, backward_kernel, forward_kernel
@@ -415,24 +416,13 @@ def fused_recurrence(
         reverse=bool(reverse),
         has_valid=valid is not None,
         has_starts=starts is not None,
-        unroll=_steps_per_iteration(unroll, T),
+        unroll=_validate.steps_per_iteration(_validate.unroll(unroll), T),
     )
     restart_leaves = [] if restart is None else jax.tree.leaves(restart)
     cT, ys = _core(gates, step, sizes, options)(
         W, used, xp_leaves, c0_leaves, restart_leaves, valid, starts
     )
     return jax.tree.unflatten(step.carry_tree, cT), jax.tree.unflatten(step.y_tree, ys)
-
-
-def _steps_per_iteration(unroll: int | bool | None, steps: int) -> int:
-    """The one ``unroll`` rule: None or False: 1; True: the whole loop; a positive int."""
-    if unroll is None or unroll is False:
-        return 1
-    if unroll is True:
-        return max(steps, 1)
-    if not isinstance(unroll, int) or unroll < 1:
-        raise ValueError(f"unroll must be None, a bool or a positive int; got {unroll!r}")
-    return unroll
 
 
 def fused_scan(cell: Cell, params: Any, problem: Problem, options: FusedOptions) -> tuple[Any, Any]:
