@@ -7,15 +7,16 @@ Three targets, one per platform the backend's program may be lowered for:
   has changed between releases. Why Triton and not Mosaic GPU: Triton
   lowers a ``pallas_call`` over a grid whose programs hold arrays of any
   power-of-two shape, with ``tl.dot`` for M, N, K >= 16 and software
-  pipelining left to the compiler; on JAX 0.10.2 and 0.11.2 it lowers every
+  pipelining left to the compiler; on JAX 0.10.2 and 0.12.1 it compiles every
   kernel here, forward and backward, for every cell the lane tiles express.
   Mosaic GPU is Hopper-only, its matmul layout wants 64-row tiles
   (``WGMMA``: m % 64 == 0; a batch of 16 would be padded fourfold), its
   pipelines are explicit (``plgpu.emit_pipeline``), ``pallas_call`` on it
   is deprecated in favour of ``plgpu.kernel`` and its API is documented as
   "highly unstable". The Triton backend is itself deprecated since JAX 0.11
-  (Pallas changelog: "will be removed in a future version"); the JAX pin in
-  ``pyproject.toml`` stops below the release that would remove it.
+  (Pallas changelog: "will be removed in a future version"); the kernels
+  still compile on JAX 0.12.1 (``tests/compile``), and the JAX pin in
+  ``pyproject.toml`` stops below the next release, not yet checked.
 - ``tpu``: Mosaic, the time axis a sequential ("arbitrary") grid axis
   through which time blocks stream while the carry stays in VMEM.
 - ``cpu``: interpret mode, running the GPU kernel's tiling (plain interpret
