@@ -17,9 +17,9 @@ enforce, measured against them by deviceless compilation
   inputs, pre-activations and outputs, and in the backward their
   cotangents) must fit the register file with the shared memory left over,
   beyond which they would spill.
-- TPU (Mosaic): the blocks that stream double-buffered, the recurrent
-  block once, within the VMEM limit the kernel asks for; the longest time
-  block (up to 32 steps) that fits.
+- TPU (Mosaic): every block double-buffered within the VMEM limit the
+  kernel asks for (cautious: Mosaic fits some cases beyond it); the longest
+  time block (up to 32 steps) that fits.
 """
 
 from __future__ import annotations
@@ -157,16 +157,17 @@ def _gpu_blocks(
 def _tpu_blocks(
     target: MosaicTPU, sizes: Sizes, options: FusedOptions, rows, need: Footprint, backward: bool
 ):
-    """The blocks that change along the grid double-buffered in VMEM, the recurrent block (the
-    same for a head's every program) once, as Mosaic keeps them (measured: a float32 GRU(1024)
-    whose 12 MiB block would not fit twice in the 16 MiB limit compiles); the longest time
-    block (up to 32 steps) that fits."""
+    """Every block double-buffered in VMEM, the recurrent block too; the longest time block
+    (up to 32 steps) that fits. Cautious: Mosaic compiles some cases beyond this count (a
+    float32 GRU(1024), whose 12 MiB block could not be held twice in the 16 MiB limit),
+    but counting the block once lets through one it refuses (a bfloat16 LSTM(1024) in time
+    blocks of 8 steps; benchmarks/budget_grid.py)."""
     masks = 2 * 128 * 4  # two [rows, 1] int32 masks per step, each padded to 128 lanes
     per_step = need.live + need.carry + masks  # and the stored carry
     candidates = [options.block_time] if options.block_time else [32, 16, 8, 4, 2, 1]
     steps = max(sizes.steps, 1)
     held = {
-        bt: need.weights + 2 * (need.params + rows * (4 * need.carry + bt * per_step))
+        bt: 2 * (need.weights + need.params + rows * (4 * need.carry + bt * per_step))
         for bt in candidates
         if bt <= steps or options.block_time
     }
@@ -175,7 +176,7 @@ def _tpu_blocks(
     kind = "backward" if backward else "forward"
     target.check_memory(
         f"one program of the {kind} pass (the recurrent block and blocks of {block_time} "
-        f"steps, double-buffered, for {rows} rows)",
+        f"steps, all double-buffered, for {rows} rows)",
         held[block_time],
     )
     return FusedBlocks(rows, block_time, need.lanes, True)
