@@ -6,6 +6,7 @@ finds ``rnn_jax``; what is missing, such as PyTorch, is skipped and named)::
     PYTHONPATH=. python3 benchmarks/gpu_suite.py --smoke   # each kernel compiled and checked once
     PYTHONPATH=. python3 benchmarks/gpu_suite.py           # every group, within --budget-s
     PYTHONPATH=. python3 benchmarks/gpu_suite.py --plan    # what it would run, and the estimate
+    JAX_PLATFORMS=cpu PYTHONPATH=. python benchmarks/gpu_suite.py --compile-only   # no GPU
     PYTHONPATH=. python3 benchmarks/gpu_suite.py --groups loops --cells lstm   # a part again
 
 Groups, in the order they run:
@@ -51,20 +52,28 @@ calls, estimate), ``targets`` (issue 11's targets against the medians) and
 (the ``sequential`` median of the same case and mode over this one) and
 ``compile_s``.
 
-Estimate on an H200 (``--plan``), from what it runs and `UNIT_COSTS`. No GPU has run this
-suite yet, so the unit costs are assumptions until a first run's ``groups`` field gives real
-ones; compiles dominate, since each timed case takes milliseconds::
+Before a lease, ``--compile-only`` compiles every program a run would compile for an H100
+on any machine with the ``aot`` extra (no GPU: ``rnn_jax.aot``), and writes
+``gpu_suite_compile-<platform>-<UTC time>.json`` with each program's compile seconds, its
+kernels (shared memory, threads) or its refusal; a program that does not compile shows there.
+cuDNN's cannot be traced without a GPU (``NO_DEVICELESS``).
+
+Estimate on an H200 (``--plan``): the compile seconds of the newest ``--compile-only`` file
+(``--compile-times`` names another), `UNIT_COSTS` for what it lacks and for the timed calls.
+From ``gpu_suite_compile-cpu-20261207T022803Z.json``, measured on the shared 2-core CPU under
+load (1-minute load average 5 to 9), an upper bound for a quiet 16-core host::
 
     group      compiles   timed calls   estimated s
-    checks           11             0            66   (Pallas and reference in one program)
-    loops            24           224            79
-    parallel         22           140            73
-    heads            30           231           105
-    in all, with 15 s to start: about 338 s (5.6 minutes); --smoke: 6 compiles, about 51 s
+    checks           11             0           377
+    loops            24           224           517
+    parallel         22           140           176
+    heads            30           231           170
+    in all, with 15 s to start: about 1255 s; --smoke: 6 compiles, about 172 s
 
-A group or case starts only when its estimate fits in what is left of ``--budget-s`` (360 s;
-85 s with ``--smoke``), so a slower machine ends after the budget and at most one case, with
-its JSON written and what it skipped named.
+During a run, the budget scales the recorded compile times by how this machine's compiles
+compare with them so far (`Suite.costs`). A group or case starts only when its estimate fits
+in what is left of ``--budget-s`` (360 s; 85 s with ``--smoke``), so a slower machine ends
+after the budget and at most one case, with its JSON written and what it skipped named.
 
 On a CPU the suite refuses to run unless ``--allow-cpu``, which runs the
 same cases at tiny shapes (the Pallas kernels in interpret mode) to test the
@@ -449,7 +458,8 @@ class Suite:
         self.args = args
         self.tiny = args.allow_cpu
         self.rounds = args.rounds
-        self.costs = args.costs  # measured compile seconds per program (``--compile-only``)
+        self.recorded = args.costs  # compile seconds per program from ``--compile-only``
+        self.timed_compiles = [0.0, 0.0]  # recorded and taken seconds of this run's compiles
         self.started = time.perf_counter()
         self.records: list[dict[str, Any]] = []
         self.checks: list[dict[str, Any]] = []
@@ -478,6 +488,19 @@ class Suite:
     def left(self) -> float:
         return self.args.budget_s - self.elapsed()
 
+    def costs(self) -> dict[str, float]:
+        """The recorded compile seconds, scaled by how fast this machine has compiled so far
+        against them (the record may come from a slower or busier host)."""
+        recorded, taken = self.timed_compiles
+        scale = taken / recorded if recorded else 1.0
+        return {key: seconds * scale for key, seconds in self.recorded.items()}
+
+    def compiled(self, key: str, seconds: float) -> None:
+        """Notes a program's compile (and first call) time against its record."""
+        if key in self.recorded:
+            self.timed_compiles[0] += self.recorded[key]
+            self.timed_compiles[1] += seconds
+
     def skip(self, what: str, reason: str) -> None:
         self.skipped.append({"what": what, "reason": reason})
         print(f"  skipped {what}: {reason}", flush=True)
@@ -505,10 +528,10 @@ class Suite:
     def run_group(self, group: str, estimate: float) -> None:
         if group == "checks":
             checks = self.chosen_checks()
-            first = check_estimate(checks[0], self.costs) if checks else None
+            first = check_estimate(checks[0], self.costs()) if checks else None
         else:
             cases = self.chosen_cases(group)
-            first = case_estimate(cases[0], self.rounds, self.costs) if cases else None
+            first = case_estimate(cases[0], self.rounds, self.costs()) if cases else None
         if first is None:
             self.skip(group, f"it has no check or case of the cells {self.args.cells}")
             return
@@ -549,7 +572,7 @@ class Suite:
         for seed, check in enumerate(CHECKS):
             if check not in self.chosen_checks():
                 continue
-            if check_estimate(check, self.costs) > self.left():
+            if check_estimate(check, self.costs()) > self.left():
                 self.skip(f"check {check.label} {check.backend}", "out of time")
                 continue
             self.run_check(check, T, B, F, seed)
@@ -590,6 +613,9 @@ class Suite:
             self.error(what, exc)
             return
         self.compiles += 1
+        self.compiled(
+            program_key("checks", check.label, check.backend, "check"), time.perf_counter() - start
+        )
         ev, eg = relative_error(got_v, want_v), relative_error(got_g, want_g)
         tolerance = TOLERANCE[check.dtype]
         ok = ev <= tolerance and eg <= tolerance
@@ -615,7 +641,7 @@ class Suite:
 
     def timed_group(self, group: str) -> None:
         for case in self.chosen_cases(group):
-            need = case_estimate(case, self.rounds, self.costs)
+            need = case_estimate(case, self.rounds, self.costs())
             if need > self.left():
                 self.skip(case.label, f"{self.left():.0f} s left, it needs ~{need:.0f} s")
                 continue
@@ -650,6 +676,7 @@ class Suite:
                     self.error(where, exc)
                     continue
                 compile_s[name] = time.perf_counter() - start
+                self.compiled(program_key(case.group, label, name, mode), compile_s[name])
                 self.compiles += 1
                 runs[name] = run
                 if mode == "forward":

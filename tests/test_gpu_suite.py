@@ -5,6 +5,7 @@ its budget stops it from starting what no longer fits; its targets come from the
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -126,3 +127,14 @@ def test_compile_only_compiles_the_programs_for_an_h100_and_the_plan_uses_their_
         == program["compile_s"]
         == gpu_suite.check_estimate(lru[0], costs)
     )
+
+
+def test_the_budget_scales_the_recorded_compile_times_by_this_machines_pace():
+    """Compile times recorded on another host (``--compile-only`` on a CPU) are scaled by how
+    this run's compiles compare with them: here twice as fast."""
+    args = argparse.Namespace(allow_cpu=True, rounds=1, costs={"a": 10.0, "b": 30.0})
+    suite = gpu_suite.Suite(args)
+    assert suite.costs() == {"a": 10.0, "b": 30.0}
+    suite.compiled("a", 5.0)
+    suite.compiled("unrecorded", 100.0)  # a program without a record says nothing of the pace
+    assert suite.costs() == {"a": 5.0, "b": 15.0}
