@@ -58,11 +58,7 @@ class Case(NamedTuple):
 
     @property
     def label(self) -> str:
-        heads = f"x{self.heads}" if self.heads else ""
-        extra = "".join(
-            f" {k}={v}" for k, v in (("rows", self.block_batch), ("weights", self.weights))
-        )
-        return f"{self.cell} {self.hidden}{heads} {self.dtype}{extra}"
+        return case_label(self._asdict())
 
     def make(self) -> rj.Cell:
         dtype = jnp.dtype(self.dtype)
@@ -75,6 +71,14 @@ class Case(NamedTuple):
 
     def options(self) -> fused.FusedOptions:
         return fused.FusedOptions(block_batch=self.block_batch, weights=self.weights)
+
+
+def case_label(case: dict[str, Any]) -> str:
+    """``lstm 768x12 bfloat16``, with ``rows=32`` and ``weights=resident`` where set."""
+    heads = f"x{case['heads']}" if case["heads"] else ""
+    extra = f" rows={case['block_batch']}" if case["block_batch"] else ""
+    extra += f" weights={case['weights']}" if case["weights"] != "auto" else ""
+    return f"{case['cell']} {case['hidden']}{heads} {case['dtype']}{extra}"
 
 
 def gpu_cases(quick: bool) -> list[Case]:
