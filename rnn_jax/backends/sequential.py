@@ -15,14 +15,15 @@ time is cut into chunks of ``chunk`` steps (``chunk = T``: one chunk):
 - ``combine``'s own parameters (biases after the matmul, peepholes, layer
   norms, projections) accumulate in the reverse sweep; parameters that
   ``project`` or ``combine`` do not read (found from their jaxprs) are skipped;
-- what the forward pass keeps for the backward one (``residuals``):
-  ``"store"``, ``combine``'s VJP residuals (the gate activations: no
-  activation evaluated twice, most memory); ``"recompute"``, the carries and
-  the recurrent pre-activations (``combine`` re-run per step, the projection
-  per chunk); ``"carries"``, the carries only (the pre-activations of a chunk
-  re-formed by one matmul over its rows). Carry leaves that are the step's
-  output (an LSTM's or GRU's ``h``) are never stored where the valid steps
-  are a prefix: the outputs hold them;
+- what the forward pass keeps for the backward one (``residuals``, a policy
+  type each: `rnn_jax.backends.residuals`): ``"store"``, ``combine``'s VJP
+  residuals (the gate activations: no activation evaluated twice, most
+  memory); ``"recompute"``, the carries and the recurrent pre-activations
+  (``combine`` re-run per step, the projection per chunk); ``"carries"``, the
+  carries only (the pre-activations of a chunk re-formed by one matmul over
+  its rows). Carry leaves that are the step's output (an LSTM's or GRU's
+  ``h``) are never stored where the valid steps are a prefix: the outputs
+  hold them;
 - where ``combine`` reads ``xp`` and the pre-activation only through their
   sum (LSTM, Elman; `rnn_jax.backends.jaxprs.reads_only_sum`), the two share
   one cotangent, and ``"recompute"`` stores the sum, so the backward pass
@@ -76,20 +77,21 @@ from rnn_jax.backends.masking import (
 )
 from rnn_jax.backends.numerics import matmul, rows_product
 from rnn_jax.backends.reference import reference_scan
+from rnn_jax.backends.residuals import POLICIES, Residuals
 
-RESIDUALS = ("store", "recompute", "carries")
 WEIGHT_GRADS = ("per_chunk", "after_sweep")
 
 
 class Plan(NamedTuple):
-    """Static choices of one run."""
+    """Static choices of one run: ``residuals`` is the policy (`Residuals`) for what the
+    forward sweep keeps; ``after_sweep``: the weight gradients wait for the whole sweep."""
 
     reverse: bool
     unroll: int | bool
     chunk: int
-    residuals: str
+    residuals: Residuals
     pipeline: bool
-    weight_grads: str
+    after_sweep: bool
 
     def loop(self, f, init, xs, *, reverse):
         """The step loop: `pipelined_scan` or a plain ``lax.scan``."""
@@ -228,44 +230,28 @@ def chunked(problem: Problem, size: int) -> Chunks:
     return Chunks(split(problem.xs), split(problem.valid), split(problem.starts))
 
 
-def previous_steps(ys, first, reverse: bool):
-    """Per chunk and step, the value of the step before in scan order.
-
-    ``ys: [n, K, ...]`` (``n`` chunks of ``K`` steps); the step before the very
-    first one gets ``first [...]``.
-    """
-    if reverse:
-        after = jnp.concatenate([ys[1:, :1], first[None, None]], axis=0)
-        return jnp.concatenate([ys[:, 1:], after], axis=1)
-    before = jnp.concatenate([first[None, None], ys[:-1, -1:]], axis=0)
-    return jnp.concatenate([before, ys[:, :-1]], axis=1)
-
-
 # ----------------------------------------------------------------------------- forward sweep
 
 
 def forward_step(layout: Layout, residuals, c_used, kernel, restart, carry, inputs):
-    """One step: ``(carry, (y, saved))``; ``saved`` is what ``residuals`` asks to keep."""
+    """One step: ``(carry, (y, kept))``; ``kept`` is what the `Residuals` policy
+    ``residuals`` keeps (None, for inference: nothing)."""
     xp_t, valid_t, start_t = inputs
     carry = restarted(start_t, restart, carry)
     fed = layout.gates.fed_back(carry)
     hu = matmul(fed, kernel, layout.out_dtype)
-    if residuals == "store":
-        (new, y), pullback = jax.vjp(layout.combine, c_used, carry, xp_t, hu)
-        saved = (fed, pullback)
+    if residuals is None:
+        (new, y), kept = layout.combine(c_used, carry, xp_t, hu), None
     else:
-        new, y = layout.combine(c_used, carry, xp_t, hu)
-        untied = [c for c, t in zip(jax.tree.leaves(carry), layout.tied, strict=True) if not t]
-        pre = xp_t + hu if layout.summed else hu
-        saved = {None: None, "recompute": (untied, pre), "carries": (untied, None)}[residuals]
+        (new, y), kept = residuals.keep(layout, c_used, carry, xp_t, fed, hu)
     if valid_t is not None:
         new = keep_where(valid_t, new, carry)
         y = zero_where_not(valid_t, y)
-    return new, (y, saved)
+    return new, (y, kept)
 
 
 def forward_sweep(layout, plan, residuals, p_used, c_used, kernel, carry0, restart, chunks):
-    """``(final_carry, ys [n, K, ...], saved)`` over every chunk."""
+    """``(final_carry, ys [n, K, ...], kept)`` over every chunk."""
     step = partial(forward_step, layout, residuals, c_used, kernel, restart)
 
     def chunk(carry, inputs):
@@ -278,15 +264,16 @@ def forward_sweep(layout, plan, residuals, p_used, c_used, kernel, carry0, resta
     # the chunk's elementwise kernels, which it then emits several times slower. Measured
     # on an MSE loss, LSTM B32 T128 H256 forward+backward: 1.47-1.54x PyTorch's time
     # with plain lax.scan loops, 1.18-1.26x pipelined.
-    final, (ys, saved) = pipelined_scan(chunk, carry0, chunks, reverse=plan.reverse)
-    return final, ys, saved
+    final, (ys, kept) = pipelined_scan(chunk, carry0, chunks, reverse=plan.reverse)
+    return final, ys, kept
 
 
 # ----------------------------------------------------------------------------- backward sweep
 
 
 class Saved(NamedTuple):
-    """What the backward pass reads besides the cotangents (the forward's residuals)."""
+    """What the backward pass reads besides the cotangents (the forward's residuals);
+    ``saved``: what the policy kept of every step, ``[n, K, ...]``."""
 
     p_used: list
     c_used: list
@@ -299,38 +286,14 @@ class Saved(NamedTuple):
     xs_perturbed: bool
 
 
-def carries_entering(layout: Layout, untied, ys_before, valid_before, starts, carry0, restart):
-    """The carries entering each step, from the stored leaves and the outputs of the step
-    before (for tied leaves), restarts applied."""
-    untied = iter(untied)
-    leaves = []
-    for is_tied, leaf0 in zip(layout.tied, jax.tree.leaves(carry0), strict=True):
-        if not is_tied:
-            leaves.append(next(untied))
-            continue
-        # A step after one that does not count (only the first valid step of a reversed
-        # scan, the valid steps being a prefix) starts from the initial carry.
-        leaves.append(
-            ys_before if valid_before is None else keep_where(valid_before, ys_before, leaf0)
-        )
-    return restarted(starts, restart, jax.tree.unflatten(layout.carry_tree, leaves))
-
-
-def backward_step(layout: Layout, residuals, c_used, kernel_t, fed_pullback, acc, inputs):
+def backward_step(layout: Layout, c_used, kernel_t, fed_pullback, acc, inputs):
     """One step of the reverse sweep: cotangents of the carry entering the step."""
     d_carry, d_c, d_restart = acc
-    d_y, xp_t, valid_t, start_t, saved_t = inputs
+    d_y, valid_t, start_t, point = inputs
     d_out = (d_carry, d_y)
     if valid_t is not None:
         d_out = zero_where_not(valid_t, d_out)
-    if residuals == "store":
-        pullback = saved_t[1]
-    else:
-        carry, hu = saved_t
-        if xp_t is None:  # hu holds xp + hu
-            xp_t, hu = hu, jnp.zeros_like(hu)
-        _, pullback = jax.vjp(layout.combine, c_used, carry, xp_t, hu)
-    dc_t, d_prev, d_xp, d_hu = pullback(d_out)
+    dc_t, d_prev, d_xp, d_hu = point.pullback_of(layout, c_used)(d_out)
     (d_fed,) = fed_pullback(matmul(d_hu, kernel_t, layout.out_dtype))
     d_prev = add_trees(d_prev, d_fed)
     if valid_t is not None:
@@ -342,47 +305,28 @@ def backward_step(layout: Layout, residuals, c_used, kernel_t, fed_pullback, acc
     return (d_prev, add_trees(d_c, dc_t), d_restart), (d_xp, d_hu)
 
 
-def chunk_residuals(layout: Layout, plan: Plan, res: Saved, saved_chunk, ys_chunk, before):
-    """``(fed [K, B, R], per-step residuals)`` of one chunk for the reverse sweep."""
-    if plan.residuals == "store":
-        return saved_chunk[0], saved_chunk
-    valid_before, starts_chunk = before
-    carry = carries_entering(
-        layout, saved_chunk[0], ys_chunk, valid_before, starts_chunk, res.carry0, res.restart
-    )
-    fed = layout.gates.fed_back(carry)
-    hu = saved_chunk[1]
-    if hu is None:  # "carries": all steps' pre-activations in one matmul
-        hu = matmul(fed, res.kernel, layout.out_dtype)
-    return fed, (carry, hu)
-
-
 def backward_sweep(layout: Layout, plan: Plan, res: Saved, d_final, d_ys):
     """The cotangents of every input of the recurrence (see `recurrence`)."""
     _, fed_pullback = jax.vjp(layout.gates.fed_back, res.carry0)  # linear in the carry
     kernel_t = res.kernel.T
-    after_sweep = plan.weight_grads == "after_sweep"
-    step = partial(backward_step, layout, plan.residuals, res.c_used, kernel_t, fed_pullback)
-    ys_before, valid_before = tied_inputs(layout, plan, res)
+    step = partial(backward_step, layout, res.c_used, kernel_t, fed_pullback)
+    entering = plan.residuals.entering(layout, res, plan.reverse)
 
     def chunk(acc, inputs):
         d_carry, d_c, d_restart, d_kernel, d_p = acc
-        d_y, x_chunk, valid_chunk, starts_chunk, saved_chunk, ys_chunk, before_chunk = inputs
+        d_y, x_chunk, valid_chunk, kept_chunk, entering_chunk = inputs
         xp, project_pullback = jax.vjp(layout.project, res.p_used, x_chunk)
-        fed, per_step = chunk_residuals(
-            layout, plan, res, saved_chunk, ys_chunk, (before_chunk, starts_chunk)
-        )
-        xp_in = None if layout.summed and plan.residuals == "recompute" else xp
+        fed, points = plan.residuals.points(layout, res, kept_chunk, xp, entering_chunk)
         (d_carry, d_c, d_restart), (d_xp, d_hu) = plan.loop(
             step,
             (d_carry, d_c, d_restart),
-            (d_y, xp_in, valid_chunk, starts_chunk, per_step),
+            (d_y, valid_chunk, entering_chunk.starts, points),
             reverse=not plan.reverse,
         )
         d_xp = d_hu if layout.summed else d_xp
         d_xp = jax.tree.map(lambda d, x: d.astype(x.dtype), d_xp, xp)
         acc = (d_carry, d_c, d_restart, d_kernel, d_p)
-        if after_sweep:  # the weight gradients wait for every chunk's cotangents
+        if plan.after_sweep:  # the weight gradients wait for every chunk's cotangents
             return acc, (d_xp, d_hu)
         d_kernel = d_kernel + rows_product(fed, d_hu, res.kernel.dtype)
         dp_chunk, d_x = project_pullback(d_xp)
@@ -401,48 +345,21 @@ def backward_sweep(layout: Layout, plan: Plan, res: Saved, d_final, d_ys):
     (d_carry0, d_c, d_restart, d_kernel, d_p), per_chunk = pipelined_scan(
         chunk,
         start,
-        (d_ys, chunks.xs, chunks.valid, chunks.starts, res.saved, ys_before, valid_before),
+        (d_ys, chunks.xs, chunks.valid, res.saved, entering),
         reverse=not plan.reverse,
     )
-    if after_sweep:
-        d_kernel, d_p, d_xs = weight_gradients(
-            layout, plan, res, ys_before, valid_before, *per_chunk
-        )
+    if plan.after_sweep:
+        d_kernel, d_p, d_xs = weight_gradients(layout, plan, res, entering, *per_chunk)
     else:
         d_xs = per_chunk
     d_xs = d_xs if res.xs_perturbed else None
     return d_p, d_c, d_kernel, d_carry0, d_restart, d_xs
 
 
-def tied_inputs(layout: Layout, plan: Plan, res: Saved):
-    """The outputs and validity of the step before each step, for the tied carry leaves."""
-    if plan.residuals == "store" or not any(layout.tied):
-        return None, None
-    first = jax.tree.leaves(res.carry0)[layout.tied.index(True)]
-    ys_before = previous_steps(res.ys, first.astype(res.ys.dtype), plan.reverse)
-    valid = res.chunks.valid
-    if valid is None:
-        return ys_before, None
-    batch = valid.shape[2:]
-    return ys_before, previous_steps(valid, jnp.ones(batch, bool), plan.reverse)
-
-
-def weight_gradients(layout, plan, res: Saved, ys_before, valid_before, d_xp, d_hu):
+def weight_gradients(layout, plan, res: Saved, entering, d_xp, d_hu):
     """Both weight gradients (and the inputs'), each one matmul over all ``T * B`` rows."""
     d_xp = d_hu if layout.summed else d_xp  # (summed: xp and hu share one dtype)
-    if plan.residuals == "store":
-        fed = res.saved[0]
-    else:
-        carry = carries_entering(
-            layout,
-            res.saved[0],
-            ys_before,
-            valid_before,
-            res.chunks.starts,
-            res.carry0,
-            res.restart,
-        )
-        fed = layout.gates.fed_back(carry)
+    fed = plan.residuals.fed_of_all(layout, res, entering)
     _, project_pullback = jax.vjp(layout.project, res.p_used, res.chunks.xs)
     d_p, d_xs = project_pullback(d_xp)
     return rows_product(fed, d_hu, res.kernel.dtype), d_p, d_xs
@@ -521,9 +438,9 @@ def plan_for(cell, problem: Problem, configured: dict[str, Any]) -> Plan:
         reverse=problem.reverse,
         unroll=settings["unroll"],
         chunk=settings["chunk"] or problem.steps,
-        residuals=settings["residuals"],
+        residuals=POLICIES[settings["residuals"]],
         pipeline=settings["pipeline"],
-        weight_grads=settings["weight_grads"],
+        after_sweep=settings["weight_grads"] == "after_sweep",
     )
 
 
@@ -575,7 +492,7 @@ class Sequential(Backend):
         _validate.unroll(self.unroll)
         _validate.optional_non_negative_int("chunk", self.chunk)
         if self.residuals is not None:
-            _validate.one_of("residuals", self.residuals, RESIDUALS)
+            _validate.one_of("residuals", self.residuals, tuple(POLICIES))
         if self.weight_grads is not None:
             _validate.one_of("weight_grads", self.weight_grads, WEIGHT_GRADS)
         _validate.optional_bool("pipeline", self.pipeline)

@@ -18,7 +18,8 @@ import scan_helpers
 import rnn_jax as rj
 from rnn_jax.backends import Sequential
 from rnn_jax.backends.jaxprs import parameters_read, reads_only_sum
-from rnn_jax.backends.sequential import pipelined_scan, previous_steps
+from rnn_jax.backends.residuals import previous_steps
+from rnn_jax.backends.sequential import pipelined_scan
 
 T, B, F, H = 7, 3, 4, 5
 LENGTH = np.array([7, 0, 3])  # full, empty, short
