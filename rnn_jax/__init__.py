@@ -19,8 +19,8 @@ at their first use, so ``import rnn_jax`` costs only the core (cells,
 from importlib import import_module as _import_module
 
 from rnn_jax import backends
-from rnn_jax._driver import scan
-from rnn_jax.backends import Backend, NewtonInfo, Problem, flip_valid, newton_scan
+from rnn_jax._driver import newton_scan, scan
+from rnn_jax.backends import Backend, NewtonInfo, Problem, flip_valid
 from rnn_jax.backends import get as get_backend
 from rnn_jax.backends import names as backend_names
 from rnn_jax.backends import register as register_backend

@@ -3,23 +3,39 @@
 The driver checks the arguments at trace time, flattens the batch axes,
 binds one ``rnn_scan`` (`rnn_jax._scan_primitive`) whose program builds the
 `rnn_jax.backends.Problem` and runs the chosen backend, and restores the
-batch shape. Backends never see anything but a `Problem`.
+batch shape. Backends never see anything but a `Problem`, and never one
+without steps or sequences: ``T = 0`` or ``B = 0`` is answered by the
+reference loop, exactly (after the chosen backend's ``supports`` has had its
+say, so a refusal does not depend on the shapes).
+
+An un-jitted call (no transformation is tracing it) of a hashable cell with
+array arguments runs one compiled program per `Settings` and argument shapes
+and dtypes, looked up as ``jax.jit`` looks up its static arguments: a second
+identical call traces and compiles nothing. Other cells (one that closes over
+an array, say) trace their program on every call.
+
+`newton_scan` runs the same front end (checks, `Problem`, degenerate shapes,
+the carry passed on) into the ``newton`` backend, and reports how its
+iterations went.
 """
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
+import numpy as np
 
 from rnn_jax import _scan_primitive, _validate
 from rnn_jax.backends import auto, contract, registry
-from rnn_jax.backends.contract import Backend
+from rnn_jax.backends.contract import Backend, Problem
+from rnn_jax.backends.newton import Newton, NewtonInfo
 from rnn_jax.backends.problem import (
     Arguments,
     carry_passed_on,
+    check_length_values,
     check_output_dtype,
     make_problem,
     time_axis_of,
@@ -29,17 +45,46 @@ from rnn_jax.backends.reference import Reference
 from rnn_jax.cells.cell import Cell
 
 
+class Settings(NamedTuple):
+    """What a scan's program depends on besides its arrays' shapes and dtypes.
+
+    ``backend`` is ``"auto"`` or a `Backend`; ``registered``, with ``"auto"``,
+    the backends registered under a name (which ``auto`` may pick), so that a
+    registration made later is seen. Hashable where the cell is.
+    """
+
+    cell: Cell
+    backend: str | Backend
+    reverse: bool
+    unroll: int | bool | None
+    output_dtype: Any
+    time_major: bool
+    registered: tuple = ()
+
+
+class Operands(NamedTuple):
+    """The arrays of one scan (None where not given)."""
+
+    params: Any
+    xs: Any
+    initial_state: Any
+    length: Any
+    mask: Any
+    resets: Any
+
+
+def check_cell(cell) -> Cell:
+    """``cell`` if it is a `Cell`; a TypeError naming what came otherwise."""
+    return _validate.instance_of("cell", cell, Cell, "an rnn_jax Cell (e.g. rj.lstm(64))")
+
+
 def resolve(backend: str | Backend) -> str | Backend:
     """``"auto"`` or the `Backend` ``backend`` names; a ValueError for anything else."""
     if isinstance(backend, Backend):
         return backend
     if backend == "auto":
         return "auto"
-    if not isinstance(backend, str):
-        raise TypeError(
-            f"backend must be 'auto', a backend name or an rnn_jax Backend; got "
-            f"{type(backend).__name__}"
-        )
+    _validate.instance_of("backend", backend, str, "'auto', a backend name or an rnn_jax Backend")
     return registry.get(backend)
 
 
@@ -64,33 +109,157 @@ def choose(cell, problem, backend: str | Backend) -> Backend:
     return chosen
 
 
-def _programs(cell, backend, reverse, unroll, tree, *, gradient: bool):
+def is_degenerate(problem: Problem) -> bool:
+    """No steps or no sequences: nothing for a kernel to do."""
+    return problem.steps == 0 or problem.batch == 0
+
+
+def solved(cell, params, problem: Problem, backend: str | Backend):
+    """``(final_carry, ys)`` by ``backend`` (after its ``supports``); by the reference loop,
+    exactly, where `is_degenerate`."""
+    chosen = choose(cell, problem, backend)
+    if is_degenerate(problem):
+        return Reference().run(cell, params, problem)
+    return chosen.run(cell, params, problem)
+
+
+def checked(cell, operands: Operands, time_major: bool) -> Arguments:
+    """The arrays checked and batch-flattened (`Arguments`), time first."""
+    xs, mask, resets = operands.xs, operands.mask, operands.resets
+    if not time_major:
+        axis = time_axis_of(cell, xs)
+        batch_shape, steps = tuple(xs.shape[:axis]), xs.shape[axis]
+        xs = jnp.moveaxis(xs, axis, 0)
+        mask = time_first("mask", mask, batch_shape, steps)
+        resets = time_first("resets", resets, batch_shape, steps)
+    return Arguments(
+        cell,
+        operands.params,
+        xs,
+        initial_state=operands.initial_state,
+        length=operands.length,
+        mask=mask,
+        resets=resets,
+    )
+
+
+def flat_operands(params, arguments: Arguments) -> Operands:
+    """The checked arrays: ``xs [T, B, ...]``, carries ``[B, ...]``, masks ``[T, B]``."""
+    return Operands(
+        params,
+        arguments.xs,
+        arguments.initial_state,
+        arguments.length,
+        arguments.mask,
+        arguments.resets,
+    )
+
+
+def problem_of(cell, operands: Operands, *, reverse: bool, unroll, gradient: bool) -> Problem:
+    """The `Problem` of `flat_operands`."""
+    return make_problem(
+        cell,
+        operands.params,
+        operands.xs,
+        operands.initial_state,
+        operands.length,
+        operands.mask,
+        operands.resets,
+        reverse=reverse,
+        unroll=unroll,
+        gradient=gradient,
+    )
+
+
+def _programs(settings: Settings, tree, *, gradient: bool):
     """``(solve, reference)`` over the flat arguments of one scan (see `_scan_primitive.bind`)."""
 
-    def run_with(flat, pick):
-        params, xs, h0, length, mask, resets = jax.tree.unflatten(tree, flat)
-        problem = make_problem(
-            cell,
-            params,
-            xs,
-            h0,
-            length,
-            mask,
-            resets,
-            reverse=reverse,
-            unroll=unroll,
+    def run_with(flat, backend):
+        operands = jax.tree.unflatten(tree, flat)
+        problem = problem_of(
+            settings.cell,
+            operands,
+            reverse=settings.reverse,
+            unroll=settings.unroll,
             gradient=gradient,
         )
-        carry, ys = pick(problem).run(cell, params, problem)
-        return jax.tree.leaves((carry_passed_on(problem, resets, carry), ys))
+        carry, ys = solved(settings.cell, operands.params, problem, backend)
+        return jax.tree.leaves((carry_passed_on(problem, operands.resets, carry), ys))
 
     def solve(*flat):
-        return run_with(flat, lambda problem: choose(cell, problem, backend))
+        return run_with(flat, settings.backend)
 
     def oracle(*flat):
-        return run_with(flat, lambda problem: Reference())
+        return run_with(flat, Reference())
 
     return solve, oracle
+
+
+# The batch axis of each operand's leaves: none for the parameters (shared by all
+# sequences), 1 for the [T, B, ...] inputs and masks, 0 for [B, ...] carries and lengths.
+BATCH_AXES = Operands(params=None, xs=1, initial_state=0, length=0, mask=1, resets=1)
+
+
+def traced_scan(settings: Settings, operands: Operands) -> tuple[Any, Any]:
+    """``rj.scan`` of checked `Settings`, as traced by the caller (or the eager ``jit``)."""
+    cell = settings.cell
+    arguments = checked(cell, operands, settings.time_major)
+    flat_ops = flat_operands(operands.params, arguments)
+    flat, tree = jax.tree.flatten(flat_ops)
+    batch_in = tuple(
+        axis for part, axis in zip(flat_ops, BATCH_AXES, strict=True) for _ in jax.tree.leaves(part)
+    )
+    x = jax.ShapeDtypeStruct(arguments.xs.shape[1:], arguments.xs.dtype)
+    carry, y = jax.eval_shape(cell.step, operands.params, arguments.initial_state, x)
+    batch_out = (0,) * len(jax.tree.leaves(carry)) + (1,) * len(jax.tree.leaves(y))
+
+    def make(*, gradient: bool):
+        return _programs(settings, tree, gradient=gradient)
+
+    outs = _scan_primitive.bind(make, flat, batch_in, batch_out)
+    final, ys = jax.tree.unflatten(jax.tree.structure((carry, y)), outs)
+    if settings.output_dtype is not None:
+        ys = jax.tree.map(lambda leaf: leaf.astype(settings.output_dtype), ys)
+    final, ys = arguments.restore(final, ys)
+    if not settings.time_major:
+        ys = jax.tree.map(lambda y: jnp.moveaxis(y, 0, len(arguments.batch_shape)), ys)
+    return final, ys
+
+
+# ----------------------------------------------------------------------------- eager calls
+
+# What a call sees where no transformation traces it (taken in JAX's evaluation context).
+with jax.core.eval_context():
+    _EVALUATING = jex.core.get_opaque_trace_state()
+
+compiled_scan = jax.jit(traced_scan, static_argnums=0)
+
+
+def compiles_once(settings: Settings, operands: Operands) -> bool:
+    """Whether this call can run `compiled_scan`: nothing traces it, its arrays are arrays
+    (not Python numbers, whose meaning a cell may read), and its settings are hashable."""
+    if jex.core.get_opaque_trace_state() != _EVALUATING:
+        return False
+    if not all(isinstance(leaf, jax.Array | np.ndarray) for leaf in jax.tree.leaves(operands)):
+        return False
+    try:
+        hash(settings)
+    except TypeError:
+        return False
+    return True
+
+
+def check_length_range(settings: Settings, operands: Operands) -> None:
+    """The check of ``length``'s values that a traced call cannot make (its values are not
+    known there), for `compiled_scan`; shapes are checked when it traces."""
+    xs, rank = operands.xs, settings.cell.feature_rank
+    if operands.length is None or getattr(xs, "ndim", 0) < 1 + rank:
+        return
+    axis = 0 if settings.time_major else time_axis_of(settings.cell, xs)
+    check_length_values(operands.length, xs.shape[axis])
+
+
+# ----------------------------------------------------------------------------- entry points
 
 
 def scan(
@@ -109,6 +278,10 @@ def scan(
     time_major: bool = True,
 ) -> tuple[Any, Any]:
     """Runs ``cell`` over the time-major sequence ``xs``; returns ``(final_carry, ys)``.
+
+    Called outside ``jit`` (and every other transformation), it compiles once
+    per cell, backend, options and argument shapes and dtypes, and then runs
+    what a jitted call runs.
 
     Args:
         cell: a `Cell`.
@@ -169,46 +342,64 @@ def scan(
         >>> ys.shape
         (20, 4, 32)
     """
-    if not isinstance(cell, Cell):
-        raise TypeError(
-            f"cell must be an rnn_jax Cell (e.g. rj.lstm(64)); got {type(cell).__name__}"
-        )
-    chosen = resolve(backend)
-    unroll = _validate.unroll(unroll)
-    output_dtype = check_output_dtype(output_dtype)
-    if not time_major:
-        axis = time_axis_of(cell, xs)
-        batch_shape, steps = tuple(xs.shape[:axis]), xs.shape[axis]
-        xs = jnp.moveaxis(xs, axis, 0)
-        mask = time_first("mask", mask, batch_shape, steps)
-        resets = time_first("resets", resets, batch_shape, steps)
-    arguments = Arguments(
-        cell, params, xs, initial_state=initial_state, length=length, mask=mask, resets=resets
+    backend = resolve(backend)
+    settings = Settings(
+        cell=check_cell(cell),
+        backend=backend,
+        reverse=bool(reverse),
+        unroll=_validate.unroll(unroll),
+        output_dtype=check_output_dtype(output_dtype),
+        time_major=bool(time_major),
+        registered=registry.registered() if backend == "auto" else (),
     )
-    operands = (
-        params,
-        arguments.xs,
-        arguments.initial_state,
-        arguments.length,
-        arguments.mask,
-        arguments.resets,
-    )
-    flat, tree = jax.tree.flatten(operands)
-    # The batch axis of every leaf: none for the parameters (shared by all sequences),
-    # 1 for the [T, B, ...] inputs and outputs, 0 for [B, ...] carries and lengths.
-    axes = (None, 1, 0, 0, 1, 1)
-    batch_in = tuple(
-        a for part, a in zip(operands, axes, strict=True) for _ in jax.tree.leaves(part)
-    )
-    x = jax.ShapeDtypeStruct(arguments.xs.shape[1:], arguments.xs.dtype)
-    carry, y = jax.eval_shape(cell.step, params, arguments.initial_state, x)
-    batch_out = (0,) * len(jax.tree.leaves(carry)) + (1,) * len(jax.tree.leaves(y))
-    make = partial(_programs, cell, chosen, bool(reverse), unroll, tree)
-    outs = _scan_primitive.bind(make, flat, batch_in, batch_out)
-    final, ys = jax.tree.unflatten(jax.tree.structure((carry, y)), outs)
-    if output_dtype is not None:
-        ys = jax.tree.map(lambda leaf: leaf.astype(output_dtype), ys)
-    final, ys = arguments.restore(final, ys)
-    if not time_major:
-        ys = jax.tree.map(lambda y: jnp.moveaxis(y, 0, len(arguments.batch_shape)), ys)
-    return final, ys
+    operands = Operands(params, xs, initial_state, length, mask, resets)
+    if compiles_once(settings, operands):
+        check_length_range(settings, operands)
+        return compiled_scan(settings, operands)
+    return traced_scan(settings, operands)
+
+
+def newton_scan(
+    cell: Cell,
+    params: Any,
+    xs: jax.Array,
+    *,
+    initial_state: Any = None,
+    length: jax.Array | None = None,
+    reverse: bool = False,
+    resets: jax.Array | None = None,
+    mask: jax.Array | None = None,
+    tol: float | None = None,
+    max_iters: int = 64,
+    jacobian: str = "auto",
+    method: str = "auto",
+) -> tuple[Any, Any, NewtonInfo]:
+    """``rj.scan`` by Newton iterations (DEER), also reporting how they went.
+
+    Arguments as `rnn_jax.scan`, and ``tol``, ``max_iters``, ``jacobian`` and
+    ``method`` as `rnn_jax.backends.Newton` takes them.
+
+    Returns:
+        ``(final_carry, ys, NewtonInfo(iterations, converged))``; when not
+        converged, carry and outputs are the sequential scan's. Without steps
+        or sequences: the reference's, after no iteration.
+
+    Example:
+        >>> cell = rj.gru(8)
+        >>> params = cell.init(jax.random.key(0), 4)
+        >>> carry, ys, info = rj.newton_scan(cell, params, jnp.ones((256, 2, 4)))
+        >>> bool(info.converged), int(info.iterations) < 64
+        (True, True)
+    """
+    backend = Newton(tol=tol, max_iters=max_iters, jacobian=jacobian, method=method)
+    operands = Operands(params, xs, initial_state, length, mask, resets)
+    arguments = checked(check_cell(cell), operands, time_major=True)
+    flat_ops = flat_operands(params, arguments)
+    problem = problem_of(cell, flat_ops, reverse=bool(reverse), unroll=None, gradient=False)
+    if is_degenerate(problem):
+        carry, ys = solved(cell, params, problem, backend)
+        info = NewtonInfo(jnp.int32(0), jnp.bool_(True))
+    else:
+        carry, ys, info = backend.solve(cell, params, problem)
+    carry = carry_passed_on(problem, flat_ops.resets, carry)
+    return *arguments.restore(carry, ys), info

@@ -21,6 +21,14 @@ it compose with every transformation:
 
 Derivatives of order two through a backend with a custom backward pass
 (``jax.hessian``) need ``backend="reference"``.
+
+JAX names used: the primitives are ``jax.extend.core.Primitive``; their rules
+go into the registries of ``jax.interpreters.ad``, ``batching`` and ``mlir``
+(``primitive_jvps``, ``primitive_transposes``, ``primitive_batchers``,
+``register_lowering``, ``lower_fun``, ``Zero``), and jaxprs are evaluated with
+``jax.core.eval_jaxpr`` (``ShapedArray``, ``Tracer`` likewise): public
+spellings in JAX 0.10 and 0.11 that ``jax.extend`` has no counterpart for.
+``tests/backends/test_deprecations.py`` fails when JAX warns of anything we use.
 """
 
 from __future__ import annotations
@@ -136,11 +144,22 @@ def _fold(x, dim: int | None, axis: int, size: int):
         x = jnp.broadcast_to(x, x.shape[:axis] + (size,) + x.shape[axis + 1 :])
     else:
         x = jnp.moveaxis(x, dim, axis)
-    return x.reshape(x.shape[:axis] + (-1,) + x.shape[axis + 2 :])
+    # sizes spelled out: a mapped axis or batch of size 0 leaves nothing to infer -1 from
+    folded = x.shape[axis] * x.shape[axis + 1]
+    return x.reshape(x.shape[:axis] + (folded,) + x.shape[axis + 2 :])
 
 
-def _unfold(y, axis: int, size: int):
-    return y.reshape(y.shape[:axis] + (size, -1) + y.shape[axis + 1 :])
+def _unfold(y, axis: int, size: int, batch: int):
+    return y.reshape(y.shape[:axis] + (size, batch) + y.shape[axis + 1 :])
+
+
+def _batch(operands, dims, batch_in) -> int:
+    """The batch size of one mapped element (every scan has ``xs``, whose axis 1 it is)."""
+    return next(
+        [n for i, n in enumerate(x.shape) if i != dim][axis]
+        for x, dim, axis in zip(operands, dims, batch_in, strict=True)
+        if axis is not None
+    )
 
 
 def _scan_batching(operands, dims, *, program, oracle, make, batch_in, batch_out, jaxpr):
@@ -160,9 +179,9 @@ def _scan_batching(operands, dims, *, program, oracle, make, batch_in, batch_out
         for x, d, axis in zip(operands[:arity], dims[:arity], batch_in, strict=True)
     ]
     outs = bind(make, folded, batch_in, batch_out)
-    return [_unfold(y, axis, size) for y, axis in zip(outs, batch_out, strict=True)], list(
-        batch_out
-    )
+    batch = _batch(operands[:arity], dims[:arity], batch_in)
+    unfolded = [_unfold(y, axis, size, batch) for y, axis in zip(outs, batch_out, strict=True)]
+    return unfolded, list(batch_out)
 
 
 def _scan_jvp(primals, tangents, *, program, oracle, make, batch_in, batch_out, jaxpr):

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -56,6 +57,24 @@ def optional_non_negative_int(name: str, value: Any) -> int | None:
     return None if value is None else int_at_least(name, value, 0, "a non-negative int or None")
 
 
+def optional_positive_number(name: str, value: Any) -> float | None:
+    """``value`` if it is None or a real number ``> 0`` (an int or a float, not a bool).
+
+    Example:
+        >>> optional_positive_number("tol", 1e-6)
+        1e-06
+    """
+    if value is None:
+        return None
+    if not isinstance(value, int | float | np.integer | np.floating) or isinstance(
+        value, bool | np.bool_
+    ):
+        raise TypeError(f"{name} must be a positive number or None; got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be a positive number or None; got {value!r}")
+    return value
+
+
 def one_of(name: str, value: Any, choices: Collection[Any]) -> Any:
     """``value`` if it is one of ``choices``.
 
@@ -73,6 +92,44 @@ def optional_bool(name: str, value: Any) -> bool | None:
     if value is not None and not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool or None; got {value!r}")
     return value
+
+
+def instance_of(name: str, value: Any, kind: type | tuple[type, ...], what: str) -> Any:
+    """``value`` if it is an instance of ``kind``; ``what`` names what was expected.
+
+    Example:
+        >>> instance_of("mesh", None, type(None), "a jax.sharding.Mesh or None")
+    """
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be {what}; got {type(value).__name__}")
+    return value
+
+
+def dtype_of_kind(name: str, dtype: Any, kind: Any, what: str) -> None:
+    """Checks that ``dtype`` is of ``kind`` (``jnp.floating``, ``jnp.integer``, ``jnp.bool_``,
+    as ``jnp.issubdtype`` reads it: bfloat16 is floating); ``what`` names the array expected.
+
+    Example:
+        >>> dtype_of_kind("length", jnp.float32, jnp.integer, "an integer array")
+        Traceback (most recent call last):
+        ...
+        TypeError: length must be an integer array; got dtype float32
+    """
+    if not jnp.issubdtype(dtype, kind):
+        raise TypeError(f"{name} must be {what}; got dtype {jnp.dtype(dtype)}")
+
+
+def shape_is(name: str, shape: tuple[int, ...], expected: tuple[int, ...], what: str) -> None:
+    """Checks that ``shape`` is ``expected``; ``what`` says which shape that is.
+
+    Example:
+        >>> shape_is("mask", (4, 2), (5, 2), "shape [T, *batch] = (5, 2) (from xs)")
+        Traceback (most recent call last):
+        ...
+        ValueError: mask must have shape [T, *batch] = (5, 2) (from xs); got shape (4, 2)
+    """
+    if tuple(shape) != tuple(expected):
+        raise ValueError(f"{name} must have {what}; got shape {tuple(shape)}")
 
 
 def unroll(value: Any, name: str = "unroll") -> int | bool | None:

@@ -29,7 +29,7 @@ import importlib
 from rnn_jax.backends.checkpointed import Checkpointed
 from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.masking import flip_valid
-from rnn_jax.backends.newton import Newton, NewtonInfo, newton_scan
+from rnn_jax.backends.newton import Newton, NewtonInfo
 from rnn_jax.backends.parallel import Parallel
 from rnn_jax.backends.reference import Reference
 from rnn_jax.backends.registry import get, names, register
@@ -73,6 +73,5 @@ __all__ = [
     "flip_valid",
     "get",
     "names",
-    "newton_scan",
     "register",
 ]

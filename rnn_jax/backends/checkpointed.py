@@ -44,8 +44,6 @@ def checkpointed_scan(cell, params, problem: Problem, segment: int | None = None
     """``(final_carry, ys)`` by `Sequential` over segments of ``segment`` steps (None:
     ``ceil(√T)``), each rematerialised in the backward pass."""
     steps = problem.steps
-    if steps == 0:
-        return Sequential().run(cell, params, problem)
     size = segment_size(steps) if segment is None else min(segment, steps)
     padded = pad_steps(problem, size)
 

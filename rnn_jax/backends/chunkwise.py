@@ -148,8 +148,6 @@ def chunkwise(
     """
     h0, restart = problem.initial_state, problem.restart_state
     steps, batch = problem.steps, problem.batch
-    if steps == 0:
-        return h0, jnp.zeros((0, batch, *inputs.v.shape[2:]), inputs.v.dtype)
     starts = problem.starts if problem.starts is not None else jnp.zeros((steps, batch), bool)
     ordered = in_scan_order((inputs, problem.valid, starts), problem.reverse)
     x, starts = into_chunks(masked_inputs(ordered[0], ordered[1]), ordered[2], min(chunk, steps))

@@ -32,9 +32,10 @@ the diagonal of ``J_t``: ``O(T D)`` memory and elementwise scans instead of
   ``J^T lam`` products, falling back to sequential backpropagation if they do
   not converge).
 
-`newton_scan` returns ``(carry, ys, NewtonInfo(iterations, converged))``;
-``rj.backends.Newton(...)`` configures a backend for ``rj.scan`` (which drops
-the info); ``backend="newton"`` is the default configuration.
+``rj.newton_scan`` (the driver's, `rnn_jax._driver.newton_scan`) returns
+``(carry, ys, NewtonInfo(iterations, converged))``; ``rj.backends.Newton(...)``
+configures a backend for ``rj.scan`` (which drops the info);
+``backend="newton"`` is the default configuration.
 
 ``jax.vmap`` of ``rj.scan`` folds the mapped axis into the batch, which the
 solver treats as one system (a ``lax.cond`` under ``vmap`` would evaluate both
@@ -44,7 +45,7 @@ branches, so the sequential fallback would always run).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import partial
 from typing import Any, Literal, NamedTuple
 
@@ -56,7 +57,6 @@ from rnn_jax.backends import linear_solve
 from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.linear_solve import METHODS, previous_states, resolve_method
 from rnn_jax.backends.masking import zero_where_not
-from rnn_jax.backends.problem import carry_passed_on, checked_problem
 from rnn_jax.cells.cell import initial_carry
 
 JACOBIANS = ("auto", "full", "diagonal")
@@ -459,16 +459,11 @@ def outputs(setup: Setup, params, prev, system: System):
 
 
 def solve(cell, params, problem: Problem, *, tol, max_iters, jacobian, method):
-    """``(carry, ys, info)`` of a `Problem` by Newton iterations."""
+    """``(carry, ys, info)`` of a `Problem` with steps and sequences by Newton iterations."""
     T, N = problem.steps, problem.batch
     one_sequence = problem.xs.shape[2:]  # one step of one sequence: [*features]
     flat = _flat_carry(jax.eval_shape(lambda p: initial_carry(cell, p, one_sequence), params))
     h0 = flat.flatten(problem.initial_state)
-    if T == 0:
-        x = jax.ShapeDtypeStruct(problem.xs.shape[1:], problem.xs.dtype)
-        y = jax.eval_shape(lambda p, c, x: cell.step(p, c, x)[1], params, problem.initial_state, x)
-        ys = jax.tree.map(lambda s: jnp.zeros((0,) + s.shape, s.dtype), y)
-        return problem.initial_state, ys, NewtonInfo(jnp.int32(0), jnp.bool_(True))
     full = jacobian == "full" or (jacobian == "auto" and flat.size <= FULL_JACOBIAN_MAX_STATE)
     setup = Setup(
         cell=cell,
@@ -499,34 +494,10 @@ def solve(cell, params, problem: Problem, *, tol, max_iters, jacobian, method):
     return final, ys, NewtonInfo(k, converged)
 
 
-def _check_options(tol, max_iters, jacobian, method):
-    if tol is not None and (
-        isinstance(tol, bool) or not isinstance(tol, int | float) or not tol > 0
-    ):
-        raise ValueError(f"tol must be a positive number or None; got {tol!r}")
-    _validate.non_negative_int("max_iters", max_iters)
-    _validate.one_of("jacobian", jacobian, JACOBIANS)
-    _validate.one_of("method", method, METHODS)
-
-
-def newton_scan(
-    cell,
-    params,
-    xs: jax.Array,
-    *,
-    initial_state: Any = None,
-    length: jax.Array | None = None,
-    reverse: bool = False,
-    resets: jax.Array | None = None,
-    mask: jax.Array | None = None,
-    tol: float | None = None,
-    max_iters: int = 64,
-    jacobian: str = "auto",
-    method: str = "auto",
-) -> tuple[Any, Any, NewtonInfo]:
-    """``rj.scan`` by Newton iterations (DEER), also reporting how they went.
-
-    Arguments as `rnn_jax.scan`, and:
+@dataclass(frozen=True)
+class Newton(Backend):
+    """The ``newton`` backend with the given options (`rnn_jax.newton_scan` also reports how
+    the iterations went).
 
     Args:
         tol: convergence when no state moves by more than ``tol * (1 + |s|)``
@@ -540,40 +511,6 @@ def newton_scan(
             (``lax.associative_scan``, ``O(log T)`` depth), ``"chunked"``
             (sequential inside chunks, a scan across them; compiles faster)
             or ``"auto"`` (chunked on CPU, associative elsewhere).
-
-    Returns:
-        ``(final_carry, ys, NewtonInfo(iterations, converged))``; when not
-        converged, carry and outputs are the sequential scan's.
-
-    Example:
-        >>> cell = rj.gru(8)
-        >>> params = cell.init(jax.random.key(0), 4)
-        >>> carry, ys, info = rj.newton_scan(cell, params, jnp.ones((256, 2, 4)))
-        >>> bool(info.converged), int(info.iterations) < 64
-        (True, True)
-    """
-    _check_options(tol, max_iters, jacobian, method)
-    arguments, problem = checked_problem(
-        cell,
-        params,
-        xs,
-        reverse=bool(reverse),
-        unroll=None,
-        initial_state=initial_state,
-        length=length,
-        mask=mask,
-        resets=resets,
-    )
-    carry, ys, info = solve(
-        cell, params, problem, tol=tol, max_iters=max_iters, jacobian=jacobian, method=method
-    )
-    carry, ys = arguments.restore(carry_passed_on(problem, arguments.resets, carry), ys)
-    return carry, ys, info
-
-
-@dataclass(frozen=True)
-class Newton(Backend):
-    """The ``newton`` backend with the given options (see `newton_scan`).
 
     Example:
         >>> backend = rj.backends.Newton(jacobian="diagonal", max_iters=200)
@@ -589,16 +526,16 @@ class Newton(Backend):
     method: Literal["auto", "associative", "chunked"] = "auto"
 
     def __post_init__(self):
-        _check_options(self.tol, self.max_iters, self.jacobian, self.method)
+        _validate.optional_positive_number("tol", self.tol)
+        _validate.non_negative_int("max_iters", self.max_iters)
+        _validate.one_of("jacobian", self.jacobian, JACOBIANS)
+        _validate.one_of("method", self.method, METHODS)
+
+    def solve(self, cell, params, problem: Problem) -> tuple[Any, Any, NewtonInfo]:
+        """``(final_carry, ys, NewtonInfo)`` of a problem with steps and sequences."""
+        options = {f.name: getattr(self, f.name) for f in fields(self)}
+        return solve(cell, params, problem, **options)
 
     def run(self, cell, params, problem: Problem):
-        carry, ys, _ = solve(
-            cell,
-            params,
-            problem,
-            tol=self.tol,
-            max_iters=self.max_iters,
-            jacobian=self.jacobian,
-            method=self.method,
-        )
+        carry, ys, _ = self.solve(cell, params, problem)
         return carry, ys

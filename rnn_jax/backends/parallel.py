@@ -115,9 +115,6 @@ def parallel_scan(cell, params, problem: Problem, *, method, chunk, log_space, m
         return memory_run(cell, params, problem, chunk=memory_chunk)
     linear = cell.linear
     h0 = problem.initial_state
-    if problem.steps == 0:
-        empty = jnp.zeros(problem.xs.shape[:2] + h0.shape[-1:], h0.dtype)
-        return h0, linear.output(params, empty, problem.xs)
     if log_space:
         hs = states_in_log_space(linear, params, problem, h0, method=method, chunk=chunk)
     else:

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rnn_jax import _validate
 from rnn_jax.backends.contract import Problem
 from rnn_jax.backends.masking import restarted, scan_order_starts, valid_steps
 from rnn_jax.cells.cell import initial_carry
@@ -32,8 +33,7 @@ def check_xs(cell, params, xs: Any) -> tuple[int, ...]:
             f"xs must have shape [T, *batch, features] (rank >= {1 + rank} for the "
             f"{cell.name} cell); got shape {tuple(xs.shape)}"
         )
-    if not jnp.issubdtype(xs.dtype, jnp.floating):
-        raise TypeError(f"xs must have a floating dtype; got {xs.dtype}")
+    _validate.dtype_of_kind("xs", xs.dtype, jnp.floating, "a floating array")
     if cell.input_size is not None:
         expected = cell.input_size(params)
         if xs.shape[-1] != expected:
@@ -49,22 +49,23 @@ def check_length(length: Any, batch_shape: tuple[int, ...], steps: int) -> jax.A
     if length is None:
         return None
     length = jnp.asarray(length)
-    if not jnp.issubdtype(length.dtype, jnp.integer):
-        raise TypeError(f"length must be an integer array; got dtype {length.dtype}")
-    if tuple(length.shape) != batch_shape:
-        raise ValueError(
-            f"length must have the batch shape {batch_shape} of xs; got shape {tuple(length.shape)}"
-        )
+    _validate.dtype_of_kind("length", length.dtype, jnp.integer, "an integer array")
+    _validate.shape_is("length", length.shape, batch_shape, f"the batch shape {batch_shape} of xs")
+    check_length_values(length, steps)
+    return length
+
+
+def check_length_values(length: Any, steps: int) -> None:
+    """Checks that ``length``'s values lie in ``[0, T]``, where they are known (not traced)."""
     try:
         concrete = np.asarray(length)
     except jax.errors.TracerArrayConversionError:
-        return length
+        return
     if concrete.size and (concrete.min() < 0 or concrete.max() > steps):
         raise ValueError(
             f"length must lie in [0, {steps}] (T = xs.shape[0]); got values from "
             f"{concrete.min()} to {concrete.max()}"
         )
-    return length
 
 
 def check_steps_mask(name: str, value: Any, steps: int, batch_shape: tuple[int, ...]):
@@ -72,15 +73,9 @@ def check_steps_mask(name: str, value: Any, steps: int, batch_shape: tuple[int, 
     if value is None:
         return None
     value = jnp.asarray(value)
-    if value.dtype != jnp.bool_:
-        raise TypeError(
-            f"{name} must be a bool array of shape [T, *batch]; got dtype {value.dtype}"
-        )
+    _validate.dtype_of_kind(name, value.dtype, jnp.bool_, "a bool array of shape [T, *batch]")
     expected = (steps, *batch_shape)
-    if tuple(value.shape) != expected:
-        raise ValueError(
-            f"{name} must have shape [T, *batch] = {expected} (from xs); got {tuple(value.shape)}"
-        )
+    _validate.shape_is(name, value.shape, expected, f"shape [T, *batch] = {expected} (from xs)")
     return value
 
 
@@ -146,11 +141,8 @@ def time_first(name: str, value: Any, batch_shape: tuple[int, ...], steps: int):
         return None
     value = jnp.asarray(value)
     expected = (*batch_shape, steps)
-    if tuple(value.shape) != expected:
-        raise ValueError(
-            f"{name} must have shape [*batch, T] = {expected} (time_major=False, from xs); "
-            f"got {tuple(value.shape)}"
-        )
+    what = f"shape [*batch, T] = {expected} (time_major=False, from xs)"
+    _validate.shape_is(name, value.shape, expected, what)
     return jnp.moveaxis(value, -1, 0)
 
 
@@ -222,10 +214,10 @@ def carry_passed_on(problem: Problem, resets, carry):
     In reverse, a reset at step 0 ends the segment there: the chunk before it
     in time (fed next) starts from the cell's initial state, so the final carry
     is that state, and a reversed stream fed chunk by chunk from its end equals
-    one long scan, as a forward one does. Otherwise ``carry``, the state after
-    the last step processed.
+    one long scan, as a forward one does. Otherwise (and without steps)
+    ``carry``, the state after the last step processed.
     """
-    if resets is None or not problem.reverse:
+    if resets is None or not problem.reverse or problem.steps == 0:
         return carry
     first = resets[0] if problem.valid is None else resets[0] & problem.valid[0]
     return restarted(first, problem.restart_state, carry)
@@ -235,30 +227,6 @@ def floating_dtypes(params) -> frozenset:
     """The dtypes of the floating leaves of ``params``."""
     leaves = jax.tree.leaves(params)
     return frozenset(jnp.dtype(x.dtype) for x in leaves if jnp.issubdtype(x.dtype, jnp.floating))
-
-
-def checked_problem(
-    cell, params, xs, *, reverse: bool, unroll, **arrays
-) -> tuple[Arguments, Problem]:
-    """``rj.scan``'s arguments checked (`Arguments`) and their `Problem`.
-
-    ``arrays``: ``initial_state``, ``length``, ``mask``, ``resets`` (None where
-    not given).
-    """
-    arrays = {"initial_state": None, "length": None, "mask": None, "resets": None, **arrays}
-    args = Arguments(cell, params, xs, **arrays)
-    problem = make_problem(
-        cell,
-        params,
-        args.xs,
-        args.initial_state,
-        args.length,
-        args.mask,
-        args.resets,
-        reverse=reverse,
-        unroll=unroll,
-    )
-    return args, problem
 
 
 def describe(
@@ -278,8 +246,21 @@ def describe(
         ((10, 6, 4), 6)
     """
 
+    arrays = {"initial_state": None, "length": None, "mask": None, "resets": None, **arrays}
+
     def arrays_only(params, xs, arrays):
-        _, problem = checked_problem(cell, params, xs, reverse=reverse, unroll=unroll, **arrays)
+        args = Arguments(cell, params, xs, **arrays)
+        problem = make_problem(
+            cell,
+            params,
+            args.xs,
+            args.initial_state,
+            args.length,
+            args.mask,
+            args.resets,
+            reverse=reverse,
+            unroll=unroll,
+        )
         return problem._replace(reverse=None, unroll=None, param_dtypes=None, gradient=None)
 
     shapes = jax.eval_shape(arrays_only, params, xs, arrays)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 
+from rnn_jax import _validate
 from rnn_jax.backends.contract import Backend
 
 # name -> "module:Class"
@@ -42,10 +43,7 @@ def backend_class(name: str) -> type[Backend]:
 def register(backend: Backend) -> Backend:
     """Makes ``backend`` (an instance, with its options) what its name stands for in
     ``rj.scan(backend=name)``; a later registration under the same name replaces it."""
-    if not isinstance(backend, Backend):
-        raise TypeError(
-            f"backend must be an instance of rnn_jax.Backend; got {type(backend).__name__}"
-        )
+    _validate.instance_of("backend", backend, Backend, "an instance of rnn_jax.Backend")
     _registered[backend.name] = backend
     return backend
 
@@ -57,6 +55,11 @@ def get(name: str) -> Backend:
     if name in BUILT_IN:
         return backend_class(name)()
     raise ValueError(f"backend must be 'auto', a Backend or one of {names()}; got {name!r}")
+
+
+def registered() -> tuple[Backend, ...]:
+    """The backends `register` has made, in the order of their names."""
+    return tuple(_registered[name] for name in sorted(_registered))
 
 
 def names() -> list[str]:

@@ -115,9 +115,6 @@ def sharded_scan(cell, params, problem: Problem, *, mesh, axis, batch_axis, meth
     """``(final_carry, ys)`` of a linear-recurrence cell, as the reference scan gives them."""
     linear = cell.linear
     h0 = problem.initial_state
-    if problem.steps == 0:
-        empty = jnp.zeros(problem.xs.shape[:2] + h0.shape[-1:], h0.dtype)
-        return h0, linear.output(params, empty, problem.xs)
     a, b = linear.coefficients(params, problem.xs)
     dtype = jnp.result_type(a, b, h0)
     b = b.astype(dtype)
@@ -170,10 +167,7 @@ class Sharded(Backend):
     chunk: int = 8
 
     def __post_init__(self):
-        if self.mesh is not None and not isinstance(self.mesh, Mesh):
-            raise TypeError(
-                f"mesh must be a jax.sharding.Mesh or None; got {type(self.mesh).__name__}"
-            )
+        _validate.instance_of("mesh", self.mesh, Mesh | None, "a jax.sharding.Mesh or None")
         _validate.one_of("method", self.method, METHODS)
         _validate.positive_int("chunk", self.chunk)
         if self.batch_axis is not None and self.mesh is None:

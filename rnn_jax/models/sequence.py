@@ -37,7 +37,8 @@ def pool(
     ys: jax.Array, length: jax.Array | None, how: str, mask: jax.Array | None = None
 ) -> jax.Array:
     """``ys: [T, *batch, H]`` reduced over the valid steps (by ``length [*batch]`` and ``mask
-    [T, *batch]``, as in ``rj.scan``): the last valid step, the mean or the max.
+    [T, *batch]``, as in ``rj.scan``): the last valid step, the mean or the max; zeros for a
+    sequence without a valid step (``T = 0`` included).
 
     Example:
         >>> ys = jnp.arange(4.0).reshape(4, 1, 1)
@@ -45,6 +46,8 @@ def pool(
         (2.0, 1.5)
     """
     steps = ys.shape[0]
+    if steps == 0:
+        return jnp.zeros(ys.shape[1:], ys.dtype)
     valid = valid_steps(length, mask, steps)
     if valid is None:
         valid = jnp.ones(ys.shape[:-1], bool)
@@ -56,7 +59,7 @@ def pool(
     if how == "mean":
         total = jnp.maximum(jnp.sum(valid, axis=0), 1)[..., None]
         return jnp.sum(ys * counted, axis=0) / total
-    return jnp.max(jnp.where(counted, ys, -jnp.inf), axis=0)
+    return jnp.where(jnp.any(counted, axis=0), jnp.max(jnp.where(counted, ys, -jnp.inf), axis=0), 0)
 
 
 def _sequence_model(

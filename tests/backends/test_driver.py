@@ -284,7 +284,7 @@ XS = jnp.ones((5, 2, 3))
         ),
         (
             TypeError,
-            r"^xs must have a floating dtype; got int32$",
+            r"^xs must be a floating array; got dtype int32$",
             {"xs": jnp.ones((5, 2, 3), int)},
         ),
         (TypeError, r"^xs must be an array .*; got list$", {"xs": [[1.0, 2.0, 3.0]]}),
