@@ -34,6 +34,7 @@ from rnn_jax.backends.contract import Backend, Problem
 from rnn_jax.backends.newton import Newton, NewtonInfo
 from rnn_jax.backends.problem import (
     Arguments,
+    Operands,
     carry_passed_on,
     check_length_values,
     check_output_dtype,
@@ -60,17 +61,6 @@ class Settings(NamedTuple):
     output_dtype: Any
     time_major: bool
     registered: tuple = ()
-
-
-class Operands(NamedTuple):
-    """The arrays of one scan (None where not given)."""
-
-    params: Any
-    xs: Any
-    initial_state: Any
-    length: Any
-    mask: Any
-    resets: Any
 
 
 def check_cell(cell) -> Cell:
@@ -125,50 +115,17 @@ def solved(cell, params, problem: Problem, backend: str | Backend):
 
 def checked(cell, operands: Operands, time_major: bool) -> Arguments:
     """The arrays checked and batch-flattened (`Arguments`), time first."""
-    xs, mask, resets = operands.xs, operands.mask, operands.resets
-    if not time_major:
-        axis = time_axis_of(cell, xs)
-        batch_shape, steps = tuple(xs.shape[:axis]), xs.shape[axis]
-        xs = jnp.moveaxis(xs, axis, 0)
-        mask = time_first("mask", mask, batch_shape, steps)
-        resets = time_first("resets", resets, batch_shape, steps)
-    return Arguments(
-        cell,
-        operands.params,
-        xs,
-        initial_state=operands.initial_state,
-        length=operands.length,
-        mask=mask,
-        resets=resets,
+    if time_major:
+        return Arguments(cell, operands)
+    xs = operands.xs
+    axis = time_axis_of(cell, xs)
+    batch_shape, steps = tuple(xs.shape[:axis]), xs.shape[axis]
+    time_major_operands = operands._replace(
+        xs=jnp.moveaxis(xs, axis, 0),
+        mask=time_first("mask", operands.mask, batch_shape, steps),
+        resets=time_first("resets", operands.resets, batch_shape, steps),
     )
-
-
-def flat_operands(params, arguments: Arguments) -> Operands:
-    """The checked arrays: ``xs [T, B, ...]``, carries ``[B, ...]``, masks ``[T, B]``."""
-    return Operands(
-        params,
-        arguments.xs,
-        arguments.initial_state,
-        arguments.length,
-        arguments.mask,
-        arguments.resets,
-    )
-
-
-def problem_of(cell, operands: Operands, *, reverse: bool, unroll, gradient: bool) -> Problem:
-    """The `Problem` of `flat_operands`."""
-    return make_problem(
-        cell,
-        operands.params,
-        operands.xs,
-        operands.initial_state,
-        operands.length,
-        operands.mask,
-        operands.resets,
-        reverse=reverse,
-        unroll=unroll,
-        gradient=gradient,
-    )
+    return Arguments(cell, time_major_operands)
 
 
 def _programs(settings: Settings, tree, *, gradient: bool):
@@ -176,7 +133,7 @@ def _programs(settings: Settings, tree, *, gradient: bool):
 
     def run_with(flat, backend):
         operands = jax.tree.unflatten(tree, flat)
-        problem = problem_of(
+        problem = make_problem(
             settings.cell,
             operands,
             reverse=settings.reverse,
@@ -204,13 +161,13 @@ def traced_scan(settings: Settings, operands: Operands) -> tuple[Any, Any]:
     """``rj.scan`` of checked `Settings`, as traced by the caller (or the eager ``jit``)."""
     cell = settings.cell
     arguments = checked(cell, operands, settings.time_major)
-    flat_ops = flat_operands(operands.params, arguments)
+    flat_ops = arguments.flat
     flat, tree = jax.tree.flatten(flat_ops)
     batch_in = tuple(
         axis for part, axis in zip(flat_ops, BATCH_AXES, strict=True) for _ in jax.tree.leaves(part)
     )
-    x = jax.ShapeDtypeStruct(arguments.xs.shape[1:], arguments.xs.dtype)
-    carry, y = jax.eval_shape(cell.step, operands.params, arguments.initial_state, x)
+    x = jax.ShapeDtypeStruct(flat_ops.xs.shape[1:], flat_ops.xs.dtype)
+    carry, y = jax.eval_shape(cell.step, operands.params, flat_ops.initial_state, x)
     batch_out = (0,) * len(jax.tree.leaves(carry)) + (1,) * len(jax.tree.leaves(y))
 
     def make(*, gradient: bool):
@@ -394,12 +351,11 @@ def newton_scan(
     backend = Newton(tol=tol, max_iters=max_iters, jacobian=jacobian, method=method)
     operands = Operands(params, xs, initial_state, length, mask, resets)
     arguments = checked(check_cell(cell), operands, time_major=True)
-    flat_ops = flat_operands(params, arguments)
-    problem = problem_of(cell, flat_ops, reverse=bool(reverse), unroll=None, gradient=False)
+    problem = make_problem(cell, arguments.flat, reverse=bool(reverse), unroll=None)
     if is_degenerate(problem):
         carry, ys = solved(cell, params, problem, backend)
         info = NewtonInfo(jnp.int32(0), jnp.bool_(True))
     else:
         carry, ys, info = backend.solve(cell, params, problem)
-    carry = carry_passed_on(problem, flat_ops.resets, carry)
+    carry = carry_passed_on(problem, arguments.flat.resets, carry)
     return *arguments.restore(carry, ys), info

@@ -9,7 +9,7 @@ truncated silently.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -146,31 +146,47 @@ def time_first(name: str, value: Any, batch_shape: tuple[int, ...], steps: int):
     return jnp.moveaxis(value, -1, 0)
 
 
+class Operands(NamedTuple):
+    """The arrays of one scan, as ``rj.scan`` takes them (None where not given), or checked
+    and batch-flattened (`Arguments.flat`)."""
+
+    params: Any
+    xs: Any
+    initial_state: Any = None
+    length: Any = None
+    mask: Any = None
+    resets: Any = None
+
+
 class Arguments:
     """``rj.scan``'s array arguments checked, with the batch axes flattened to one.
 
-    ``xs [T, B, *features]``, ``initial_state`` leaves ``[B, ...]``, ``length
-    [B]``, ``mask`` and ``resets`` ``[T, B]`` (None where not given), and the
-    ``batch_shape`` to restore.
+    ``flat``: the `Operands` with ``xs [T, B, *features]``, ``initial_state``
+    leaves ``[B, ...]`` (the cell's zeros where not given), ``length [B]``,
+    ``mask`` and ``resets`` ``[T, B]``; ``batch_shape``: the shape to restore.
     """
 
-    def __init__(self, cell, params, xs, *, initial_state, length, mask, resets):
+    def __init__(self, cell, operands: Operands):
+        params, xs = operands.params, operands.xs
         batch_shape = check_xs(cell, params, xs)
         steps = xs.shape[0]
-        length = check_length(length, batch_shape, steps)
-        mask = check_steps_mask("mask", mask, steps, batch_shape)
-        resets = check_steps_mask("resets", resets, steps, batch_shape)
-        initial_state = check_initial_state(cell, params, initial_state, xs.shape[1:])
+        length = check_length(operands.length, batch_shape, steps)
+        mask = check_steps_mask("mask", operands.mask, steps, batch_shape)
+        resets = check_steps_mask("resets", operands.resets, steps, batch_shape)
+        initial_state = check_initial_state(cell, params, operands.initial_state, xs.shape[1:])
         B = math.prod(batch_shape)
         lead = len(batch_shape)
         self.batch_shape = batch_shape
-        self.xs = xs.reshape(steps, B, *xs.shape[1 + lead :])
-        self.initial_state = jax.tree.map(
-            lambda leaf: leaf.reshape(B, *leaf.shape[lead:]), initial_state
+        self.flat = Operands(
+            params=params,
+            xs=xs.reshape(steps, B, *xs.shape[1 + lead :]),
+            initial_state=jax.tree.map(
+                lambda leaf: leaf.reshape(B, *leaf.shape[lead:]), initial_state
+            ),
+            length=None if length is None else length.reshape(B),
+            mask=None if mask is None else mask.reshape(steps, B),
+            resets=None if resets is None else resets.reshape(steps, B),
         )
-        self.length = None if length is None else length.reshape(B)
-        self.mask = None if mask is None else mask.reshape(steps, B)
-        self.resets = None if resets is None else resets.reshape(steps, B)
 
     def restore(self, carry, ys):
         """``(carry, ys)`` from ``[B, ...]`` and ``[T, B, ...]`` back to the batch shape."""
@@ -180,30 +196,29 @@ class Arguments:
         return carry, ys
 
 
-def make_problem(
-    cell, params, xs, initial_state, length, mask, resets, *, reverse: bool, unroll, gradient=False
-) -> Problem:
-    """The `Problem` of checked, batch-flattened arguments (see `Arguments`).
+def make_problem(cell, flat: Operands, *, reverse: bool, unroll, gradient=False) -> Problem:
+    """The `Problem` of checked, batch-flattened arrays (`Arguments.flat`).
 
     ``length`` and ``mask`` combine (a step counts where both say so);
     ``resets`` become restarts in scan order, and the restart state is the
     cell's own initial state for the batch.
     """
-    valid = valid_steps(length, mask, xs.shape[0])
+    xs, mask, resets = flat.xs, flat.mask, flat.resets
+    valid = valid_steps(flat.length, mask, xs.shape[0])
     starts = restart_state = None
     if resets is not None:
         starts = scan_order_starts(resets, valid, reverse)
-        restart_state = initial_carry(cell, params, xs.shape[1:])
+        restart_state = initial_carry(cell, flat.params, xs.shape[1:])
     return Problem(
         xs=xs,
-        initial_state=initial_state,
+        initial_state=flat.initial_state,
         valid=valid,
-        length=length if mask is None else None,
+        length=flat.length if mask is None else None,
         starts=starts,
         restart_state=restart_state,
         reverse=bool(reverse),
         unroll=unroll,
-        param_dtypes=floating_dtypes(params),
+        param_dtypes=floating_dtypes(flat.params),
         gradient=gradient,
     )
 
@@ -246,21 +261,9 @@ def describe(
         ((10, 6, 4), 6)
     """
 
-    arrays = {"initial_state": None, "length": None, "mask": None, "resets": None, **arrays}
-
     def arrays_only(params, xs, arrays):
-        args = Arguments(cell, params, xs, **arrays)
-        problem = make_problem(
-            cell,
-            params,
-            args.xs,
-            args.initial_state,
-            args.length,
-            args.mask,
-            args.resets,
-            reverse=reverse,
-            unroll=unroll,
-        )
+        flat = Arguments(cell, Operands(params, xs, **arrays)).flat
+        problem = make_problem(cell, flat, reverse=reverse, unroll=unroll)
         return problem._replace(reverse=None, unroll=None, param_dtypes=None, gradient=None)
 
     shapes = jax.eval_shape(arrays_only, params, xs, arrays)

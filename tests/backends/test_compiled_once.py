@@ -1,5 +1,5 @@
-"""Un-jitted calls compile once: a second identical eager ``rj.scan`` (or ``layer.apply``)
-traces and compiles nothing, counted by JAX's own compilation events."""
+"""Un-jitted calls compile once: a second identical eager ``rj.scan`` (or ``layer.apply``, or
+a model's) traces and compiles nothing, counted by JAX's own compilation events."""
 
 from __future__ import annotations
 
@@ -65,12 +65,15 @@ def test_new_shapes_and_settings_compile_once_each():
         assert first[COMPILE] >= 1 and second[COMPILE] == 0 and second[TRACE] == 0
 
 
-def test_an_eager_layer_apply_compiles_once():
-    layer = rj.rnn(CELL)
-    params = layer.init(jax.random.key(2), 4)
-    layer.apply(params, XS)
-    with compilations() as events:
-        layer.apply(params, XS)
+def test_eager_layer_and_model_calls_compile_once():
+    layer = rj.stack([CELL, rj.bidirectional(rj.lstm(4))])
+    model = rj.models.classifier(CELL, 3, input_size=4)
+    layer_params, model_params = layer.init(jax.random.key(2), 4), model.init(jax.random.key(3))
+    length = jnp.array([6, 1, 3])
+    for _ in range(2):
+        with compilations() as events:
+            layer.apply(layer_params, XS, length=length)
+            model.apply(model_params, XS, length=length)
     assert events[COMPILE] == 0, events
 
 
