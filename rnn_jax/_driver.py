@@ -100,8 +100,8 @@ def choose(cell, problem, backend: str | Backend) -> Backend:
 
 
 def is_degenerate(problem: Problem) -> bool:
-    """No steps or no sequences: nothing for a kernel to do."""
-    return problem.steps == 0 or problem.batch == 0
+    """No steps or no sequences (sizes known): nothing for a kernel to do."""
+    return 0 in problem.xs.shape[:2]  # (a symbolic size is never 0)
 
 
 def solved(cell, params, problem: Problem, backend: str | Backend):
@@ -339,7 +339,8 @@ def newton_scan(
     Returns:
         ``(final_carry, ys, NewtonInfo(iterations, converged))``; when not
         converged, carry and outputs are the sequential scan's. Without steps
-        or sequences: the reference's, after no iteration.
+        or sequences, or where a size is symbolic: the reference loop's, after
+        no iteration.
 
     Example:
         >>> cell = rj.gru(8)
@@ -352,7 +353,7 @@ def newton_scan(
     operands = Operands(params, xs, initial_state, length, mask, resets)
     arguments = checked(check_cell(cell), operands, time_major=True)
     problem = make_problem(cell, arguments.flat, reverse=bool(reverse), unroll=None)
-    if is_degenerate(problem):
+    if is_degenerate(problem) or symbolic_sizes(problem):  # the reference loop's answer
         carry, ys = solved(cell, params, problem, backend)
         info = NewtonInfo(jnp.int32(0), jnp.bool_(True))
     else:

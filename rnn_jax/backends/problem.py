@@ -232,7 +232,7 @@ def carry_passed_on(problem: Problem, resets, carry):
     one long scan, as a forward one does. Otherwise (and without steps)
     ``carry``, the state after the last step processed.
     """
-    if resets is None or not problem.reverse or problem.steps == 0:
+    if resets is None or not problem.reverse or problem.xs.shape[0] == 0:
         return carry
     first = resets[0] if problem.valid is None else resets[0] & problem.valid[0]
     return restarted(first, problem.restart_state, carry)
