@@ -66,7 +66,7 @@ def test_new_shapes_and_settings_compile_once_each():
 
 
 def test_eager_layer_and_model_calls_compile_once():
-    layer = rj.stack([CELL, rj.bidirectional(rj.lstm(4))])
+    layer = rj.bidirectional(CELL)
     model = rj.models.classifier(CELL, 3, input_size=4)
     layer_params, model_params = layer.init(jax.random.key(2), 4), model.init(jax.random.key(3))
     length = jnp.array([6, 1, 3])

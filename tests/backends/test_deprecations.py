@@ -1,5 +1,5 @@
-"""JAX warns of nothing we use: ``import rnn_jax`` and representative scans (every rule of
-the scan primitive, each kernel family) run with every ``DeprecationWarning``
+"""JAX warns of nothing we use: ``import rnn_jax`` (the modules loaded on first use too) and
+a scan through every rule of the scan primitive run with every ``DeprecationWarning``
 attributed to an ``rnn_jax`` module turned into an error, in a fresh process (a warning is
 shown once per place, so one already seen in this process would go unnoticed)."""
 
@@ -38,11 +38,6 @@ loss = lambda p, x: jnp.sum(run(p, x) ** 2)
 jax.jit(jax.grad(loss, argnums=(0, 1)))(params, xs)  # jvp, transpose
 jax.vmap(run, in_axes=(None, 1), out_axes=1)(params, xs)  # batching
 jax.jvp(lambda x: run(params, x), (xs,), (xs,))  # forward mode
-rj.newton_scan(cell, params, xs)
-rj.scan(cell, params, xs, backend="checkpointed")
-linear = rj.min_gru(2)
-for backend in ("parallel", "sharded"):
-    rj.scan(linear, linear.init(jax.random.key(0), 2), xs, backend=backend)
 print("done")
 """
 
