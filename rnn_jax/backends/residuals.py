@@ -1,15 +1,15 @@
 """What the ``sequential`` backend keeps of a forward sweep for the backward one: a type per policy.
 
 The custom backward pass of `rnn_jax.backends.sequential` runs ``combine``'s
-VJP at every step. A residual policy (`Residuals`) decides how that VJP is
-had again, in three moves:
+VJP at every step. A residual policy (`Residuals`) decides how the backward
+pass gets that VJP back, in three moves:
 
 - ``keep``: one forward step's ``combine``, and what it keeps of the step
   (a typed value: `Activations`, `CarriesAndPre`, `UntiedCarries`);
 - ``points``: per chunk of the reverse sweep, the fed-back states of its
-  steps (for the recurrent kernel's gradient) and each step's `Point` to
-  differentiate ``combine`` at;
-- ``Point.pullback``: the step's pullback of ``combine``.
+  steps (for the recurrent kernel's gradient) and each step's point of
+  ``combine`` (`StoredPullback`, `Point`, `SummedPoint`);
+- ``pullback_of``: a point's pullback of ``combine``, kept or formed again.
 
 The policies, and the names ``Sequential(residuals=...)`` knows them by (`POLICIES`):
 
