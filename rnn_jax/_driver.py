@@ -10,8 +10,8 @@ say, so a refusal does not depend on the shapes).
 
 An un-jitted call (no transformation is tracing it) of a hashable cell with
 array arguments runs one compiled program per `Settings` and argument shapes
-and dtypes, looked up as ``jax.jit`` looks up its static arguments: a second
-identical call traces and compiles nothing. Other cells (one that closes over
+and dtypes (`compiled_scan`): a second identical call traces and compiles
+nothing. Other cells (one that closes over
 an array, say) trace their program on every call.
 
 `newton_scan` runs the same front end (checks, `Problem`, degenerate shapes,
@@ -21,6 +21,7 @@ iterations went.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -189,7 +190,13 @@ def traced_scan(settings: Settings, operands: Operands) -> tuple[Any, Any]:
 with jax.core.eval_context():
     _EVALUATING = jex.core.get_opaque_trace_state()
 
-compiled_scan = jax.jit(traced_scan, static_argnums=0)
+
+@functools.lru_cache(maxsize=128)
+def compiled_scan(settings: Settings):
+    """``traced_scan`` for ``settings`` under ``jax.jit``: one function per settings, which
+    compiles once per argument shapes and dtypes. The least recently used are let go (with
+    their compiled programs), so cells made afresh for every call cannot pile them up."""
+    return jax.jit(functools.partial(traced_scan, settings))
 
 
 def compiles_once(settings: Settings, operands: Operands) -> bool:
@@ -312,7 +319,7 @@ def scan(
     operands = Operands(params, xs, initial_state, length, mask, resets)
     if compiles_once(settings, operands):
         check_length_range(settings, operands)
-        return compiled_scan(settings, operands)
+        return compiled_scan(settings)(operands)
     return traced_scan(settings, operands)
 
 
