@@ -32,7 +32,7 @@ the diagonal of ``J_t``: ``O(T D)`` memory and elementwise scans instead of
   ``J^T lam`` products, falling back to sequential backpropagation if they do
   not converge).
 
-``rj.newton_scan`` (the driver's, `rnn_jax._driver.newton_scan`) returns
+`rnn_jax.newton_scan` (the driver's front end into this backend) returns
 ``(carry, ys, NewtonInfo(iterations, converged))``; ``rj.backends.Newton(...)``
 configures a backend for ``rj.scan`` (which drops the info);
 ``backend="newton"`` is the default configuration.
