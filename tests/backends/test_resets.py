@@ -3,6 +3,8 @@ forward and reverse, with lengths and with holes; streams fed chunk by chunk; er
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -185,17 +187,18 @@ def test_a_stream_fed_chunk_by_chunk_equals_one_long_scan(reverse):
         (
             {"resets": jnp.zeros((T, B + 1), bool)},
             ValueError,
-            r"^resets must have shape \[T, \*batch\] = \(7, 4\) \(from xs\); got \(7, 5\)$",
+            r"^resets must have shape \[T, \*batch\] = \(7, 4\) \(from xs\); got shape \(7, 5\)$",
         ),
         (
             {"mask": jnp.zeros((T - 1, B), bool)},
             ValueError,
-            r"^mask must have shape \[T, \*batch\] = \(7, 4\) \(from xs\); got \(6, 4\)$",
+            r"^mask must have shape \[T, \*batch\] = \(7, 4\) \(from xs\); got shape \(6, 4\)$",
         ),
     ],
     ids=["resets_dtype", "resets_shape", "mask_shape"],
 )
 def test_bad_resets_and_masks_are_named(kwargs, error, pattern):
     cell, params, xs, _ = draw("gru")
-    with pytest.raises(error, match=pattern):
+    with pytest.raises(error) as info:
         rj.scan(cell, params, xs, **kwargs)
+    assert re.search(pattern, str(info.value)), info.value  # the message, notes aside
