@@ -105,12 +105,16 @@ def refused(backend, cell, case: Case, reverse: bool) -> bool:
 
 
 def cell_for(backend):
-    """The first of `CELLS` that ``backend`` runs."""
+    """The first of `CELLS` that ``backend`` runs; the test skips where it runs none here (a
+    backend whose library is missing refuses every cell)."""
+    reasons = []
     for cell in CELLS.values():
         probe = case(cell, 2, (2,))
-        if scan_helpers.refusal(backend, cell, probe.params, probe.xs) is None:
+        reason = scan_helpers.refusal(backend, cell, probe.params, probe.xs)
+        if reason is None:
             return cell
-    raise AssertionError(f"{backend} runs none of {list(CELLS)}")
+        reasons.append(reason)
+    pytest.skip("; ".join(reasons))
 
 
 def no_work_cases(cell):
