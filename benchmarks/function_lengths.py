@@ -46,7 +46,7 @@ def docstring_lines(node: ast.AST) -> set[int]:
     return set()
 
 
-def lengths_in(path: Path) -> list[Length]:
+def lengths_in(path: Path, root: Path = ROOT) -> list[Length]:
     source = path.read_text()
     tree = ast.parse(source)
     code = code_lines(source)
@@ -65,7 +65,7 @@ def lengths_in(path: Path) -> list[Length]:
             )
         )
         count = len((span & code) - docs)
-        found.append(Length(str(path.relative_to(ROOT)), node.name, node.lineno, count))
+        found.append(Length(str(path.relative_to(root)), node.name, node.lineno, count))
     return found
 
 
