@@ -20,6 +20,7 @@ from importlib import import_module as _import_module
 
 from rnn_jax import backends
 from rnn_jax._driver import newton_scan, scan
+from rnn_jax._explain import explain_auto
 from rnn_jax.backends import Backend, NewtonInfo, Problem, flip_valid
 from rnn_jax.backends import get as get_backend
 from rnn_jax.backends import names as backend_names
@@ -126,6 +127,7 @@ __all__ = [
     "data",
     "deploy",
     "diagnostics",
+    "explain_auto",
     "export",
     "flip_valid",
     "get_backend",

@@ -19,12 +19,29 @@ The rule for `choose` (cell, problem):
    backward when a gradient is taken (``problem.gradient``), forward alone for
    inference (the other mode's where only it was recorded): the fastest backend that
    is registered, is not ``pallas`` on a CPU, was measured at least `MARGIN`
-   times faster than ``sequential`` there, and *supports* this cell and
-   problem (its ``supports`` returns no reason). A backend is never chosen
-   where the measurements show it slower than ``sequential``, nor on a lead
-   that run-to-run noise could reverse, nor where it cannot be exact.
-5. Nothing recorded or nothing qualifies: ``sequential``, which computes
+   times faster than ``sequential`` there, fits the memory budget, and
+   *supports* this cell and problem (its ``supports`` returns no reason). A
+   backend is never chosen where the measurements show it slower than
+   ``sequential``, nor on a lead that run-to-run noise could reverse, nor
+   where it cannot be exact.
+5. Memory: a backend's temporaries for this problem are estimated from
+   those XLA reported at that shape (``temporaries`` in the table: the
+   compiled program's ``memory_analysis()``), scaled by ``T * B * (I + H)``.
+   The budget is `memory_budget`: the ``RNN_JAX_MEMORY_BUDGET`` environment
+   variable (bytes, or with a ``K``/``M``/``G`` suffix, binary), else half the
+   device's ``bytes_limit`` where ``memory_stats()`` reports one (GPUs, TPUs),
+   else a quarter of the host's physical memory (a CPU). Where
+   ``sequential``'s estimate is over the budget, the rivals that fit are
+   tried fastest first with no margin to beat, then those that do not, least
+   memory first. Where it fits but takes over 1/`LARGE_SHARE` of the budget,
+   a rival that is lighter and within the margin of its time (a tie that
+   noise could decide) is tried after the faster ones, lightest first: that
+   much memory is worth more than a lead inside the noise. A backend with no
+   recorded temporaries counts as fitting.
+6. Nothing recorded or nothing qualifies: ``sequential``, which computes
    every cell.
+
+`explain` says what `choose` picks and why (``rj.explain_auto`` from arrays).
 
 `tuned_sequential` applies rules 1–3 to the ``sequential`` backend's own
 sweeps (``unroll``, ``chunk``, ``residuals``, ``pipeline`` and
@@ -37,9 +54,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 
@@ -116,45 +135,271 @@ def mode_of(problem: Problem) -> str:
     return "forward_backward" if problem.gradient else "forward"
 
 
-def ranked(entry: dict, platform: str, available: list[str], mode: str) -> list[str]:
-    """Rule 4 before ``supports``: the backends measured at least `MARGIN` times faster than
-    ``sequential`` at ``entry``'s shape in ``mode`` (else the other mode), fastest first."""
+class Budget(NamedTuple):
+    """Bytes of temporaries one scan may use, and where the figure comes from."""
+
+    bytes: int
+    source: str
+
+
+BUDGET_VARIABLE = "RNN_JAX_MEMORY_BUDGET"
+# A device's memory holds parameters, optimiser state and other layers' activations
+# besides one scan's temporaries; a host's, everything else the machine runs.
+DEVICE_SHARE = 2
+HOST_SHARE = 4
+# Where sequential's temporaries exceed this share of the budget, a rival within the noise
+# margin of its time and lighter in memory runs instead (rule 5).
+LARGE_SHARE = 16
+UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_bytes(text: str) -> int:
+    """``"512M"``, ``"2GiB"``, ``"1073741824"``: a byte count (binary units); a ValueError
+    naming `BUDGET_VARIABLE` for anything else."""
+    cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, unit = (cleaned[:-1], cleaned[-1]) if cleaned[-1:] in UNITS else (cleaned, "")
+    try:
+        value = float(number) * UNITS[unit]
+    except ValueError:
+        value = -1.0
+    if value <= 0:
+        raise ValueError(
+            f"{BUDGET_VARIABLE} must be a positive byte count such as 2G or 512M; got {text!r}"
+        )
+    return int(value)
+
+
+def host_memory() -> int | None:
+    """The host's physical memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def memory_budget(device: jax.Device | None = None) -> Budget:
+    """The budget of rule 5 (module docstring), for ``device`` (default: JAX's first)."""
+    text = os.environ.get(BUDGET_VARIABLE)
+    if text:
+        return Budget(parse_bytes(text), BUDGET_VARIABLE)
+    device = device or jax.devices()[0]
+    stats = device.memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return Budget(stats["bytes_limit"] // DEVICE_SHARE, f"1/{DEVICE_SHARE} of the device's")
+    host = host_memory()
+    if host:
+        return Budget(host // HOST_SHARE, f"1/{HOST_SHARE} of the host's memory")
+    return Budget(2**62, "unknown: no limit")
+
+
+def volume(shape: dict) -> int:
+    """``T * B * (I + H)``: what a scan's temporaries grow with."""
+    return shape["T"] * shape["B"] * (shape["I"] + shape["H"])
+
+
+def temporaries(entry: dict, shape: dict, mode: str) -> dict[str, int]:
+    """Rule 5's estimates: each backend's recorded temporaries at ``entry``'s shape in
+    ``mode``, scaled to ``shape``."""
+    recorded = entry.get("temporaries", {}).get(mode, {})
+    return {name: int(b * volume(shape) / volume(entry)) for name, b in recorded.items()}
+
+
+def medians_in(entry: dict, mode: str) -> dict[str, float]:
+    """``entry``'s medians in ``mode``, else in the other mode (where only it was recorded)."""
     other = MODES[1 - MODES.index(mode)]
-    medians = entry.get(mode) or entry.get(other) or {}
+    return entry.get(mode) or entry.get(other) or {}
+
+
+def ranked(
+    entry: dict,
+    platform: str,
+    available: list[str],
+    mode: str,
+    *,
+    estimates: dict[str, int] | None = None,
+    budget: int | None = None,
+) -> list[str]:
+    """Rules 4 and 5 before ``supports``: the backends to try instead of ``sequential`` at
+    ``entry``'s shape in ``mode`` (else the other mode), best first."""
+    medians = medians_in(entry, mode)
     if DEFAULT_BACKEND not in medians:
         return []  # never chosen against an unmeasured baseline
-    bar = medians[DEFAULT_BACKEND] / MARGIN
+    estimates = estimates or {}
+
+    def fits(name):
+        return budget is None or estimates.get(name, 0) <= budget
+
     rivals = [
         name
-        for name, seconds in medians.items()
+        for name in medians
         if name in available
         and name != DEFAULT_BACKEND
         and not (platform == "cpu" and name.startswith(NEVER_ON_CPU))
-        and seconds < bar
     ]
-    return sorted(rivals, key=medians.__getitem__)
+    baseline = medians[DEFAULT_BACKEND]
+    if not fits(DEFAULT_BACKEND):
+        fitting = sorted((n for n in rivals if fits(n)), key=medians.get)
+        return fitting + sorted((n for n in rivals if not fits(n)), key=estimates.get)
+    faster = sorted(
+        (n for n in rivals if fits(n) and medians[n] < baseline / MARGIN), key=medians.get
+    )
+    if budget is None or estimates.get(DEFAULT_BACKEND, 0) * LARGE_SHARE <= budget:
+        return faster
+    lighter = [
+        n
+        for n in rivals
+        if n not in faster
+        and medians[n] <= baseline * MARGIN
+        and estimates.get(n, math.inf) < estimates[DEFAULT_BACKEND]
+    ]
+    return faster + sorted(lighter, key=estimates.get)
 
 
-def candidates(cell, problem: Problem, *, table: dict | None = None, platform: str | None = None):
-    """Rules 1–4 before ``supports``: the names ``auto`` would try, best first."""
+def entry_for(cell, problem: Problem, table: dict, platform: str) -> dict | None:
+    """Rules 1–3: the table's entry nearest to this cell and problem."""
+    entries = table.get("backends", {}).get(platform, [])
+    return nearest(entries, cell.name, str(problem.xs.dtype), shape_of(cell, problem))
+
+
+def candidates(
+    cell,
+    problem: Problem,
+    *,
+    table: dict | None = None,
+    platform: str | None = None,
+    budget: Budget | None = None,
+) -> list[str]:
+    """Rules 1–5 before ``supports``: the names ``auto`` would try, best first."""
     table = packaged_table() if table is None else table
     platform = platform or jax.default_backend()
-    entries = table.get("backends", {}).get(platform, [])
-    entry = nearest(entries, cell.name, str(problem.xs.dtype), shape_of(cell, problem))
+    entry = entry_for(cell, problem, table, platform)
     if entry is None:
         return []
-    return ranked(entry, platform, registry.names(), mode_of(problem))
+    budget = budget or memory_budget()
+    estimates = temporaries(entry, shape_of(cell, problem), mode_of(problem))
+    return ranked(
+        entry,
+        platform,
+        registry.names(),
+        mode_of(problem),
+        estimates=estimates,
+        budget=budget.bytes,
+    )
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What ``auto`` runs for one problem, and why (`explain`).
+
+    ``backend``: the one that runs; ``settings``: its tuned options where it is
+    ``sequential``; ``shape``/``mode``: the problem's; ``measured_at``: the
+    table's nearest shape (None: nothing recorded); ``seconds``: the medians
+    there; ``temporaries``: the estimated bytes per backend; ``budget``: rule 5's;
+    ``reason``: one sentence.
+    """
+
+    backend: Backend
+    settings: dict[str, Any]
+    shape: dict[str, int]
+    mode: str
+    measured_at: dict[str, int] | None
+    seconds: dict[str, float] = field(default_factory=dict)
+    temporaries: dict[str, int] = field(default_factory=dict)
+    budget: Budget = Budget(0, "")
+    reason: str = ""
+
+    def __str__(self) -> str:
+        lines = [f"auto runs {self.backend.name}: {self.reason}"]
+        for name, seconds in sorted(self.seconds.items(), key=lambda item: item[1]):
+            estimate = self.temporaries.get(name)
+            memory = "" if estimate is None else f", ~{estimate / 2**20:,.0f} MiB of temporaries"
+            lines.append(f"  {name}: {seconds * 1e3:,.1f} ms measured{memory}")
+        lines.append(f"  budget: {self.budget.bytes / 2**20:,.0f} MiB ({self.budget.source})")
+        return "\n".join(lines)
+
+
+def first_supported(cell, problem: Problem, names: list[str]) -> tuple[Backend | None, list]:
+    """The first of ``names`` whose backend supports the problem, and the refusals before it."""
+    refusals = []
+    for name in names:
+        backend = registry.get(name)
+        refusal = backend.supports(cell, problem)
+        if refusal is None:
+            return backend, refusals
+        refusals.append(f"{name} refuses: {refusal}")
+    return None, refusals
+
+
+def reason_for(name: str, seconds: dict, estimates: dict, budget: Budget) -> str:
+    """One sentence on why ``name`` runs, from the medians and estimates at its shape."""
+    if not seconds:
+        return "nothing is measured for this cell"
+
+    def mib(n):
+        return f"~{estimates[n] / 2**20:,.0f} MiB" if n in estimates else "unrecorded memory"
+
+    if name == DEFAULT_BACKEND:
+        if estimates.get(name, 0) > budget.bytes:
+            return f"over the memory budget ({mib(name)}), but no backend that fits runs this"
+        return f"no rival measured {MARGIN}x faster within the budget runs this problem"
+    lead = seconds[DEFAULT_BACKEND] / seconds[name]
+    if lead >= MARGIN:
+        return f"measured {lead:.2f}x faster than {DEFAULT_BACKEND}, {mib(name)} of temporaries"
+    if estimates.get(DEFAULT_BACKEND, 0) > budget.bytes:
+        return f"{DEFAULT_BACKEND} is over the memory budget ({mib(DEFAULT_BACKEND)}); {mib(name)}"
+    return (
+        f"within the noise margin of {DEFAULT_BACKEND}'s time ({1 / lead:.2f}x it) with "
+        f"{mib(name)} of temporaries against {mib(DEFAULT_BACKEND)}"
+    )
+
+
+def explain(
+    cell,
+    problem: Problem,
+    *,
+    table: dict | None = None,
+    platform: str | None = None,
+    budget: Budget | None = None,
+) -> Choice:
+    """The backend ``auto`` runs for this cell and problem, with the evidence (`Choice`)."""
+    table = packaged_table() if table is None else table
+    platform = platform or jax.default_backend()
+    budget = budget or memory_budget()
+    shape, mode = shape_of(cell, problem), mode_of(problem)
+    entry = entry_for(cell, problem, table, platform)
+    names = candidates(cell, problem, table=table, platform=platform, budget=budget)
+    chosen, refusals = first_supported(cell, problem, names)
+    chosen = chosen or registry.get(DEFAULT_BACKEND)
+    seconds = {} if entry is None else medians_in(entry, mode)
+    estimates = {} if entry is None else temporaries(entry, shape, mode)
+    reason = "; ".join([reason_for(chosen.name, seconds, estimates, budget), *refusals])
+    sequential = chosen.name == DEFAULT_BACKEND
+    return Choice(
+        backend=chosen,
+        settings=tuned_sequential(cell, problem, table=table, platform=platform)
+        if sequential
+        else {},
+        shape=shape,
+        mode=mode,
+        measured_at=None if entry is None else {k: entry[k] for k in SHAPE_KEYS},
+        seconds=seconds,
+        temporaries=estimates,
+        budget=budget,
+        reason=reason,
+    )
 
 
 def choose(
-    cell, problem: Problem, *, table: dict | None = None, platform: str | None = None
+    cell,
+    problem: Problem,
+    *,
+    table: dict | None = None,
+    platform: str | None = None,
+    budget: Budget | None = None,
 ) -> Backend:
     """The backend ``auto`` runs for this cell and problem (see the module docstring)."""
-    for name in candidates(cell, problem, table=table, platform=platform):
-        backend = registry.get(name)
-        if backend.supports(cell, problem) is None:
-            return backend
-    return registry.get(DEFAULT_BACKEND)
+    names = candidates(cell, problem, table=table, platform=platform, budget=budget)
+    return first_supported(cell, problem, names)[0] or registry.get(DEFAULT_BACKEND)
 
 
 def tuned_sequential(
