@@ -12,24 +12,37 @@ constant cotangent no training run has, as a labelled extra mode.) Prints a
 table of times and ratios and writes JSON (machine, versions, shapes, medians,
 achieved FLOP rates, this run's GEMM rate) into ``benchmarks/results/``.
 
-    python benchmarks/cpu_suite.py                 # the comparison (~6 min on 2 cores)
+    python benchmarks/cpu_suite.py --peers flax,equinox,keras
+                                                   # the comparison (~8 min on 2 cores)
     python benchmarks/cpu_suite.py --quick         # a smoke run: few repetitions, not for dispatch
     python benchmarks/cpu_suite.py --sweep         # sequential's settings per shape and mode
     python benchmarks/cpu_suite.py --vmap          # jax.vmap of rj.scan against the batched call
-    python benchmarks/cpu_suite.py --backends sequential,onednn --peers torch --onednn-threads 1,2
-                                                   # oneDNN's OpenMP threads per call, compared
+    python benchmarks/cpu_suite.py --backends sequential --peers "" --onednn-threads 2
+                                                   # oneDNN on two OpenMP threads per call
     python benchmarks/cpu_suite.py --backends auto --baseline auto --peers torch,flax
                                                    # the targets, met by what auto picks
     python benchmarks/dispatch_table.py            # then rebuild rnn_jax/backends/dispatch.json
+
+``--sweep`` records each variant's compile time; the dispatch table takes, of
+the variants within 10% of the fastest, the quickest to compile. A full sweep
+keeps 28 programs alive in one process, which slows the large unrolled ones
+more than rolled loops (GRU M training: unrolled chunks of 8 and rolled chunks
+of 16 tied at 99 ms in the full sweep; alone, 78.5 against 97.9 ms). So a tie
+the full sweep finds is timed again on its own, and that newer sweep decides::
+
+    python benchmarks/cpu_suite.py --sweep --cells gru --shapes M --loops 0,3
 
 ``--profile`` adds, per rnn_jax case, the time per XLA operation (from
 ``jax.profiler``), the evidence for what bounds a case.
 
 ``onednn`` (oneDNN's fused kernels through XLA's FFI) runs on OpenMP threads
-beside XLA's own pool: it is timed with OpenMP's default (every core), and
-``--onednn-threads`` adds variants with that many threads per call, recorded
-with ``"threads"`` (which the dispatch table leaves out). Where the kernels are
-absent or refuse a cell, the suite says so and times the rest.
+beside XLA's own pool: it is timed with its default (one thread, the calling
+one), and ``--onednn-threads`` adds variants with that many threads per call,
+recorded with ``"threads"`` (which the dispatch table leaves out). Where the
+kernels are absent or refuse a cell, the suite says so and times the rest.
+OpenMP workers spin after a call: time more than one thread in a process of
+their own, and never beside PyTorch, whose own OpenMP runtime spins on the same
+cores (every case, XLA's included, then runs up to 2x slower).
 
 Environment: the suite sets ``OPENBLAS_NUM_THREADS=1`` before NumPy loads (no
 timed code uses NumPy's BLAS, whose idle threads otherwise spin on the same
@@ -47,6 +60,7 @@ os.environ.setdefault("KERAS_BACKEND", "jax")
 import argparse  # noqa: E402
 import itertools  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
@@ -82,6 +96,7 @@ SWEEP_LOOPS = tuple(
     for chunk, unroll, pipeline, weight_grads in (
         (8, True, False, "per_chunk"),
         (8, True, False, "after_sweep"),
+        (8, 2, False, "per_chunk"),
         (16, 1, True, "per_chunk"),
         (16, 1, False, "per_chunk"),
         (0, 1, True, "per_chunk"),
@@ -103,18 +118,19 @@ LOSS = (
 def jax_cases(apply, params, x, modes=common.MODES) -> dict[str, Case]:
     """The ``modes`` of ``apply(params, x) -> outputs``, compiled: the forward, the gradient
     of `common.training_loss` with respect to the parameters and the inputs, and (extra)
-    of ``sum(outputs)``."""
+    of ``sum(outputs)``; each case's ``compile_s`` is XLA's compile time."""
     losses = {
         "forward_backward": common.training_loss(apply, params, x),
         "forward_backward_sum": lambda p, x: jnp.sum(apply(p, x)),
     }
     cases = {}
     for mode in modes:
-        if mode == "forward":
-            compiled = jax.jit(apply).lower(params, x).compile()
-        else:
-            compiled = jax.jit(jax.grad(losses[mode], argnums=(0, 1))).lower(params, x).compile()
+        function = apply if mode == "forward" else jax.grad(losses[mode], argnums=(0, 1))
+        lowered = jax.jit(function).lower(params, x)
+        start = time.perf_counter()
+        compiled = lowered.compile()
         cases[mode] = common.blocking(compiled, params, x)
+        cases[mode].compile_s = time.perf_counter() - start  # the sweep weighs it
     return cases
 
 
@@ -235,6 +251,9 @@ def measure(cases, meta, cell_name, label, shape, args, machine) -> list[dict[st
         )
         for name, st in stats.items():
             extra = dict(meta[name])
+            extra.update(extra.pop("tuned", {}).get(mode, {}))
+            if hasattr(runs[name], "compile_s"):  # JAX cases; PyTorch compiles nothing
+                extra["compile_s"] = runs[name].compile_s
             if args.profile and extra.get("backend") == "sequential" and not args.sweep:
                 extra["profile"] = common.op_profile(runs[name])
             rec = common.record(
@@ -263,7 +282,8 @@ def sweep_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]]:
             meta[name] = {"backend": "sequential", **settings}
         return cases, meta
 
-    grid = [{**loop, "residuals": r} for r, loop in itertools.product(SWEEP_RESIDUALS, SWEEP_LOOPS)]
+    loops = [SWEEP_LOOPS[i] for i in args.loops] if args.loops else SWEEP_LOOPS
+    grid = [{**loop, "residuals": r} for r, loop in itertools.product(SWEEP_RESIDUALS, loops)]
     return measure(*variants(grid), cell_name, label, shape, args, machine)
 
 
@@ -318,9 +338,12 @@ def measure_shape(cell_name, label, shape, args, machine) -> list[dict[str, Any]
     for name, (backend, fields) in rnn_jax_variants(cell_name, shape, args).items():
         cases[name] = rnn_jax_cases(cell_name, shape, backend, args.modes)
         meta[name] = dict(fields)
-        if backend == "sequential":
+        if backend == "sequential":  # the settings each mode runs with, recorded with it
             cell, problem = problem_of(cell_name, shape)
-            meta[name].update(auto.tuned_sequential(cell, problem))
+            meta[name]["tuned"] = {
+                mode: auto.tuned_sequential(cell, problem._replace(gradient=mode != "forward"))
+                for mode in args.modes
+            }
     for peer in args.peers:
         built = PEER_CASES[peer](cell_name, shape, args.modes)
         if built is not None:
@@ -407,11 +430,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--per-round", type=int, default=None)
     parser.add_argument("--budget", type=float, default=None, help="seconds per shape and mode")
+    parser.add_argument(
+        "--loops",
+        default="",
+        help="with --sweep, e.g. 0,3: only these of SWEEP_LOOPS ("
+        + "; ".join(f"{i}: {loop}" for i, loop in enumerate(SWEEP_LOOPS))
+        + "), so that a few close variants are timed without the others' programs alive",
+    )
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR)
     args = parser.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
     args.peers = [] if args.vmap else [p for p in args.peers.split(",") if p]
     args.onednn_threads = [int(n) for n in args.onednn_threads.split(",") if n]
+    args.loops = [int(i) for i in args.loops.split(",") if i]
     args.modes = common.MODES + common.EXTRA_MODES if args.with_sum else common.MODES
     if args.rounds is None:
         args.rounds = 3 if args.quick else (6 if args.sweep else 12)

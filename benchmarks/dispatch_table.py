@@ -10,14 +10,18 @@ platform:
 
 - ``backends``: per cell, dtype and shape, each backend's median seconds per
   mode, all from the newest run that measured that shape with default
-  settings (the ``cpu_suite``/``gpu_suite``/``parallel_suite`` runs, not
-  sweeps, ``--profile`` runs, ``--onednn-threads`` variants or ``auto``'s
-  own records). Pallas records on a CPU (interpret mode) are dropped.
+  settings (the ``cpu_suite``/``gpu_suite``/``parallel_suite``/``memory_suite``
+  runs, not sweeps, ``--profile`` runs, ``--onednn-threads`` variants or
+  ``auto``'s own records), and under ``temporaries`` the bytes of
+  temporaries XLA reported per mode and backend where the run recorded them
+  (``temp_bytes``). Pallas records on a CPU (interpret mode) are dropped.
 - ``sequential``: per cell, dtype, shape and mode (``forward``: inference,
   ``forward_backward``: training), the ``unroll``, ``chunk``, ``residuals``,
-  ``pipeline`` and ``weight_grads`` of the fastest variant in that mode in the
-  newest sweep (records that carry the first three; the other two take the
-  value older sweeps ran with).
+  ``pipeline`` and ``weight_grads`` of the variant the newest sweep picks in
+  that mode (records that carry the first three; the other two take the
+  value older sweeps ran with): of the variants within `COMPILE_TIE` of the
+  fastest, the quickest to compile, so that a lead inside the noise never
+  costs seconds of compilation (unrolled loops compile 2-3x slower).
 
 `rnn_jax.backends.auto` documents how the table is read.
 """
@@ -41,7 +45,10 @@ LATER_SETTINGS = {"pipeline": True, "weight_grads": "per_chunk"}
 KEY = ("cell", "dtype", "B", "T", "I", "H")
 # The suites whose medians choose backends; other results (a study of one kernel's
 # variants, training runs) never reach the table.
-MEDIAN_SUITES = ("cpu_suite", "gpu_suite", "parallel_suite")
+# Run time within this factor of the fastest variant's is a tie (`rnn_jax.backends.auto`'s
+# MARGIN: the noise of one run on a shared 2-core machine), broken by compile time.
+COMPILE_TIE = 1.1
+MEDIAN_SUITES = ("cpu_suite", "gpu_suite", "parallel_suite", "memory_suite")
 
 
 def usable(record: dict[str, Any], platform: str) -> bool:
@@ -56,6 +63,17 @@ def usable(record: dict[str, Any], platform: str) -> bool:
     return not (platform == "cpu" and record["backend"].startswith("pallas"))
 
 
+def quickest_to_compile_of_the_fastest(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The sweep's pick: of the variants within `COMPILE_TIE` of the fastest median (a lead
+    that run-to-run noise could reverse), the one XLA compiled quickest (``compile_s``);
+    the fastest where compile times were not recorded."""
+    fastest = min(records, key=lambda r: r["median_s"])
+    tied = [r for r in records if r["median_s"] <= fastest["median_s"] * COMPILE_TIE]
+    if not all("compile_s" in r for r in tied):
+        return fastest
+    return min(tied, key=lambda r: r["compile_s"])
+
+
 def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
     """The table from results documents (oldest first: a newer run replaces an older one's
     medians at every shape it measured)."""
@@ -67,7 +85,7 @@ def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         platform = doc["machine"]["platform"]
         swept: dict[tuple, list[dict]] = {}
-        measured: dict[tuple, dict[str, dict[str, float]]] = {}
+        measured: dict[tuple, dict[str, Any]] = {}
         for rec in doc["records"]:
             if not usable(rec, platform):
                 continue
@@ -78,12 +96,15 @@ def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             by_mode = measured.setdefault(key, {})
             by_mode.setdefault(rec["mode"], {})[rec["backend"]] = rec["median_s"]
+            if "temp_bytes" in rec:
+                memory = by_mode.setdefault("temporaries", {}).setdefault(rec["mode"], {})
+                memory[rec["backend"]] = rec["temp_bytes"]
         # A shape's medians all come from one run (the newest that measured it): only ratios
         # within a run hold on a shared machine, and auto compares backends by them.
         medians.setdefault(platform, {}).update(measured)
         for key, recs in swept.items():
             for mode in sorted({r["mode"] for r in recs}):
-                best = min((r for r in recs if r["mode"] == mode), key=lambda r: r["median_s"])
+                best = quickest_to_compile_of_the_fastest([r for r in recs if r["mode"] == mode])
                 settings = {k: best[k] for k in SETTINGS}
                 settings.update({k: best.get(k, v) for k, v in LATER_SETTINGS.items()})
                 sweeps.setdefault(platform, {})[(*key, mode)] = settings

@@ -1,5 +1,5 @@
-"""``backend="auto"``: the rule on a small synthetic table, the table builder, and the
-packaged table."""
+"""``backend="auto"``: the rule on a small synthetic table, the table builder, the
+packaged table, and the memory budget (estimates, sources, ``rj.explain_auto``)."""
 
 from __future__ import annotations
 
@@ -264,6 +264,17 @@ def test_dispatch_table_builder(tmp_path):
     assert choose(rj.lstm(5), xs_of(2, 4, 3), table=table) == "sequential"
 
 
+def test_a_sweep_tie_goes_to_the_quickest_compile():
+    slow_compile = rec("sequential", 1.00, unroll=True, chunk=8, residuals="carries", compile_s=2.0)
+    quick_compile = rec("sequential", 1.05, unroll=1, chunk=16, residuals="carries", compile_s=0.7)
+    much_slower = rec("sequential", 1.50, unroll=1, chunk=0, residuals="carries", compile_s=0.4)
+    pick = dispatch_table.quickest_to_compile_of_the_fastest
+    assert pick([slow_compile, quick_compile, much_slower]) is quick_compile
+    assert pick([slow_compile, much_slower]) is slow_compile  # 1.5x is no tie
+    untimed = {k: v for k, v in quick_compile.items() if k != "compile_s"}
+    assert pick([slow_compile, untimed]) is slow_compile  # older sweeps: the fastest
+
+
 def test_dispatch_table_reads_only_the_comparison_suites_and_sweeps():
     docs = [
         results_doc("cpu_suite", "cpu", [rec("sequential", 2.0)]),
@@ -299,3 +310,134 @@ def test_packaged_table_is_well_formed():
 @pytest.mark.skipif(not (ROOT / "benchmarks" / "results").exists(), reason="no results")
 def test_packaged_table_is_built_from_the_recorded_results():
     assert dispatch_table.main(["--check"]) == 0
+
+
+# ----------------------------------------------------------------------------- memory
+
+GIB = 2**30
+# LSTM H64 B8: sequential faster at T = 1,000; at T = 100,000 checkpointed is only
+# 1.05x faster (inside the margin) but sequential needs 3.5 GB of temporaries.
+MEMORY_TABLE = {
+    "backends": {
+        "cpu": [
+            {
+                "cell": "lstm", "dtype": "float32", "B": 8, "T": 100_000, "I": 32, "H": 64,
+                "forward_backward": {"sequential": 1.05, "checkpointed": 1.0, "reference": 1.2},
+                "temporaries": {
+                    "forward_backward": {
+                        "sequential": 3.5e9, "checkpointed": 0.45e9, "reference": 2.0e9
+                    }
+                },
+            },
+        ]
+    }
+}  # fmt: skip
+
+
+def lstm_at(T, B=8):  # noqa: N803
+    cell = rj.lstm(64)
+    return cell, problem_of(cell, B, T, 32)
+
+
+def pick(T, budget, B=8, table=MEMORY_TABLE):  # noqa: N803
+    cell, problem = lstm_at(T, B)
+    return auto.choose(cell, problem, table=table, platform="cpu", budget=auto.Budget(budget, ""))
+
+
+def test_within_budget_the_margin_rule_holds():
+    assert pick(100_000, 64 * GIB).name == "sequential"  # 1.05x is no lead
+
+
+def test_a_tie_goes_to_the_lighter_where_sequential_takes_a_large_share():
+    # 3.5 GB is over 1/16 of 8 GiB: checkpointed, within the margin, runs in 0.45 GB.
+    assert pick(100_000, 8 * GIB).name == "checkpointed"
+
+
+def test_sequential_over_budget_runs_the_fastest_that_fits():
+    assert pick(100_000, 1 * GIB).name == "checkpointed"
+    assert pick(100_000, 3 * GIB).name == "checkpointed"  # reference fits, but is slower
+
+
+def test_estimates_scale_with_steps_and_batch():
+    cell, problem = lstm_at(10_000)
+    (entry,) = MEMORY_TABLE["backends"]["cpu"]
+    estimates = auto.temporaries(entry, auto.shape_of(cell, problem), "forward_backward")
+    assert estimates["sequential"] == pytest.approx(3.5e8, rel=1e-6)
+    # A tenth of the steps: sequential's 350 MB is a small share of 8 GiB again.
+    assert pick(10_000, 8 * GIB).name == "sequential"
+    # Ten times the batch at 100,000 steps: nothing fits 1 GiB; the least memory runs.
+    assert pick(100_000, 1 * GIB, B=80).name == "checkpointed"
+
+
+def test_nothing_fits_and_the_least_memory_refuses():
+    cell, problem = lstm_at(100_000)
+    names = auto.ranked(
+        MEMORY_TABLE["backends"]["cpu"][0],
+        "cpu",
+        ["checkpointed", "reference", "sequential"],
+        "forward_backward",
+        estimates={"sequential": 10, "checkpointed": 4, "reference": 6},
+        budget=2,
+    )
+    assert names == ["checkpointed", "reference"]
+
+
+def test_budget_from_the_environment(monkeypatch):
+    for text, expected in [("512M", 512 * 2**20), ("2GiB", 2 * GIB), ("1000", 1000)]:
+        monkeypatch.setenv(auto.BUDGET_VARIABLE, text)
+        assert auto.memory_budget() == auto.Budget(expected, auto.BUDGET_VARIABLE)
+    monkeypatch.setenv(auto.BUDGET_VARIABLE, "lots")
+    with pytest.raises(ValueError, match="RNN_JAX_MEMORY_BUDGET must be a positive byte count"):
+        auto.memory_budget()
+
+
+class Device:
+    def __init__(self, stats):
+        self.stats = stats
+
+    def memory_stats(self):
+        return self.stats
+
+
+def test_budget_from_the_device_else_the_host(monkeypatch):
+    monkeypatch.delenv(auto.BUDGET_VARIABLE, raising=False)
+    device = Device({"bytes_limit": 16 * GIB, "bytes_in_use": 0})
+    assert auto.memory_budget(device).bytes == 8 * GIB
+    budget = auto.memory_budget(Device(None))
+    assert budget.bytes == auto.host_memory() // auto.HOST_SHARE
+    assert "host" in budget.source
+
+
+def test_explain_auto_says_what_runs_and_why(monkeypatch):
+    monkeypatch.setattr(auto, "packaged_table", lambda: MEMORY_TABLE)
+    cell = rj.lstm(64)
+    params = jax.eval_shape(lambda k: cell.init(k, 32), jax.random.key(0))
+    xs = jax.ShapeDtypeStruct((100_000, 8, 32), jnp.float32)
+    choice = rj.explain_auto(cell, params, xs, budget=auto.Budget(GIB, "test"))
+    assert choice.backend.name == "checkpointed"
+    assert choice.measured_at == {"B": 8, "T": 100_000, "I": 32, "H": 64}
+    assert choice.reason.startswith("sequential is over the memory budget (~3,338 MiB)")
+    text = str(choice)
+    assert "auto runs checkpointed" in text and "budget: 1,024 MiB (test)" in text
+    inference = rj.explain_auto(cell, params, xs, gradient=False, budget=auto.Budget(GIB, "t"))
+    assert inference.mode == "forward"
+
+
+def test_the_packaged_table_keeps_auto_under_a_gigabyte_at_100k_steps():
+    cell, problem = lstm_at(100_000)
+    choice = auto.explain(cell, problem, platform="cpu", budget=auto.memory_budget(Device(None)))
+    estimate = choice.temporaries.get(choice.backend.name)
+    assert estimate is not None and estimate < GIB, str(choice)
+
+
+def test_the_table_builder_keeps_recorded_temporaries():
+    docs = [
+        results_doc(
+            "memory_suite",
+            "cpu",
+            [rec("sequential", 2.0, temp_bytes=900), rec("checkpointed", 1.0, temp_bytes=100)],
+        )
+    ]
+    (row,) = dispatch_table.build(docs)["backends"]["cpu"]
+    assert row["forward_backward"] == {"sequential": 2.0, "checkpointed": 1.0}
+    assert row["temporaries"] == {"forward_backward": {"sequential": 900, "checkpointed": 100}}
