@@ -20,6 +20,10 @@ all cells interleaved, medians after compilation. Writes into
     python benchmarks/cell_report.py               # the report (a few minutes on 2 cores)
     python benchmarks/cell_report.py --cells lstm,gru --steps 100
 
+The timing comes first, on a quiet machine: the script refuses to time where
+the 1-minute load average is over half the cores it may use (``--force``
+times anyway, and the report states the load).
+
 The budget is small and one learning rate serves every cell, so the metrics
 rank cells on this budget only, not at their best.
 """
@@ -224,8 +228,9 @@ def report(
             f"Every registered cell on the same tasks with the same budget, written by "
             f"`{command}` on {time.strftime('%Y-%m-%d', time.gmtime())} in {seconds:.0f} s: "
             f"{machine['cpu']}, {machine['cores']} cores, 1-minute load average "
-            f"{machine['load_average_1min']} at the start (a shared machine: the times are "
-            f"inflated alike for every cell). Every number is in `{json_name}` beside this file.",
+            f"{machine['load_average_1min']} before timing (the script refuses to time above "
+            f"{common.QUIET_LOAD_PER_CORE} per core). Every number is in `{json_name}` beside "
+            "this file.",
             "",
             "Training: `rj.app.compare` with one `RunConfig` for every cell "
             f"({', '.join(f'{k}={v}' for k, v in settings.items())}; cell options: "
@@ -263,16 +268,19 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated registered cells (default: all)",
     )
     parser.add_argument("--steps", type=int, default=CONFIG.steps, help="updates per run")
+    parser.add_argument("--force", action="store_true", help="time even on a busy machine")
     args = parser.parse_args(argv)
     cells = [c for c in args.cells.split(",") if c]
     unknown = sorted(set(cells) - set(rj.cells.cell_names()))
     if unknown:
         parser.error(f"unknown cells {unknown}; choose from {rj.cells.cell_names()}")
     started = time.perf_counter()
+    common.require_quiet(args.force)
     machine = common.machine_info()
+    # Timed first: the training runs would raise the load average the check reads.
+    records = time_all(cells)
     config = dataclasses.replace(CONFIG, steps=args.steps)
     trained = train_all(cells, config)
-    records = time_all(cells)
     seconds = time.perf_counter() - started
     command = " ".join(["python", "benchmarks/cell_report.py", *(argv or sys.argv[1:])])
     path = common.write_results(

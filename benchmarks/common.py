@@ -297,6 +297,29 @@ def load_average() -> float | None:
         return None
 
 
+# Timings taken above this 1-minute load per core are inflated by other processes: the
+# cell report once measured 7x ratios between cells at load 6.8 on 2 cores.
+QUIET_LOAD_PER_CORE = 0.5
+
+
+def require_quiet(force: bool = False, per_core: float = QUIET_LOAD_PER_CORE) -> float | None:
+    """The 1-minute load average; a SystemExit naming it where it is over ``per_core`` times
+    the cores this process may use (other processes would inflate the timings), unless
+    ``force`` (then a warning is printed and the caller records the load)."""
+    load = load_average()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    limit = per_core * (cores or 1)
+    if load is not None and load > limit:
+        message = (
+            f"the 1-minute load average is {load} on {cores} cores (over {limit:g}): other "
+            "processes would inflate the timings"
+        )
+        if not force:
+            raise SystemExit(message + "; wait for a quiet machine or pass --force")
+        print(f"warning: {message}; timing anyway (--force)", flush=True)
+    return load
+
+
 def machine_info(**extra: Any) -> dict[str, Any]:
     """Platform (``cpu``/``gpu``/``tpu`` as JAX sees it), device, CPU, cores, memory, OS, flags."""
     import jax

@@ -44,3 +44,15 @@ def test_targets_reached_from_medians():
 def test_every_suite_imports(script):
     # module-level code (grids, variants, the backends they configure) runs on import
     importlib.import_module(script)
+
+
+def test_timing_refuses_a_busy_machine(monkeypatch, capsys):
+    import common
+
+    monkeypatch.setattr(common, "load_average", lambda: 100.0)
+    with pytest.raises(SystemExit, match="load average is 100.0 .* pass --force"):
+        common.require_quiet()
+    assert common.require_quiet(force=True) == 100.0
+    assert "timing anyway" in capsys.readouterr().out
+    monkeypatch.setattr(common, "load_average", lambda: 0.0)
+    assert common.require_quiet() == 0.0
