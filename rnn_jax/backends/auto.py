@@ -178,11 +178,13 @@ def host_memory() -> int | None:
 
 
 def memory_budget(device: jax.Device | None = None) -> Budget:
-    """The budget of rule 5 (module docstring), for ``device`` (default: JAX's first)."""
+    """The budget of rule 5 (module docstring), for ``device`` (default: this process's first)."""
     text = os.environ.get(BUDGET_VARIABLE)
     if text:
         return Budget(parse_bytes(text), BUDGET_VARIABLE)
-    device = device or jax.devices()[0]
+    # This process's own device: another process's cannot be asked, and every process of
+    # a run must choose alike (they run one program together).
+    device = device or jax.local_devices()[0]
     stats = device.memory_stats() or {}
     if stats.get("bytes_limit"):
         return Budget(stats["bytes_limit"] // DEVICE_SHARE, f"1/{DEVICE_SHARE} of the device's")
