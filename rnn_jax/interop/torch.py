@@ -47,6 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
+from rnn_jax import _validate
 from rnn_jax.backends.contract import Backend
 from rnn_jax.cells.cell import Cell, described
 from rnn_jax.cells.gru import gru
@@ -97,7 +98,8 @@ def _config_of(module: Any) -> TorchConfig:
         )
     return TorchConfig(
         mode=module.mode,
-        input_size=int(module.input_size),
+        # PyTorch allows a layer without inputs; rnn_jax's cells refuse one at init alike.
+        input_size=_validate.positive_int("input_size", int(module.input_size)),
         hidden_size=int(module.hidden_size),
         num_layers=int(module.num_layers),
         bidirectional=bool(module.bidirectional),

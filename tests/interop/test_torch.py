@@ -328,6 +328,12 @@ def test_from_torch_refuses_other_modules():
         rjt.to_torch(rj.gru(H), None)
     with pytest.raises(ValueError, match=r"tensors must hold 'weight_ih_l0'"):
         rjt.params_from_torch(nn.GRU(F, H), {})
+    # PyTorch 2.13 refuses input_size=0 itself; a module that has one anyway (built by a
+    # version that allowed it) is refused as the cells' init refuses it.
+    without_inputs = nn.LSTM(F, H)
+    without_inputs.input_size = 0
+    with pytest.raises(ValueError, match=r"^input_size must be a positive int; got 0$"):
+        rjt.from_torch(without_inputs)
 
 
 def test_importing_rnn_jax_does_not_import_torch():

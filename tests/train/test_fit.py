@@ -53,6 +53,33 @@ def test_fit_learns_and_is_deterministic():
     assert first.history["val"][-1]["loss"] < TASK.baselines["predict 1"]["mse"]
 
 
+def test_an_empty_batch_breaks_nothing():
+    # A stream's last batch may hold no sequences: its loss is 0 (a masked mean over nothing),
+    # its gradients are zero, and training goes on.
+    full = batches(0)
+    empty = full._replace(
+        inputs=full.inputs[:, :0],
+        targets=full.targets[:0],
+        mask=full.mask[:0],
+        length=None if full.length is None else full.length[:0],
+    )
+    loss, _ = OBJECTIVE.loss(MODEL.init(jax.random.key(0)), empty, None, None)
+    assert float(loss) == 0.0
+    optimizer, _ = rj.train.make_optimizer("sgd", 1e-2)
+    params = MODEL.init(jax.random.key(0))
+    result = fit(OBJECTIVE, params, optimizer, lambda step: empty, steps=2, progress=False)
+    assert leaves_equal(result.params, params)  # zero gradients: plain SGD moves nothing
+    result = fit(
+        OBJECTIVE,
+        params,
+        optimizer,
+        lambda step: empty if step % 2 else batches(step),
+        steps=4,
+        progress=False,
+    )
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(result.params))
+
+
 def test_early_stopping_stops_and_returns_the_best_params():
     result = train(
         200,
