@@ -223,6 +223,33 @@ def training_loss(apply: Callable[..., Any], *args: Any) -> Callable[..., Any]:
     return loss
 
 
+def equinox_layer(cell_name: str, shape: Shape) -> tuple[Callable[..., Any], Any, Any] | None:
+    """``(apply, params, x)``: Equinox's LSTM or GRU cell vmapped over the batch inside
+    ``lax.scan`` on time-major ``x [T, B, I]``, as a user of Equinox writes a layer; None for
+    other cells (Equinox has no Elman cell)."""
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    if cell_name not in ("lstm", "gru"):
+        return None
+    make = eqx.nn.LSTMCell if cell_name == "lstm" else eqx.nn.GRUCell
+    params, static = eqx.partition(make(shape.I, shape.H, key=jax.random.key(0)), eqx.is_array)
+    zeros = jnp.zeros((shape.B, shape.H))
+    hidden0 = (zeros, zeros) if cell_name == "lstm" else zeros
+
+    def apply(params, x):
+        batched = jax.vmap(eqx.combine(params, static))
+
+        def step(hidden, x_t):
+            hidden = batched(x_t, hidden)
+            return hidden, hidden[0] if cell_name == "lstm" else hidden
+
+        return jax.lax.scan(step, hidden0, x)[1]
+
+    return apply, params, jax.random.normal(jax.random.key(1), (shape.T, shape.B, shape.I))
+
+
 def rnn_matmul_flops(cell: str, shape: Shape, mode: str) -> float:
     """Matmul FLOPs of a dense gated RNN layer (input and recurrent kernels; 2 per MAC).
 

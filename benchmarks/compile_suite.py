@@ -19,7 +19,7 @@ compile of a process). Medians of ``--repeats``, and the run time of the
 compiled step (median of 10 calls) beside them. Writes
 ``benchmarks/results/compile_suite-PLATFORM-TIME.json``.
 
-    python benchmarks/compile_suite.py          # ~4 min on 2 cores
+    python benchmarks/compile_suite.py          # ~8 min on 2 cores
     python benchmarks/compile_suite.py --quick  # S only, 2 repeats
 """
 
@@ -79,26 +79,6 @@ def flax_layer(cell_name, shape):
     return (lambda p, x: model.apply(p, x)), params, x
 
 
-def equinox_layer(cell_name, shape):
-    import equinox as eqx
-
-    make = eqx.nn.LSTMCell if cell_name == "lstm" else eqx.nn.GRUCell
-    params, static = eqx.partition(make(shape.I, shape.H, key=jax.random.key(0)), eqx.is_array)
-    zeros = jnp.zeros((shape.B, shape.H))
-    hidden0 = (zeros, zeros) if cell_name == "lstm" else zeros
-
-    def apply(params, x):
-        batched = jax.vmap(eqx.combine(params, static))
-
-        def step(hidden, x_t):
-            hidden = batched(x_t, hidden)
-            return hidden, hidden[0] if cell_name == "lstm" else hidden
-
-        return jax.lax.scan(step, hidden0, x)[1]
-
-    return apply, params, inputs(shape)
-
-
 def lax_scan_layer(cell_name, shape):
     gates = 4 if cell_name == "lstm" else 3
     k1, k2 = jax.random.split(jax.random.key(0))
@@ -137,7 +117,7 @@ def lax_scan_layer(cell_name, shape):
 BUILDERS: dict[str, Build] = {
     "rnn_jax": rnn_jax_layer,
     "flax": flax_layer,
-    "equinox": equinox_layer,
+    "equinox": common.equinox_layer,
     "lax.scan": lax_scan_layer,
 }
 

@@ -13,7 +13,7 @@ table of times and ratios and writes JSON (machine, versions, shapes, medians,
 achieved FLOP rates, this run's GEMM rate) into ``benchmarks/results/``.
 
     python benchmarks/cpu_suite.py --peers flax,equinox,keras
-                                                   # the comparison (~8 min on 2 cores)
+                                                   # the comparison (~10 min on 2 cores)
     python benchmarks/cpu_suite.py --quick         # a smoke run: few repetitions, not for dispatch
     python benchmarks/cpu_suite.py --sweep         # sequential's settings per shape and mode
     python benchmarks/cpu_suite.py --vmap          # jax.vmap of rj.scan against the batched call
@@ -160,27 +160,8 @@ def flax_cases(cell_name, shape, modes) -> dict[str, Case] | None:
 
 
 def equinox_cases(cell_name, shape, modes) -> dict[str, Case] | None:
-    import equinox as eqx
-
-    if cell_name not in ("lstm", "gru"):
-        return None  # Equinox has no Elman cell
-    key = jax.random.key(0)
-    cell = (eqx.nn.LSTMCell if cell_name == "lstm" else eqx.nn.GRUCell)(shape.I, shape.H, key=key)
-    params, static = eqx.partition(cell, eqx.is_array)
-    x = jax.random.normal(jax.random.key(1), (shape.T, shape.B, shape.I))
-    zeros = jnp.zeros((shape.B, shape.H))
-    hidden0 = (zeros, zeros) if cell_name == "lstm" else zeros
-
-    def apply(params, x):
-        batched = jax.vmap(eqx.combine(params, static))
-
-        def step(hidden, x_t):
-            hidden = batched(x_t, hidden)
-            return hidden, hidden[0] if cell_name == "lstm" else hidden
-
-        return jax.lax.scan(step, hidden0, x)[1]
-
-    return jax_cases(apply, params, x, modes)
+    built = common.equinox_layer(cell_name, shape)
+    return None if built is None else jax_cases(*built, modes)
 
 
 def keras_cases(cell_name, shape, modes) -> dict[str, Case] | None:
