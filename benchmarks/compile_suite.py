@@ -45,8 +45,6 @@ import jax.numpy as jnp  # noqa: E402
 
 import rnn_jax as rj  # noqa: E402
 
-jax.config.update("jax_enable_compilation_cache", False)
-
 SHAPES = {
     "S": common.Shape(B=16, T=256, I=32, H=64),
     "M": common.Shape(B=32, T=128, I=64, H=256),
@@ -191,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=common.RESULTS_DIR)
     args = parser.parse_args(argv)
+    jax.config.update("jax_enable_compilation_cache", False)  # every compile timed in full
     args.libraries = args.libraries.split(",")
     if "flax" not in args.libraries:
         parser.error("--libraries must include flax (the ratios are against it)")
