@@ -324,6 +324,14 @@ def load_average() -> float | None:
         return None
 
 
+def usable_cores() -> int | None:
+    """The cores this process may run on (its affinity where the system says, else all)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count()
+
+
 # Timings taken above this 1-minute load per core are inflated by other processes: the
 # cell report once measured 7x ratios between cells at load 6.8 on 2 cores.
 QUIET_LOAD_PER_CORE = 0.5
@@ -334,7 +342,7 @@ def require_quiet(force: bool = False, per_core: float = QUIET_LOAD_PER_CORE) ->
     the cores this process may use (other processes would inflate the timings), unless
     ``force`` (then a warning is printed and the caller records the load)."""
     load = load_average()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = usable_cores()
     limit = per_core * (cores or 1)
     if load is not None and load > limit:
         message = (
@@ -352,10 +360,7 @@ def machine_info(**extra: Any) -> dict[str, Any]:
     import jax
 
     devices = jax.devices()
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
+    cores = usable_cores()
     info = {
         "platform": jax.default_backend(),
         "device_kind": devices[0].device_kind,

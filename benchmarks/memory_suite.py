@@ -29,6 +29,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import rnn_jax as rj  # noqa: E402
+from rnn_jax.backends import contract  # noqa: E402
+from rnn_jax.backends.problem import describe  # noqa: E402
 
 CELLS = ("lstm", "gru")
 BACKENDS = ("sequential", "checkpointed")
@@ -58,15 +60,14 @@ def compiled_modes(cell_name: str, shape: common.Shape, backend: str) -> dict[st
 
 
 def supported(cell_name: str, shape: common.Shape, backend: str) -> bool:
+    """Whether ``backend`` runs the cell at ``shape`` (its refusal printed where not)."""
     cell = getattr(rj, cell_name)(shape.H)
-    params = cell.init(jax.random.key(0), shape.I)
+    params = jax.eval_shape(lambda key: cell.init(key, shape.I), jax.random.key(0))
     xs = jax.ShapeDtypeStruct((shape.T, shape.B, shape.I), jnp.float32)
-    try:
-        jax.eval_shape(lambda p, x: rj.scan(cell, p, x, backend=backend), params, xs)
-    except ValueError as refusal:
+    refusal = contract.refusal(rj.backends.get(backend), cell, describe(cell, params, xs))
+    if refusal is not None:
         print(f"  {backend} refuses {cell_name}: {refusal}")
-        return False
-    return True
+    return refusal is None
 
 
 def measure_shape(cell_name, label, shape, args) -> list[dict]:

@@ -55,7 +55,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any, NamedTuple
@@ -263,6 +263,28 @@ def entry_for(cell, problem: Problem, table: dict, platform: str) -> dict | None
     return nearest(entries, cell.name, str(problem.xs.dtype), shape_of(cell, problem))
 
 
+class Assessment(NamedTuple):
+    """Rules 1–5 for one problem: the nearest ``entry`` (None: nothing recorded), each
+    backend's ``estimates`` of temporaries there, and the ``names`` to try, best first."""
+
+    entry: dict | None
+    estimates: dict[str, int]
+    names: list[str]
+
+
+def assess(cell, problem: Problem, table: dict, platform: str, budget: Budget) -> Assessment:
+    """Rules 1–5 before ``supports`` (see `Assessment`)."""
+    entry = entry_for(cell, problem, table, platform)
+    if entry is None:
+        return Assessment(None, {}, [])
+    mode = mode_of(problem)
+    estimates = temporaries(entry, shape_of(cell, problem), mode)
+    names = ranked(
+        entry, platform, registry.names(), mode, estimates=estimates, budget=budget.bytes
+    )
+    return Assessment(entry, estimates, names)
+
+
 def candidates(
     cell,
     problem: Problem,
@@ -274,19 +296,7 @@ def candidates(
     """Rules 1–5 before ``supports``: the names ``auto`` would try, best first."""
     table = packaged_table() if table is None else table
     platform = platform or jax.default_backend()
-    entry = entry_for(cell, problem, table, platform)
-    if entry is None:
-        return []
-    budget = budget or memory_budget()
-    estimates = temporaries(entry, shape_of(cell, problem), mode_of(problem))
-    return ranked(
-        entry,
-        platform,
-        registry.names(),
-        mode_of(problem),
-        estimates=estimates,
-        budget=budget.bytes,
-    )
+    return assess(cell, problem, table, platform, budget or memory_budget()).names
 
 
 @dataclass(frozen=True)
@@ -305,10 +315,10 @@ class Choice:
     shape: dict[str, int]
     mode: str
     measured_at: dict[str, int] | None
-    seconds: dict[str, float] = field(default_factory=dict)
-    temporaries: dict[str, int] = field(default_factory=dict)
-    budget: Budget = Budget(0, "")
-    reason: str = ""
+    seconds: dict[str, float]
+    temporaries: dict[str, int]
+    budget: Budget
+    reason: str
 
     def __str__(self) -> str:
         lines = [f"auto runs {self.backend.name}: {self.reason}"]
@@ -367,13 +377,10 @@ def explain(
     table = packaged_table() if table is None else table
     platform = platform or jax.default_backend()
     budget = budget or memory_budget()
-    shape, mode = shape_of(cell, problem), mode_of(problem)
-    entry = entry_for(cell, problem, table, platform)
-    names = candidates(cell, problem, table=table, platform=platform, budget=budget)
+    entry, estimates, names = assess(cell, problem, table, platform, budget)
     chosen, refusals = first_supported(cell, problem, names)
     chosen = chosen or registry.get(DEFAULT_BACKEND)
-    seconds = {} if entry is None else medians_in(entry, mode)
-    estimates = {} if entry is None else temporaries(entry, shape, mode)
+    seconds = {} if entry is None else medians_in(entry, mode_of(problem))
     reason = "; ".join([reason_for(chosen.name, seconds, estimates, budget), *refusals])
     sequential = chosen.name == DEFAULT_BACKEND
     return Choice(
@@ -381,8 +388,8 @@ def explain(
         settings=tuned_sequential(cell, problem, table=table, platform=platform)
         if sequential
         else {},
-        shape=shape,
-        mode=mode,
+        shape=shape_of(cell, problem),
+        mode=mode_of(problem),
         measured_at=None if entry is None else {k: entry[k] for k in SHAPE_KEYS},
         seconds=seconds,
         temporaries=estimates,
