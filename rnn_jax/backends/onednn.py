@@ -29,9 +29,9 @@ Threads: the wheel's oneDNN runs on GNU OpenMP threads, not XLA's thread pool
 (which only a threadpool build of oneDNN could use). The default, ``threads=1``,
 runs each call on the XLA thread that makes it: OpenMP's own workers keep
 spinning after a call, on the cores XLA's pool runs the rest of the program
-on (measured on 2 cores, an LSTM B16 T256 I32 H64 training step: 68 ms on
-OpenMP's default of every core, 20 ms on one thread, in two runs of
-``benchmarks/cpu_suite.py`` where ``sequential`` took 15.5 and 14.7 ms).
+on (measured on 2 cores in one run of ``benchmarks/cpu_suite.py``, an LSTM B16
+T256 I32 H64 training step: 62.6 ms on OpenMP's default of every core, 29.9 ms
+on one thread, ``sequential`` 24.1 ms).
 ``threads=n`` runs each call on ``n`` threads;
 ``threads=None`` leaves OpenMP's default (``OMP_NUM_THREADS``, else every
 core).
