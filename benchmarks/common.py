@@ -250,6 +250,30 @@ def equinox_layer(cell_name: str, shape: Shape) -> tuple[Callable[..., Any], Any
     return apply, params, jax.random.normal(jax.random.key(1), (shape.T, shape.B, shape.I))
 
 
+def shape_study(
+    doc: str, shapes: Mapping[str, Shape], argv: list[str] | None, **choices: str
+) -> tuple[Any, dict[str, Any]]:
+    """``(args, machine)`` of a study of one kernel's variants at labelled ``shapes``: the
+    arguments ``--shapes`` (comma-separated labels, default all), ``--out`` (results
+    directory) and one ``--NAME`` per ``choices`` entry (its default), parsed from
+    ``argv``; the machine's description with its GEMM rate."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--shapes", default=",".join(shapes))
+    for name, default in choices.items():
+        parser.add_argument(f"--{name}", default=default)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    return parser.parse_args(argv), machine_info(gemm_gflops=gemm_gflops())
+
+
+def time_major_inputs(shape: Shape, seed: int = 1) -> Any:
+    """Standard-normal inputs ``[T, B, I]`` of ``shape``."""
+    import jax
+
+    return jax.random.normal(jax.random.key(seed), (shape.T, shape.B, shape.I))
+
+
 def rnn_matmul_flops(cell: str, shape: Shape, mode: str) -> float:
     """Matmul FLOPs of a dense gated RNN layer (input and recurrent kernels; 2 per MAC).
 

@@ -11,7 +11,6 @@ medians and the split / one-sigmoid ratio go to ``benchmarks/results/lstm_gates-
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,15 +29,11 @@ FORMS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shapes", default=",".join(SHAPES))
-    parser.add_argument("--out", type=Path, default=common.RESULTS_DIR)
-    args = parser.parse_args(argv)
-    machine = common.machine_info(gemm_gflops=common.gemm_gflops())
+    args, machine = common.shape_study(__doc__, SHAPES, argv)
     records = []
     for label in args.shapes.split(","):
         shape = SHAPES[label]
-        x = jax.random.normal(jax.random.key(1), (shape.T, shape.B, shape.I))
+        x = common.time_major_inputs(shape)
         runs = {}
         for form, options in FORMS.items():
             cell = rj.lstm(shape.H, **options)

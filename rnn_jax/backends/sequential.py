@@ -32,6 +32,8 @@ time is cut into chunks of ``chunk`` steps (``chunk = T``: one chunk):
   its reverse sweep (``"per_chunk"``), or one matmul over all ``T * batch``
   rows once every chunk is swept (``"after_sweep"``: small batches make
   small per-chunk matmuls, at the price of keeping all steps' cotangents);
+- the forward step reads its projected input as the gate blocks ``combine``
+  cuts it into (``Gates.blocks``, see `Layout`);
 - low-precision (bf16/fp16) parameters run both recurrent matmuls in that
   precision with float32 accumulation, while the carry stays float32.
 
@@ -169,6 +171,13 @@ class Layout(NamedTuple):
       be stored, the valid steps being a prefix).
     - ``carry_tree``: the carry's structure; ``out_dtype``: the carry's dtype,
       in which the recurrent matmuls accumulate.
+    - ``blocks``: the gate blocks ``combine`` cuts ``xp`` into (``Gates.blocks``;
+      1 where ``xp`` is not one array of the pre-activation's shape). The
+      forward sweep carries a chunk's projected inputs through its step loop
+      as those blocks (`split`) and joins each step's again for ``combine``
+      (`join`): XLA's CPU loops emit a fused kernel that reads a step's slice
+      of one array at several column offsets several times slower than one
+      that reads separate arrays (``python benchmarks/gate_blocks.py``).
     """
 
     gates: Any
@@ -179,6 +188,15 @@ class Layout(NamedTuple):
     tied: tuple[bool, ...]
     carry_tree: Any
     out_dtype: Any
+    blocks: int
+
+    def split(self, a):
+        """``a [..., G*H]`` as a tuple of its gate blocks (``a`` itself with one block)."""
+        return a if self.blocks == 1 else tuple(jnp.split(a, self.blocks, axis=-1))
+
+    def join(self, a):
+        """The inverse of `split`."""
+        return a if self.blocks == 1 else jnp.concatenate(a, axis=-1)
 
     def combine(self, c_used, carry, xp_t, hu):
         return self.gates.combine(self.combine_reads.rebuild(c_used), carry, xp_t, hu)
@@ -203,6 +221,8 @@ def analyse(cell, params, problem: Problem) -> Layout:
     hu = jax.eval_shape(lambda c, k: matmul(gates.fed_back(c), k, out_dtype), carry0, kernel)
     prefix = problem.valid is None or problem.length is not None
     tied = outputs_fed_back(gates.combine, params, carry0, xp, hu)
+    one_array = isinstance(xp, jax.ShapeDtypeStruct) and xp.shape == hu.shape
+    blocks = gates.blocks if one_array and hu.shape[-1] % gates.blocks == 0 else 1
     return Layout(
         gates=gates,
         project_cell=cell.project,
@@ -212,6 +232,7 @@ def analyse(cell, params, problem: Problem) -> Layout:
         tied=tied if prefix else (False,) * len(tied),
         carry_tree=jax.tree.structure(carry0),
         out_dtype=out_dtype,
+        blocks=blocks,
     )
 
 
@@ -237,6 +258,7 @@ def forward_step(layout: Layout, residuals, c_used, kernel, restart, carry, inpu
     """One step: ``(carry, (y, kept))``; ``kept`` is what the `Residuals` policy
     ``residuals`` keeps (None, for inference: nothing)."""
     xp_t, valid_t, start_t = inputs
+    xp_t = layout.join(xp_t)
     carry = restarted(start_t, restart, carry)
     fed = layout.gates.fed_back(carry)
     hu = matmul(fed, kernel, layout.out_dtype)
@@ -256,7 +278,7 @@ def forward_sweep(layout, plan, residuals, p_used, c_used, kernel, carry0, resta
 
     def chunk(carry, inputs):
         x_chunk, valid_chunk, starts_chunk = inputs
-        xp = layout.project(p_used, x_chunk)
+        xp = layout.split(layout.project(p_used, x_chunk))
         return plan.loop(step, carry, (xp, valid_chunk, starts_chunk), reverse=plan.reverse)
 
     # The chunk loops read their chunk an iteration ahead. Otherwise XLA CPU fuses each

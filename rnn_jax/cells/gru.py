@@ -72,7 +72,7 @@ def recur_reset_before(params, h, xp, *, act, gate):
 def gru_gates(act, gate) -> Gates:
     """The `Gates` of a GRU with the reset after the matmul."""
     combine = bound(combine_reset_after, act=act, gate=gate)
-    return Gates(kernel=recurrent_kernel, fed_back=identity, combine=combine)
+    return Gates(kernel=recurrent_kernel, fed_back=identity, combine=combine, blocks=3)
 
 
 def _to_cudnn(params) -> CudnnWeights:

@@ -287,3 +287,37 @@ def test_a_tuned_whole_chunk_unroll_never_unrolls_a_cell_without_gates(monkeypat
     assert scan_unrolls(run(UNGATED["mgu"], backend="sequential"), xs) == [(1, T)]
     # and the caller's own unroll still wins
     assert scan_unrolls(run(UNGATED["mgu"], backend="sequential", unroll=3), xs) == [(3, T)]
+
+
+def forward_loop_inputs(cell, params, xs) -> list[tuple[int, ...]]:
+    """The shapes of the per-step inputs of ``sequential``'s step loop (one chunk, rolled)."""
+    backend = Sequential(chunk=0, unroll=1, pipeline=False)
+    jaxpr = jax.make_jaxpr(lambda xs: rj.scan(cell, params, xs, backend=backend))(xs).jaxpr
+    loops = []
+
+    def visit(jaxpr):
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name == "scan" and eqn.params["length"] == T:
+                start = eqn.params["num_consts"] + eqn.params["num_carry"]
+                loops.append([tuple(v.aval.shape) for v in eqn.invars[start:]])
+            for sub in scan_helpers.inner_jaxprs(eqn):
+                visit(sub)
+
+    visit(jaxpr)
+    (inputs,) = loops
+    return inputs
+
+
+def test_the_forward_loop_reads_a_grus_gate_blocks():
+    """GRU's `Gates` declare 3 blocks: its step loop reads 3 arrays [T, B, H], not one [T, B, 3H];
+    a block count that does not divide the width, or 1, leaves one array; values unchanged."""
+    cell = GATED["gru"]
+    params, xs, h0 = problem(cell)
+    assert forward_loop_inputs(cell, params, xs) == [(T, B, H)] * 3
+    for blocks in (1, 4):
+        whole = cell._replace(gates=cell.gates._replace(blocks=blocks))
+        assert forward_loop_inputs(whole, params, xs) == [(T, B, 3 * H)]
+    backend = Sequential(chunk=3, unroll=1, pipeline=True)
+    got = rj.scan(cell, params, xs, initial_state=h0, backend=backend)
+    want = rj.scan(whole, params, xs, initial_state=h0, backend=backend)
+    chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-6)

@@ -71,10 +71,11 @@ def test_dense_gates_contract_equals_step(kind):
         lambda x: jax.random.normal(jax.random.key(2), x.shape), cell.initial_state(params, (2,))
     )
     x = jax.random.normal(jax.random.key(1), (2, 3))
-    kernel, fed_back, combine, heads = cell.gates
-    assert heads.num_heads == 2
+    gates = cell.gates
+    assert gates.heads.num_heads == 2
     want = cell.step(params, carry, x)
-    got = combine(params, carry, cell.project(params, x), fed_back(carry) @ kernel(params))
+    hu = gates.fed_back(carry) @ gates.kernel(params)
+    got = gates.combine(params, carry, cell.project(params, x), hu)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
