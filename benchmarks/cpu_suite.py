@@ -85,12 +85,14 @@ BACKENDS = ("sequential", "checkpointed", "reference", "onednn")
 PEERS = ("torch", "flax", "equinox", "keras")
 # --sweep: residuals x loop shapes. A chunk unrolled whole (unroll=True) reads its steps at
 # static offsets, so it needs no pipelining; rolled loops are tried with and without.
-# ("store" and chunks of 32 never won in cpu_sweep-cpu-20261122T003941Z.json; unroll 2 or 4
+# ("store" is swept again since the forward step reads gate blocks (`Gates.blocks`), which
+# left it the quickest GRU gradient to compile; chunks of 32 never won in
+# cpu_sweep-cpu-20261122T003941Z.json; unroll 2 or 4
 # in rolled loops won only for the Elman cell in cpu_sweep-cpu-20261122T012018Z.json.)
 # Whole chunks of 16 unrolled are not tried: they compile 3-5x slower than rolled loops
 # (a GRU's gradient at H16: 7.4 s against 0.9 s; chunks of 8, 2.9 s). Every variant names
 # every setting, so none falls back to the packaged table's choice.
-SWEEP_RESIDUALS = ("recompute", "carries")
+SWEEP_RESIDUALS = ("recompute", "carries", "store")
 SWEEP_LOOPS = tuple(
     {"chunk": chunk, "unroll": unroll, "pipeline": pipeline, "weight_grads": weight_grads}
     for chunk, unroll, pipeline, weight_grads in (
