@@ -1,14 +1,15 @@
-"""Gate blocks under the ``sequential`` kernel: per-step arrays as their gate blocks or whole.
+"""Gate blocks under the ``sequential`` kernel: projected inputs as their gate blocks or whole.
 
-`Gates.blocks` lets the ``sequential`` backend carry the projected inputs and
-kept pre-activations ``[*, G*H]`` through its loops as ``G`` arrays, joined
-where ``combine`` reads them. The whole form is forced by a copy of the cell
-whose `Gates` say ``blocks=1``; both run the same settings and parameters:
-rolled loops (chunks of 16, ``unroll=1``) and whole chunks of 8 unrolled. GRU
-(3 blocks) and LSTM (4 blocks: its default one-sigmoid gates, and four split
-activations), forward and forward+backward (`common.training_loss`) at the
-CPU suite's shapes, interleaved in one process; medians and the blocks / whole
-ratio go to ``benchmarks/results/gate_blocks-*.json``.
+`Gates.blocks` lets the ``sequential`` backend's forward loop carry the
+projected inputs ``[*, G*H]`` as ``G`` arrays, joined where ``combine`` reads
+them. Each cell runs as declared and as a copy whose `Gates` say otherwise
+(``whole``: ``blocks=1``; the LSTM, which declares 1, is given 4 for the
+``blocks`` form), with the same settings and parameters: rolled loops (chunks of
+16, ``unroll=1``) and whole chunks of 8 unrolled. GRU (3 blocks) and LSTM (its
+default one-sigmoid gates, and four split activations), forward and
+forward+backward (`common.training_loss`) at the CPU suite's shapes,
+interleaved in one process; medians and the blocks / whole ratio go to
+``benchmarks/results/gate_blocks-*.json``.
 
     python benchmarks/gate_blocks.py [--shapes S,M,L] [--cells gru,lstm]
 """
