@@ -250,20 +250,57 @@ def equinox_layer(cell_name: str, shape: Shape) -> tuple[Callable[..., Any], Any
     return apply, params, jax.random.normal(jax.random.key(1), (shape.T, shape.B, shape.I))
 
 
-def shape_study(
-    doc: str, shapes: Mapping[str, Shape], argv: list[str] | None, **choices: str
-) -> tuple[Any, dict[str, Any]]:
-    """``(args, machine)`` of a study of one kernel's variants at labelled ``shapes``: the
-    arguments ``--shapes`` (comma-separated labels, default all), ``--out`` (results
-    directory) and one ``--NAME`` per ``choices`` entry (its default), parsed from
-    ``argv``; the machine's description with its GEMM rate."""
+def suite_parser(
+    doc: str,
+    shapes: Mapping[str, Shape],
+    *,
+    cells: Sequence[str] | None = None,
+    quick_help: str | None = None,
+) -> Any:
+    """An argument parser described by ``doc``'s first line, with ``--shapes``
+    (comma-separated labels of ``shapes``, default all), ``--out`` (results directory)
+    and, where given, ``--cells`` (default all of ``cells``) and ``--quick``
+    (``quick_help``); a suite adds its own arguments."""
     import argparse
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    if quick_help is not None:
+        parser.add_argument("--quick", action="store_true", help=quick_help)
+    if cells is not None:
+        parser.add_argument("--cells", default=",".join(cells))
     parser.add_argument("--shapes", default=",".join(shapes))
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    return parser
+
+
+def run_suite(
+    suite: str,
+    args: Any,
+    labels: Sequence[str],
+    shapes: Mapping[str, Shape],
+    measure: Callable[[str, str, Shape, Any], list[dict[str, Any]]],
+    machine: Mapping[str, Any],
+) -> Path:
+    """``measure(cell, label, shape, args)`` for every cell of ``args.cells`` and label,
+    written as one ``suite`` results file (``args.quick``, ``args.out``); returns its path."""
+    records = []
+    for cell_name in args.cells.split(","):
+        for label in labels:
+            records += measure(cell_name, label, shapes[label], args)
+    path = write_results(suite, records, machine=machine, quick=args.quick, directory=args.out)
+    print(f"wrote {path}")
+    return path
+
+
+def shape_study(
+    doc: str, shapes: Mapping[str, Shape], argv: list[str] | None, **choices: str
+) -> tuple[Any, dict[str, Any]]:
+    """``(args, machine)`` of a study of one kernel's variants at labelled ``shapes``:
+    `suite_parser`'s ``--shapes`` and ``--out`` and one ``--NAME`` per ``choices`` entry
+    (its default), parsed from ``argv``; the machine's description with its GEMM rate."""
+    parser = suite_parser(doc, shapes)
     for name, default in choices.items():
         parser.add_argument(f"--{name}", default=default)
-    parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     return parser.parse_args(argv), machine_info(gemm_gflops=gemm_gflops())
 
 

@@ -29,7 +29,6 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
 import random  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -181,13 +180,9 @@ def measure(cell_name, label, shape, args) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="S only, 2 repeats")
-    parser.add_argument("--cells", default=",".join(CELLS))
-    parser.add_argument("--shapes", default=",".join(SHAPES))
+    parser = common.suite_parser(__doc__, SHAPES, cells=CELLS, quick_help="S only, 2 repeats")
     parser.add_argument("--libraries", default=",".join(LIBRARIES))
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=common.RESULTS_DIR)
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_compilation_cache", False)  # every compile timed in full
     args.libraries = args.libraries.split(",")
@@ -198,14 +193,7 @@ def main(argv: list[str] | None = None) -> None:
     machine = common.machine_info()
     load = machine["load_average_1min"]
     print(f"machine: {machine['cpu']}, {machine['cores']} cores; load {load}")
-    records = []
-    for cell_name in args.cells.split(","):
-        for label in labels:
-            records += measure(cell_name, label, SHAPES[label], args)
-    path = common.write_results(
-        "compile_suite", records, machine=machine, quick=args.quick, directory=args.out
-    )
-    print(f"wrote {path}")
+    common.run_suite("compile_suite", args, labels, SHAPES, measure, machine)
 
 
 if __name__ == "__main__":

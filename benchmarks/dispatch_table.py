@@ -38,16 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common  # noqa: E402
 
+from rnn_jax.backends.auto import MARGIN  # noqa: E402
+
 TABLE_PATH = Path(__file__).resolve().parents[1] / "rnn_jax" / "backends" / "dispatch.json"
 SETTINGS = ("unroll", "chunk", "residuals")
 # Settings swept only by later sweeps, with the value the earlier ones ran with.
 LATER_SETTINGS = {"pipeline": True, "weight_grads": "per_chunk"}
 KEY = ("cell", "dtype", "B", "T", "I", "H")
-# The suites whose medians choose backends; other results (a study of one kernel's
-# variants, training runs) never reach the table.
 # Run time within this factor of the fastest variant's is a tie (`rnn_jax.backends.auto`'s
 # MARGIN: the noise of one run on a shared 2-core machine), broken by compile time.
-COMPILE_TIE = 1.1
+COMPILE_TIE = MARGIN
+# The suites whose medians choose backends; other results (a study of one kernel's
+# variants, training runs) never reach the table.
 MEDIAN_SUITES = ("cpu_suite", "gpu_suite", "parallel_suite", "memory_suite")
 
 

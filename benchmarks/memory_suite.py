@@ -18,7 +18,6 @@ Writes ``benchmarks/results/memory_suite-PLATFORM-TIME.json``. Time it on a quie
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -96,27 +95,17 @@ def measure_shape(cell_name, label, shape, args) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short sequences; not for dispatch")
-    parser.add_argument("--cells", default=",".join(CELLS))
+    parser = common.suite_parser(
+        __doc__, SHAPES, cells=CELLS, quick_help="short sequences; not for dispatch"
+    )
     parser.add_argument("--backends", default=",".join(BACKENDS))
-    parser.add_argument("--shapes", default=",".join(SHAPES))
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=common.RESULTS_DIR)
     args = parser.parse_args(argv)
     args.backends = args.backends.split(",")
     labels = QUICK_SHAPES if args.quick else args.shapes.split(",")
     if args.quick:
         args.rounds = 3
-    machine = common.machine_info()
-    records = []
-    for cell_name in args.cells.split(","):
-        for label in labels:
-            records += measure_shape(cell_name, label, SHAPES[label], args)
-    path = common.write_results(
-        "memory_suite", records, machine=machine, quick=args.quick, directory=args.out
-    )
-    print(f"wrote {path}")
+    common.run_suite("memory_suite", args, labels, SHAPES, measure_shape, common.machine_info())
 
 
 if __name__ == "__main__":

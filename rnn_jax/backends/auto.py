@@ -257,6 +257,12 @@ def ranked(
     return faster + sorted(lighter, key=estimates.get)
 
 
+def table_and_platform(table: dict | None, platform: str | None) -> tuple[dict, str]:
+    """The table to read (default: the packaged one) and the platform to read it for
+    (default: JAX's default backend's)."""
+    return (packaged_table() if table is None else table), (platform or jax.default_backend())
+
+
 def entry_for(cell, problem: Problem, table: dict, platform: str) -> dict | None:
     """Rules 1–3: the table's entry nearest to this cell and problem."""
     entries = table.get("backends", {}).get(platform, [])
@@ -294,8 +300,7 @@ def candidates(
     budget: Budget | None = None,
 ) -> list[str]:
     """Rules 1–5 before ``supports``: the names ``auto`` would try, best first."""
-    table = packaged_table() if table is None else table
-    platform = platform or jax.default_backend()
+    table, platform = table_and_platform(table, platform)
     return assess(cell, problem, table, platform, budget or memory_budget()).names
 
 
@@ -374,8 +379,7 @@ def explain(
     budget: Budget | None = None,
 ) -> Choice:
     """The backend ``auto`` runs for this cell and problem, with the evidence (`Choice`)."""
-    table = packaged_table() if table is None else table
-    platform = platform or jax.default_backend()
+    table, platform = table_and_platform(table, platform)
     budget = budget or memory_budget()
     entry, estimates, names = assess(cell, problem, table, platform, budget)
     chosen, refusals = first_supported(cell, problem, names)
@@ -415,8 +419,7 @@ def tuned_sequential(
     cell, problem: Problem, *, table: dict | None = None, platform: str | None = None
 ) -> dict[str, Any]:
     """`SEQUENTIAL_DEFAULTS`' settings for ``sequential``, as measured (see the module doc)."""
-    table = packaged_table() if table is None else table
-    platform = platform or jax.default_backend()
+    table, platform = table_and_platform(table, platform)
     swept = table.get("sequential", {}).get(platform, [])
     # sweeps from before modes were swept tuned forward and backward
     same_mode = [e for e in swept if e.get("mode", "forward_backward") == mode_of(problem)]
