@@ -60,6 +60,7 @@ VERSION_PACKAGES = (
     "jax",
     "jaxlib",
     "jax-cuda12-plugin",
+    "onednn",
     "onednn-cpu-gomp",
     "libtpu",
     "numpy",

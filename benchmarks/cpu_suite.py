@@ -19,6 +19,7 @@ achieved FLOP rates, this run's GEMM rate) into ``benchmarks/results/``.
     python benchmarks/cpu_suite.py --vmap          # jax.vmap of rj.scan against the batched call
     python benchmarks/cpu_suite.py --backends sequential --peers "" --onednn-threads 2
                                                    # oneDNN on two OpenMP threads per call
+                                                   # (an OpenMP build of oneDNN only)
     python benchmarks/cpu_suite.py --backends auto --baseline auto --peers torch,flax
                                                    # the targets, met by what auto picks
     python benchmarks/dispatch_table.py            # then rebuild rnn_jax/backends/dispatch.json
@@ -35,14 +36,17 @@ the full sweep finds is timed again on its own, and that newer sweep decides::
 ``--profile`` adds, per rnn_jax case, the time per XLA operation (from
 ``jax.profiler``), the evidence for what bounds a case.
 
-``onednn`` (oneDNN's fused kernels through XLA's FFI) runs on OpenMP threads
-beside XLA's own pool: it is timed with its default (one thread, the calling
-one), and ``--onednn-threads`` adds variants with that many threads per call,
-recorded with ``"threads"`` (which the dispatch table leaves out). Where the
-kernels are absent or refuse a cell, the suite says so and times the rest.
-OpenMP workers spin after a call: time more than one thread in a process of
-their own, and never beside PyTorch, whose own OpenMP runtime spins on the same
-cores (every case, XLA's included, then runs up to 2x slower).
+``onednn`` (oneDNN's fused kernels through XLA's FFI) is timed with its
+default threads: the ``onednn`` extra's SYCL build schedules its own over every
+core; an OpenMP build (``onednn-cpu-gomp``) runs on the calling thread alone.
+``--onednn-threads`` adds, for an OpenMP build, variants with that many threads
+per call, recorded with ``"threads"`` (which the dispatch table leaves out; a
+SYCL build refuses them). Where the kernels are absent or refuse a cell, the
+suite says so and times the rest. OpenMP workers spin after a call: time more
+than one OpenMP thread in a process of their own, and never beside PyTorch,
+whose own OpenMP runtime spins on the same cores (every case, XLA's included,
+then runs up to 2x slower). The dispatch table's ``onednn`` medians come from a
+run without PyTorch (``--peers ""``).
 
 Environment: the suite sets ``OPENBLAS_NUM_THREADS=1`` before NumPy loads (no
 timed code uses NumPy's BLAS, whose idle threads otherwise spin on the same

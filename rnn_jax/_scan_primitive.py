@@ -19,8 +19,12 @@ it compose with every transformation:
   forwards is the JVP of the plain ``lax.scan`` reference, which every
   backend equals, so forward mode works whatever the backend.
 
-Derivatives of order two through a backend with a custom backward pass
-(``jax.hessian``) need ``backend="reference"``.
+Derivatives of order two: where the scan's operands are themselves being
+differentiated when its derivative is formed (``jax.hessian``, ``jax.grad`` of
+``jax.grad``), the reference loop is differentiated, to any order. Where a
+``jit`` lies between the two derivatives, the backend's backward pass is
+differentiated: ``sequential``'s and ``checkpointed``'s can be, the ``onednn``
+kernels refuse in words (use ``backend="reference"`` there).
 
 JAX names used: the primitives are ``jax.extend.core.Primitive``; their rules
 go into the registries of ``jax.interpreters.ad``, ``batching`` and ``mlir``
@@ -184,13 +188,28 @@ def _scan_batching(operands, dims, *, program, oracle, make, batch_in, batch_out
     return unfolded, list(batch_out)
 
 
+# The tracers of forward mode and of linearisation (what jax.grad runs); JAX exports the
+# first only (jax.interpreters.ad.JVPTracer), so both are known by their class names.
+DIFFERENTIATING_TRACERS = ("JVPTracer", "LinearizeTracer")
+
+
+def differentiated_outside(values) -> bool:
+    """Whether a differentiation outside this one traces any of ``values``."""
+    return any(
+        isinstance(v, jax.core.Tracer) and type(v).__name__ in DIFFERENTIATING_TRACERS
+        for v in values
+    )
+
+
 def _scan_jvp(primals, tangents, *, program, oracle, make, batch_in, batch_out, jaxpr):
     del jaxpr  # program's own
     moving = tuple(type(t) is not ad.Zero for t in tangents)
     # A backend's custom backward pass differentiates with respect to its explicit inputs;
     # where the cell closes over a value being differentiated (say, an encoder's memory),
-    # the reference loop, which JAX differentiates whole, gives those gradients too.
-    if any(moving[program.arity :]):
+    # the reference loop, which JAX differentiates whole, gives those gradients too. So it
+    # does where this derivative will be differentiated again (a backward pass may have no
+    # derivative of its own: an FFI kernel's has none).
+    if any(moving[program.arity :]) or differentiated_outside(primals):
         chosen = oracle
     elif program.closes_over_tracers:
         chosen = program  # traced once, with the closure; never traced again

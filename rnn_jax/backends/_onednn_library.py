@@ -1,13 +1,24 @@
 """The onednn backend's compiled kernels: found, loaded and registered with XLA on first use.
 
-Two shared libraries make the backend: oneDNN itself (``libdnnl.so.3`` from the
-``onednn-cpu-gomp`` wheel of the ``onednn`` extra, which installs it into the
-environment's ``lib`` folder, outside ``sys.path``) and rnn_jax's kernels, built
-against it at install time (``rnn_jax/backends/_onednn_kernels*.so``: XLA FFI
-handlers in C++, from ``csrc/onednn``; setup.py). oneDNN is loaded first, globally, so the kernels'
+Two shared libraries make the backend: oneDNN itself (``libdnnl.so.3``, which
+oneDNN's wheels install into the environment's ``lib`` folder, outside
+``sys.path``) and rnn_jax's kernels, built at install time against oneDNN 3.2's
+headers (``rnn_jax/backends/_onednn_kernels*.so``: XLA FFI handlers in C++, from
+``csrc/onednn``; setup.py). oneDNN is loaded first, globally, so the kernels'
 dependency on it resolves wherever the wheel put it; the kernels are loaded with
 ctypes (they are no Python module) and their handlers registered as XLA FFI
-targets for the CPU.
+targets for the CPU. oneDNN keeps its ABI within a major version: the kernels
+built against 3.2 run on 3.13, the ``onednn`` extra's (the tests run them there).
+
+Which oneDNN: the first installed of `ONEDNN_DISTRIBUTIONS`. The ``onednn`` extra
+installs the ``onednn`` wheel (oneDNN 3.13, a SYCL build: its CPU primitives run
+on the SYCL CPU device of Intel's OpenCL runtime, ``intel-opencl-rt``, over TBB
+threads); ``onednn-cpu-gomp`` (oneDNN 3.2 on GNU OpenMP, the newest build of
+that kind on the package index) is used where it is the one installed. Both put
+their library at the same path, so an environment holds one of them. The
+OpenCL runtime's vendor file names a path from Intel's build machine, so the
+runtime's library is named to the OpenCL loader through ``OCL_ICD_FILENAMES``
+(added to, never replaced) before oneDNN loads.
 
 Nothing is loaded by ``import rnn_jax``: `unavailable` loads on first call and
 says, in words, why the backend cannot run (the kernels were not built, oneDNN
@@ -19,13 +30,27 @@ from __future__ import annotations
 import ctypes
 import importlib.metadata
 import importlib.util
+import os
 from functools import cache
 from pathlib import Path
 
 import jax
 
-ONEDNN_DISTRIBUTION = "onednn-cpu-gomp"
+ONEDNN_DISTRIBUTIONS = ("onednn", "onednn-cpu-gomp")
 ONEDNN_LIBRARY = "libdnnl.so.3"
+OPENCL_DISTRIBUTION, OPENCL_LIBRARY = "intel-opencl-rt", "libintelocl.so"
+# What the SYCL build of libdnnl.so.3 links, in an order in which each one's own
+# dependencies come first. The wheels install them beside it, and libdnnl has no
+# RUNPATH to find them there, so they are loaded from there first.
+SYCL_BUILD_DEPENDENCIES = (
+    "libintlc.so.5",
+    "libimf.so",
+    "libsvml.so",
+    "libtbb.so.12",
+    "libsycl.so.9",
+)
+# dnnl_version_t's cpu_runtime values (oneapi/dnnl/dnnl_config.h)
+CPU_RUNTIMES = {0: "none", 1: "OpenMP", 2: "sequential", 4: "TBB", 8: "threadpool", 512: "SYCL"}
 KERNELS_MODULE = "rnn_jax.backends._onednn_kernels"
 FFI_TARGETS = ("rnn_onednn_forward_inference", "rnn_onednn_forward_training", "rnn_onednn_backward")
 INSTALL = "pip install 'rnn_jax[onednn]'"
@@ -35,16 +60,39 @@ class Unavailable(Exception):
     """Why the kernels cannot be used, in words."""
 
 
-def onednn_path() -> Path:
-    """Where the ``onednn-cpu-gomp`` wheel installed ``libdnnl.so.3`` (its record says)."""
+def installed_file(distribution: str, name: str) -> Path | None:
+    """The file ``name`` that ``distribution`` installed (its record says), or None."""
     try:
-        files = importlib.metadata.distribution(ONEDNN_DISTRIBUTION).files or []
+        files = importlib.metadata.distribution(distribution).files or []
     except importlib.metadata.PackageNotFoundError:
-        raise Unavailable(f"oneDNN's library is not installed (its extra: {INSTALL})") from None
-    for file in files:
-        if file.name == ONEDNN_LIBRARY:
-            return Path(file.locate()).resolve()
-    raise Unavailable(f"the {ONEDNN_DISTRIBUTION} package has no {ONEDNN_LIBRARY}")
+        return None
+    located = (Path(file.locate()).resolve() for file in files if file.name == name)
+    return next((path for path in located if path.exists()), None)
+
+
+def onednn_path() -> Path:
+    """``libdnnl.so.3`` of the first installed of `ONEDNN_DISTRIBUTIONS`."""
+    for distribution in ONEDNN_DISTRIBUTIONS:
+        path = installed_file(distribution, ONEDNN_LIBRARY)
+        if path is not None:
+            return path
+    raise Unavailable(f"oneDNN's library is not installed (its extra: {INSTALL})")
+
+
+def load_dependencies(onednn: Path) -> None:
+    """Loads, globally, those of `SYCL_BUILD_DEPENDENCIES` that lie beside ``onednn``."""
+    for name in SYCL_BUILD_DEPENDENCIES:
+        path = onednn.parent / name
+        if path.exists():
+            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+
+
+def name_opencl_runtime() -> None:
+    """Adds Intel's OpenCL CPU runtime, where installed, to ``OCL_ICD_FILENAMES``."""
+    runtime = installed_file(OPENCL_DISTRIBUTION, OPENCL_LIBRARY)
+    named = [name for name in os.environ.get("OCL_ICD_FILENAMES", "").split(":") if name]
+    if runtime is not None and str(runtime) not in named:
+        os.environ["OCL_ICD_FILENAMES"] = ":".join([*named, str(runtime)])
 
 
 def kernels_path() -> Path:
@@ -67,7 +115,9 @@ def _declare(kernels: ctypes.CDLL) -> None:
 
 def _load() -> ctypes.CDLL:
     onednn, kernels = onednn_path(), kernels_path()
+    name_opencl_runtime()
     try:
+        load_dependencies(onednn)
         ctypes.CDLL(str(onednn), mode=ctypes.RTLD_GLOBAL)
         library = ctypes.CDLL(str(kernels))
     except OSError as error:
@@ -108,6 +158,27 @@ def kernels() -> ctypes.CDLL:
 def onednn_version() -> str:
     """oneDNN's version, ``"major.minor.patch"``, as the loaded library reports it."""
     return kernels().rnn_onednn_version().decode()
+
+
+class _Version(ctypes.Structure):
+    _fields_ = [
+        ("major", ctypes.c_int),
+        ("minor", ctypes.c_int),
+        ("patch", ctypes.c_int),
+        ("hash", ctypes.c_char_p),
+        ("cpu_runtime", ctypes.c_uint),
+        ("gpu_runtime", ctypes.c_uint),
+    ]
+
+
+@cache
+def cpu_runtime() -> str:
+    """What runs the loaded oneDNN's CPU primitives: ``"OpenMP"``, ``"SYCL"``, ``"TBB"``..."""
+    kernels()
+    version = ctypes.CDLL(str(onednn_path())).dnnl_version
+    version.restype = ctypes.POINTER(_Version)
+    code = version().contents.cpu_runtime
+    return CPU_RUNTIMES.get(code, f"runtime {code}")
 
 
 @cache

@@ -25,16 +25,19 @@ One call runs one direction: ``rj.bidirectional`` scans twice (the backward
 scan with ``reverse=True``), two oneDNN calls, where oneDNN's bidirectional
 primitive would run both in one.
 
-Threads: the wheel's oneDNN runs on GNU OpenMP threads, not XLA's thread pool
-(which only a threadpool build of oneDNN could use). The default, ``threads=1``,
-runs each call on the XLA thread that makes it: OpenMP's own workers keep
-spinning after a call, on the cores XLA's pool runs the rest of the program
-on (measured on 2 cores in one run of ``benchmarks/cpu_suite.py``, an LSTM B16
-T256 I32 H64 training step: 62.6 ms on OpenMP's default of every core, 29.9 ms
-on one thread, ``sequential`` 24.1 ms).
-``threads=n`` runs each call on ``n`` threads;
-``threads=None`` leaves OpenMP's default (``OMP_NUM_THREADS``, else every
-core).
+Which oneDNN: the ``onednn`` extra installs the ``onednn`` wheel, oneDNN 3.13,
+whose CPU primitives run on the SYCL CPU device of Intel's OpenCL runtime over
+its own TBB threads, on every core, while the XLA thread that calls it waits
+(see `rnn_jax.backends._onednn_library`). Its RNN kernels are the ones PyTorch
+ships (oneDNN 3.12 in PyTorch 2.13); oneDNN 3.2 (``onednn-cpu-gomp``, the
+newest GNU OpenMP build on the package index, used where it is the one
+installed) runs an LSTM at B32 T128 H256 about 1.9x slower forward. ``threads``
+applies to an OpenMP build only: ``threads=n`` runs each call on ``n`` OpenMP
+threads, and the default, None, on the calling XLA thread alone, since
+OpenMP's workers keep spinning after a call, on the cores XLA's pool runs the
+rest of the program on (measured on 2 cores, an LSTM B16 T256 I32 H64 training
+step: 62.6 ms on OpenMP's default of every core, 29.9 ms on one thread,
+``sequential`` 24.1 ms). A SYCL build refuses ``threads=n`` in words.
 
 Where the kernels were not built or oneDNN is not installed, `unavailable`
 gives the reason and ``supports`` refuses with it, so ``auto`` never picks it.
@@ -95,7 +98,7 @@ class Call(NamedTuple):
 
     mode: int
     reverse: bool  # right to left (no lengths)
-    threads: int  # 0: OpenMP's default
+    threads: int  # OpenMP threads; 0: the runtime's own setting
     max_segments: int  # the most distinct lengths the workspace makes room for
 
     def attributes(self, training: bool) -> dict[str, Any]:
@@ -109,8 +112,31 @@ class Call(NamedTuple):
         return attributes
 
 
+SECOND_ORDER = (
+    "oneDNN's kernels have first derivatives only (their backward pass): a derivative of "
+    'order two through backend="onednn", or through backend="auto" where it runs onednn '
+    '(rj.explain_auto says), needs backend="sequential" or "reference"'
+)
+
+
 def _like(x: jax.Array) -> jax.ShapeDtypeStruct:
     return jax.ShapeDtypeStruct(x.shape, x.dtype)
+
+
+def kernel(target: str, results, attributes: dict[str, Any]):
+    """The handler ``target`` as a function of its operands. Differentiating it is refused in
+    words (`SECOND_ORDER`): `fused_scan`'s backward pass is the only derivative there is."""
+    handler = jax.ffi.ffi_call(target, results, vmap_method="sequential")
+
+    @jax.custom_jvp
+    def run(*operands):
+        return handler(*operands, **attributes)
+
+    @run.defjvp
+    def _refuse(primals, tangents):
+        raise ValueError(SECOND_ORDER)
+
+    return run
 
 
 def _forward(call: Call, training: bool, x, h0, c0, weights_layer, weights_iter, bias, lengths):
@@ -121,8 +147,8 @@ def _forward(call: Call, training: bool, x, h0, c0, weights_layer, weights_iter,
         size = _onednn_library.workspace_bytes(call.mode, T, N, F, H, call.max_segments)
         results.append(jax.ShapeDtypeStruct((size,), jnp.uint8))
     target = "rnn_onednn_forward_training" if training else "rnn_onednn_forward_inference"
-    return jax.ffi.ffi_call(target, results, vmap_method="sequential")(
-        x, h0, c0, weights_layer, weights_iter, bias, lengths, **call.attributes(training)
+    return kernel(target, results, call.attributes(training))(
+        x, h0, c0, weights_layer, weights_iter, bias, lengths
     )
 
 
@@ -140,9 +166,10 @@ def _fused_scan_forward(call: Call, *inputs):
 def _fused_scan_backward(call: Call, residuals, cotangents):
     inputs, ys, workspace = residuals
     lengths = inputs[-1]
-    gradients = jax.ffi.ffi_call(
-        "rnn_onednn_backward", [_like(x) for x in inputs[:-1]], vmap_method="sequential"
-    )(*inputs, ys, workspace, *cotangents, **call.attributes(True))
+    results = [_like(x) for x in inputs[:-1]]
+    gradients = kernel("rnn_onednn_backward", results, call.attributes(True))(
+        *inputs, ys, workspace, *cotangents
+    )
     return (*gradients, np.zeros(lengths.shape, jax.dtypes.float0))
 
 
@@ -172,6 +199,14 @@ def refusal(cell, problem: Problem) -> str | None:
     return unavailable()
 
 
+def openmp_threads(threads: int | None) -> int:
+    """The handlers' ``threads`` attribute: ``threads``, else one thread for an OpenMP build
+    and 0 (the runtime's own scheduling) for any other."""
+    if threads is not None:
+        return threads
+    return 1 if _onednn_library.cpu_runtime() == "OpenMP" else 0
+
+
 def onednn_scan(cell, params, problem: Problem, *, threads: int | None):
     """``(final_carry, ys)`` of ``cell`` over ``problem`` by oneDNN (see the module doc)."""
     layout = cell.cudnn_layout
@@ -188,7 +223,7 @@ def onednn_scan(cell, params, problem: Problem, *, threads: int | None):
     call = Call(
         mode=MODES[layout.mode],
         reverse=problem.reverse and lengths is None,
-        threads=threads or 0,
+        threads=openmp_threads(threads),
         max_segments=1 if lengths is None else min(B, T),
     )
     weights = onednn_weights(layout.mode, layout.to_weights(params))
@@ -205,19 +240,27 @@ class OneDNN(Backend):
     """A configured ``onednn`` backend.
 
     Args:
-        threads: OpenMP threads oneDNN runs each call on (1, the default: the
-            calling XLA thread alone; None: OpenMP's default, ``OMP_NUM_THREADS``
-            or every core).
+        threads: OpenMP threads each call runs on, for an OpenMP build of oneDNN
+            (None, the default: the calling XLA thread alone). A SYCL build (the
+            ``onednn`` extra's) schedules its own threads and refuses ``threads=n``.
     """
 
     name = "onednn"
-    threads: int | None = 1
+    threads: int | None = None
 
     def __post_init__(self):
         _validate.optional_positive_int("threads", self.threads)
 
     def supports(self, cell, problem: Problem) -> str | None:
-        return refusal(cell, problem)
+        reason = refusal(cell, problem)
+        if reason is None and self.threads is not None:
+            runtime = _onednn_library.cpu_runtime()
+            if runtime != "OpenMP":
+                return (
+                    f"threads={self.threads} sets OpenMP threads, and this oneDNN runs on "
+                    f"{runtime}, which schedules its own: leave threads=None"
+                )
+        return reason
 
     def run(self, cell, params, problem: Problem):
         return onednn_scan(cell, params, problem, threads=self.threads)

@@ -85,11 +85,16 @@ def test_values_and_gradients_equal_the_reference(name, lengths):
 
 
 @needs_kernels
-@pytest.mark.parametrize("threads", [None, 1])
+@pytest.mark.parametrize("threads", [None, 2])
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_inference_equals_the_reference(name, threads):
-    """No gradient taken: the forward-only handler, on OpenMP's default threads or one."""
+    """No gradient taken: the forward-only handler, on the runtime's default threads or, for
+    an OpenMP build, two (a SYCL build refuses them in words)."""
     cell, params, xs, h0, length = case(name, LENGTHS["padded"], seed=1)
+    if threads is not None and _onednn_library.cpu_runtime() != "OpenMP":
+        with pytest.raises(ValueError, match="threads=2 sets OpenMP threads, and this oneDNN"):
+            rj.scan(cell, params, xs, backend=OneDNN(threads=threads))
+        return
 
     def run(backend):
         scans = jax.jit(
@@ -210,3 +215,27 @@ def test_absent_the_backend_refuses_in_words_and_auto_never_picks_it(absent):
     assert auto.choose(cell, problem, table=table).name == "sequential"
     _, ys = rj.scan(cell, params, xs)  # auto runs, on sequential
     close(ys, rj.scan(cell, params, xs, backend="reference")[1])
+
+
+@needs_kernels
+@pytest.mark.parametrize("backend", ["onednn", "sequential"])
+def test_a_second_derivative_differentiates_the_reference(backend):
+    """jax.grad of jax.grad: the outer derivative sees the scan's operands traced, and the
+    reference loop is differentiated (oneDNN's backward pass has no derivative)."""
+    cell, params, xs, _, _ = case("lstm", None, seed=3)
+
+    def squared_gradient(x, chosen):
+        inner = jax.grad(lambda y: jnp.sum(rj.scan(cell, params, y, backend=chosen)[1] ** 2))
+        return jnp.sum(inner(x) ** 2)
+
+    close(jax.grad(squared_gradient)(xs, backend), jax.grad(squared_gradient)(xs, "reference"))
+
+
+@needs_kernels
+def test_a_second_derivative_through_a_jitted_gradient_is_refused_in_words():
+    """With a jit between the two derivatives the kernels' backward pass itself would be
+    differentiated: refused, naming the backends that can."""
+    cell, params, xs, _, _ = case("lstm", None, seed=3)
+    inner = jax.jit(jax.grad(lambda y: jnp.sum(rj.scan(cell, params, y, backend="onednn")[1] ** 2)))
+    with pytest.raises(ValueError, match='order two .* needs backend="sequential" or "reference"'):
+        jax.grad(lambda x: jnp.sum(inner(x) ** 2))(xs)
