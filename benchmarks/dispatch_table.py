@@ -14,7 +14,9 @@ platform:
   runs, not sweeps, ``--profile`` runs, ``--onednn-threads`` variants or
   ``auto``'s own records), and under ``temporaries`` the bytes of
   temporaries XLA reported per mode and backend where the run recorded them
-  (``temp_bytes``). Pallas records on a CPU (interpret mode) are dropped.
+  (``temp_bytes``), and under ``compile`` the seconds each program took to
+  compile (``compile_s``), which break run-time ties. Pallas records on a CPU
+  (interpret mode) are dropped.
 - ``sequential``: per cell, dtype, shape and mode (``forward``: inference,
   ``forward_backward``: training), the ``unroll``, ``chunk``, ``residuals``,
   ``pipeline`` and ``weight_grads`` of the variant the newest sweep picks in
@@ -98,9 +100,10 @@ def build(docs: list[dict[str, Any]]) -> dict[str, Any]:
                 continue
             by_mode = measured.setdefault(key, {})
             by_mode.setdefault(rec["mode"], {})[rec["backend"]] = rec["median_s"]
-            if "temp_bytes" in rec:
-                memory = by_mode.setdefault("temporaries", {}).setdefault(rec["mode"], {})
-                memory[rec["backend"]] = rec["temp_bytes"]
+            for field, section in (("temp_bytes", "temporaries"), ("compile_s", "compile")):
+                if field in rec:
+                    recorded = by_mode.setdefault(section, {}).setdefault(rec["mode"], {})
+                    recorded[rec["backend"]] = rec[field]
         # A shape's medians all come from one run (the newest that measured it): only ratios
         # within a run hold on a shared machine, and auto compares backends by them.
         medians.setdefault(platform, {}).update(measured)

@@ -21,9 +21,14 @@ The rule for `choose` (cell, problem):
    is registered, is not ``pallas`` on a CPU, was measured at least `MARGIN`
    times faster than ``sequential`` there, fits the memory budget, and
    *supports* this cell and problem (its ``supports`` returns no reason). A
-   backend is never chosen where the measurements show it slower than
-   ``sequential``, nor on a lead that run-to-run noise could reverse, nor
-   where it cannot be exact.
+   backend is never chosen on a lead that run-to-run noise could reverse, nor
+   where it cannot be exact. Where none leads, a run-time tie is broken by
+   compilation (``compile`` in the table: seconds XLA took to compile the
+   program once): a rival within `MARGIN` of ``sequential``'s time that
+   compiled at least `COMPILE_LEAD` times quicker is tried, fastest first.
+   The first run of a program pays its compilation, so a tie inside the noise
+   is not worth seconds of it (the rule `benchmarks/dispatch_table.py` applies
+   to ``sequential``'s own settings).
 5. Memory: a backend's temporaries for this problem are estimated from
    those XLA reported at that shape (``temporaries`` in the table: the
    compiled program's ``memory_analysis()``), scaled by ``T * B * (I + H)``.
@@ -55,7 +60,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any, NamedTuple
@@ -82,6 +87,9 @@ NEVER_ON_CPU = ("pallas",)
 # cpu_suite-cpu-20261122T015631Z.json); ratios within one run by far less. A 10% lead
 # within one run is what a rival backend must show.
 MARGIN = 1.1
+# A program compiled once is timed once: its compile time is noisier than a median. A rival
+# tied with sequential on run time must compile in at most half its time to be preferred.
+COMPILE_LEAD = 2.0
 
 
 @cache
@@ -212,6 +220,30 @@ def medians_in(entry: dict, mode: str) -> dict[str, float]:
     return entry.get(mode) or entry.get(other) or {}
 
 
+def compile_seconds_in(entry: dict, mode: str) -> dict[str, float]:
+    """``entry``'s compile times in the mode `medians_in` reads (empty where unrecorded)."""
+    recorded = entry.get("compile", {})
+    return recorded.get(mode if entry.get(mode) else MODES[1 - MODES.index(mode)], {})
+
+
+def quicker_to_compile(
+    medians: dict[str, float], compiled: dict[str, float], rivals: list[str]
+) -> list[str]:
+    """Rule 4's tie-break: the ``rivals`` within `MARGIN` of ``sequential``'s median that
+    compiled at least `COMPILE_LEAD` times quicker, fastest first."""
+    baseline, compile_baseline = medians[DEFAULT_BACKEND], compiled.get(DEFAULT_BACKEND)
+    if compile_baseline is None:
+        return []
+    tied = [
+        n
+        for n in rivals
+        if medians[n] <= baseline * MARGIN
+        and n in compiled
+        and compiled[n] * COMPILE_LEAD <= compile_baseline
+    ]
+    return sorted(tied, key=medians.get)
+
+
 def ranked(
     entry: dict,
     platform: str,
@@ -245,16 +277,19 @@ def ranked(
     faster = sorted(
         (n for n in rivals if fits(n) and medians[n] < baseline / MARGIN), key=medians.get
     )
+    tied = [n for n in rivals if fits(n) and n not in faster]
+    quicker = quicker_to_compile(medians, compile_seconds_in(entry, mode), tied)
     if budget is None or estimates.get(DEFAULT_BACKEND, 0) * LARGE_SHARE <= budget:
-        return faster
+        return faster + quicker
     lighter = [
         n
         for n in rivals
         if n not in faster
+        and n not in quicker
         and medians[n] <= baseline * MARGIN
         and estimates.get(n, math.inf) < estimates[DEFAULT_BACKEND]
     ]
-    return faster + sorted(lighter, key=estimates.get)
+    return faster + quicker + sorted(lighter, key=estimates.get)
 
 
 def table_and_platform(table: dict | None, platform: str | None) -> tuple[dict, str]:
@@ -312,7 +347,8 @@ class Choice:
     ``sequential``; ``shape``/``mode``: the problem's; ``measured_at``: the
     table's nearest shape (None: nothing recorded); ``seconds``: the medians
     there; ``temporaries``: the estimated bytes per backend; ``budget``: rule 5's;
-    ``reason``: one sentence.
+    ``reason``: one sentence; ``compiled``: the seconds each backend's program took
+    to compile there, where recorded.
     """
 
     backend: Backend
@@ -324,13 +360,16 @@ class Choice:
     temporaries: dict[str, int]
     budget: Budget
     reason: str
+    compiled: dict[str, float] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = [f"auto runs {self.backend.name}: {self.reason}"]
         for name, seconds in sorted(self.seconds.items(), key=lambda item: item[1]):
             estimate = self.temporaries.get(name)
             memory = "" if estimate is None else f", ~{estimate / 2**20:,.0f} MiB of temporaries"
-            lines.append(f"  {name}: {seconds * 1e3:,.1f} ms measured{memory}")
+            compiled = self.compiled.get(name)
+            compiled = "" if compiled is None else f", compiled in {compiled:.2f} s"
+            lines.append(f"  {name}: {seconds * 1e3:,.1f} ms measured{memory}{compiled}")
         lines.append(f"  budget: {self.budget.bytes / 2**20:,.0f} MiB ({self.budget.source})")
         return "\n".join(lines)
 
@@ -347,8 +386,11 @@ def first_supported(cell, problem: Problem, names: list[str]) -> tuple[Backend |
     return None, refusals
 
 
-def reason_for(name: str, seconds: dict, estimates: dict, budget: Budget) -> str:
-    """One sentence on why ``name`` runs, from the medians and estimates at its shape."""
+def reason_for(
+    name: str, seconds: dict, estimates: dict, budget: Budget, compiled: dict | None = None
+) -> str:
+    """One sentence on why ``name`` runs, from the medians, estimates and compile times at
+    its shape."""
     if not seconds:
         return "nothing is measured for this cell"
 
@@ -364,6 +406,11 @@ def reason_for(name: str, seconds: dict, estimates: dict, budget: Budget) -> str
         return f"measured {lead:.2f}x faster than {DEFAULT_BACKEND}, {mib(name)} of temporaries"
     if estimates.get(DEFAULT_BACKEND, 0) > budget.bytes:
         return f"{DEFAULT_BACKEND} is over the memory budget ({mib(DEFAULT_BACKEND)}); {mib(name)}"
+    if name in quicker_to_compile(seconds, compiled or {}, [name]):
+        return (
+            f"within the noise margin of {DEFAULT_BACKEND}'s time ({1 / lead:.2f}x it) and "
+            f"compiled in {compiled[name]:.2f} s against {compiled[DEFAULT_BACKEND]:.2f} s"
+        )
     return (
         f"within the noise margin of {DEFAULT_BACKEND}'s time ({1 / lead:.2f}x it) with "
         f"{mib(name)} of temporaries against {mib(DEFAULT_BACKEND)}"
@@ -385,7 +432,8 @@ def explain(
     chosen, refusals = first_supported(cell, problem, names)
     chosen = chosen or registry.get(DEFAULT_BACKEND)
     seconds = {} if entry is None else medians_in(entry, mode_of(problem))
-    reason = "; ".join([reason_for(chosen.name, seconds, estimates, budget), *refusals])
+    compiled = {} if entry is None else compile_seconds_in(entry, mode_of(problem))
+    reason = "; ".join([reason_for(chosen.name, seconds, estimates, budget, compiled), *refusals])
     sequential = chosen.name == DEFAULT_BACKEND
     return Choice(
         backend=chosen,
@@ -399,6 +447,7 @@ def explain(
         temporaries=estimates,
         budget=budget,
         reason=reason,
+        compiled=compiled,
     )
 
 

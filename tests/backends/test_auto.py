@@ -441,3 +441,38 @@ def test_the_table_builder_keeps_recorded_temporaries():
     (row,) = dispatch_table.build(docs)["backends"]["cpu"]
     assert row["forward_backward"] == {"sequential": 2.0, "checkpointed": 1.0}
     assert row["temporaries"] == {"forward_backward": {"sequential": 900, "checkpointed": 100}}
+
+
+def tie_table(reference_compile_s):
+    """sequential and reference tied on run time (reference 1.05x slower), with compile times."""
+    medians = {"sequential": 1.0, "reference": 1.05}
+    compiled = {"sequential": 2.0, "reference": reference_compile_s}
+    row = entry(16, 256, 32, 64, forward_backward=medians, compile={"forward_backward": compiled})
+    return {"backends": {"cpu": [row]}}
+
+
+def test_a_run_time_tie_goes_to_a_rival_that_compiles_twice_as_fast():
+    assert choose(rj.lstm(64), xs_of(16, 256, 32), table=tie_table(0.5)) == "reference"
+    assert choose(rj.lstm(64), xs_of(16, 256, 32), table=tie_table(1.5)) == "sequential"
+    untimed = tie_table(0.5)
+    del untimed["backends"]["cpu"][0]["compile"]
+    assert choose(rj.lstm(64), xs_of(16, 256, 32), table=untimed) == "sequential"
+    slower = tie_table(0.5)
+    slower["backends"]["cpu"][0]["forward_backward"]["reference"] = 1.2  # outside the tie
+    assert choose(rj.lstm(64), xs_of(16, 256, 32), table=slower) == "sequential"
+
+
+def test_explain_auto_names_the_compile_times_of_a_tie(monkeypatch):
+    monkeypatch.setattr(auto, "packaged_table", lambda: tie_table(0.5))
+    cell = rj.lstm(64)
+    params = jax.eval_shape(lambda k: cell.init(k, 32), jax.random.key(0))
+    choice = rj.explain_auto(cell, params, jax.ShapeDtypeStruct((256, 16, 32), jnp.float32))
+    assert choice.backend.name == "reference"
+    assert "compiled in 0.50 s against 2.00 s" in choice.reason
+    assert "reference: 1,050.0 ms measured, compiled in 0.50 s" in str(choice)
+
+
+def test_the_table_builder_keeps_recorded_compile_times():
+    docs = [results_doc("cpu_suite", "cpu", [rec("sequential", 2.0, compile_s=1.5)])]
+    (row,) = dispatch_table.build(docs)["backends"]["cpu"]
+    assert row["compile"] == {"forward_backward": {"sequential": 1.5}}
