@@ -12,7 +12,11 @@ lowered for ``platforms`` (default the CPU) on a machine without them: the
 Pallas kernels lower through Mosaic for ``"tpu"``, whose custom call
 ``jax.export`` serializes; for ``"cuda"`` they lower through Triton, whose custom
 call has no compatibility guarantee across jaxlib versions, and ``jax.export``
-refuses to serialize it (its error names the call).
+refuses to serialize it (its error names the call). So it refuses the
+``onednn`` backend's FFI calls (``rnn_onednn_*``), which ``backend="auto"``
+runs at some shapes where the ``onednn`` extra is installed
+(``rj.explain_auto`` says): export those at symbolic sizes, or build the model
+with ``backend="sequential"``.
 """
 
 from __future__ import annotations

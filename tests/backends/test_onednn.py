@@ -239,3 +239,13 @@ def test_a_second_derivative_through_a_jitted_gradient_is_refused_in_words():
     inner = jax.jit(jax.grad(lambda y: jnp.sum(rj.scan(cell, params, y, backend="onednn")[1] ** 2)))
     with pytest.raises(ValueError, match='order two .* needs backend="sequential" or "reference"'):
         jax.grad(lambda x: jnp.sum(inner(x) ** 2))(xs)
+
+
+@needs_kernels
+def test_a_fixed_size_export_refuses_the_kernels_by_name():
+    """jax.export serializes no custom call without a compatibility guarantee: the error names
+    the handler (docs/deploy.md says to export with symbolic sizes or another backend)."""
+    cell, params, xs, _, _ = case("lstm", None)
+    program = jax.jit(lambda x: rj.scan(cell, params, x, backend="onednn")[1])
+    with pytest.raises(ValueError, match="rnn_onednn_forward_inference"):
+        jax.export.export(program)(jax.ShapeDtypeStruct(xs.shape, xs.dtype))
