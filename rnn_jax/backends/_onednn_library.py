@@ -123,6 +123,12 @@ def _load() -> ctypes.CDLL:
     except OSError as error:
         raise Unavailable(f"the oneDNN kernels failed to load: {error}") from None
     _declare(library)
+    # oneDNN creates its CPU engine on first use; a SYCL build finds no CPU device where
+    # the OpenCL runtime is missing or cannot run, which would otherwise surface only as
+    # an error inside the first compiled call. A workspace query creates the engine now.
+    if library.rnn_onednn_workspace_bytes(2, 1, 1, 1, 1, 1) < 0:
+        reason = library.rnn_onednn_last_error().decode()
+        raise Unavailable(f"oneDNN cannot run on this machine: {reason}")
     _register(library)
     return library
 

@@ -10,6 +10,11 @@ run the kernels skip where they were not built (the refusal says why).
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -249,3 +254,33 @@ def test_a_fixed_size_export_refuses_the_kernels_by_name():
     program = jax.jit(lambda x: rj.scan(cell, params, x, backend="onednn")[1])
     with pytest.raises(ValueError, match="rnn_onednn_forward_inference"):
         jax.export.export(program)(jax.ShapeDtypeStruct(xs.shape, xs.dtype))
+
+
+@needs_kernels
+def test_without_a_cpu_device_the_sycl_build_refuses_in_words_at_load():
+    """A SYCL build whose OpenCL CPU runtime is not found creates no engine: the backend
+    says so when it loads, and auto runs sequential (a process of its own: the engine of
+    this one exists already)."""
+    if _onednn_library.cpu_runtime() != "SYCL":
+        pytest.skip("the installed oneDNN is not a SYCL build")
+    script = textwrap.dedent(
+        """
+        import jax
+        import jax.numpy as jnp
+        import rnn_jax as rj
+        from rnn_jax.backends import _onednn_library
+        _onednn_library.name_opencl_runtime = lambda: None  # the runtime never named
+        print("REASON", _onednn_library.unavailable())
+        cell = rj.lstm(4)
+        params = cell.init(jax.random.key(0), 3)
+        print("AUTO", rj.explain_auto(cell, params, jnp.ones((7, 5, 3))).backend.name)
+        """
+    )
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "OCL_ICD_FILENAMES": ""}
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + ":" + env.get("PYTHONPATH", "")
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert "REASON oneDNN cannot run on this machine: could not create an engine" in done.stdout
+    assert "AUTO sequential" in done.stdout
