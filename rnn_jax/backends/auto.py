@@ -214,16 +214,19 @@ def temporaries(entry: dict, shape: dict, mode: str) -> dict[str, int]:
     return {name: int(b * volume(shape) / volume(entry)) for name, b in recorded.items()}
 
 
+def measured_mode(entry: dict, mode: str) -> str:
+    """``mode``, else the other mode where only it was recorded at ``entry``."""
+    return mode if entry.get(mode) else MODES[1 - MODES.index(mode)]
+
+
 def medians_in(entry: dict, mode: str) -> dict[str, float]:
-    """``entry``'s medians in ``mode``, else in the other mode (where only it was recorded)."""
-    other = MODES[1 - MODES.index(mode)]
-    return entry.get(mode) or entry.get(other) or {}
+    """``entry``'s medians in its `measured_mode` (empty where nothing was recorded)."""
+    return entry.get(measured_mode(entry, mode)) or {}
 
 
 def compile_seconds_in(entry: dict, mode: str) -> dict[str, float]:
-    """``entry``'s compile times in the mode `medians_in` reads (empty where unrecorded)."""
-    recorded = entry.get("compile", {})
-    return recorded.get(mode if entry.get(mode) else MODES[1 - MODES.index(mode)], {})
+    """``entry``'s compile times in its `measured_mode` (empty where unrecorded)."""
+    return entry.get("compile", {}).get(measured_mode(entry, mode), {})
 
 
 def quicker_to_compile(
