@@ -86,7 +86,7 @@ memory::desc state_desc(const Shape& s) {
 
 memory::desc weights_desc(const Shape& s, int64_t inputs) {
   return memory::desc({1, 1, inputs, gates(s.mode), s.hidden}, memory::data_type::f32,
-                      tag::ldgoi);
+                      tag::ldigo);
 }
 
 memory::desc bias_desc(const Shape& s) {

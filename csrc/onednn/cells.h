@@ -1,8 +1,10 @@
 // The cells oneDNN computes exactly as rnn_jax's CudnnLayout modes (PyTorch's nn.RNN,
 // nn.LSTM and nn.GRU), and their oneDNN primitive descriptors for one direction of one
 // layer. Every tensor is float32 in the layouts rnn_jax hands over: sequences [T, N, C]
-// (tnc), states [N, H] (ldnc), weights as PyTorch stores them [G*H, inputs] (ldgoi), bias
-// [Gb*H] (ldgo). Weights are left to oneDNN's choice of layout ("any") and reordered.
+// (tnc), states [N, H] (ldnc), weights as rnn_jax's cells store their kernels [inputs, G*H]
+// (ldigo), bias [Gb*H] (ldgo). Weights are left to oneDNN's choice of layout ("any") and
+// reordered to it (at B32 T128 H256 it picks ldigo with padded rows forwards, ldgoi and a
+// padded ldgoi backwards): taking the cells' own layout spares XLA a transpose each way.
 #ifndef RNN_JAX_ONEDNN_CELLS_H_
 #define RNN_JAX_ONEDNN_CELLS_H_
 

@@ -2,8 +2,9 @@
 // functions rnn_jax calls through ctypes while tracing.
 //
 // Every handler takes one direction of one layer: x [T, N, C], h0 [N, H], c0 [N, H] for the
-// LSTM ([N, 0] otherwise), PyTorch's weight_ih [G*H, C] and weight_hh [G*H, H] in oneDNN's
-// gate order, oneDNN's bias [Gb*H] and lengths [N] (int32), with the attributes mode (a
+// LSTM ([N, 0] otherwise), the weights as rnn_jax's cells store their kernels, [C, G*H] and
+// [H, G*H] with oneDNN's gate order, oneDNN's bias [Gb*H] and lengths [N] (int32), with the
+// attributes mode (a
 // Mode), reverse (run right to left; lengths must then all be T), threads (OpenMP threads
 // for oneDNN during the call; 0: OpenMP's default) and, in training, max_segments (the
 // most distinct lengths the workspace has room for).
@@ -87,8 +88,8 @@ ffi::ErrorOr<Shape> shape_of(const Floats& x, const Floats& h0, const Floats& c0
     std::vector<int64_t> got, want;
   } operands[] = {
       {"c0", dims_of(c0.dimensions()), {s.batch, c}},
-      {"weights_layer", dims_of(weights_layer.dimensions()), {g * s.hidden, s.inputs}},
-      {"weights_iter", dims_of(weights_iter.dimensions()), {g * s.hidden, s.hidden}},
+      {"weights_layer", dims_of(weights_layer.dimensions()), {s.inputs, g * s.hidden}},
+      {"weights_iter", dims_of(weights_iter.dimensions()), {s.hidden, g * s.hidden}},
       {"bias", dims_of(bias.dimensions()), {rnn_onednn::bias_gates(s.mode) * s.hidden}},
       {"lengths", dims_of(lengths.dimensions()), {s.batch}},
   };

@@ -19,8 +19,8 @@ struct Inputs {
   const float* x;             // [T, N, C]
   const float* h0;            // [N, H]
   const float* c0;            // [N, H], LSTM only
-  const float* weights_layer; // [G*H, C]
-  const float* weights_iter;  // [G*H, H]
+  const float* weights_layer; // [C, G*H]
+  const float* weights_iter;  // [H, G*H]
   const float* bias;          // [Gb*H]
   const int32_t* lengths;     // [N], clipped to [0, T]
 };

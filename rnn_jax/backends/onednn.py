@@ -75,14 +75,16 @@ MODES = {"rnn_tanh": 0, "rnn_relu": 1, "lstm": 2, "gru": 3}
 
 
 def onednn_weights(mode: str, weights: CudnnWeights) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """``(weights_layer [G*H, F], weights_iter [G*H, H], bias [Gb*H])`` as oneDNN takes them.
+    """``(weights_layer [F, G*H], weights_iter [H, G*H], bias [Gb*H])`` as oneDNN takes them.
 
-    PyTorch's layout, gate blocks in oneDNN's order: the LSTM's i, f, g, o and the
-    RNN's one block as they are; the GRU's r, z, n as u (= z), r, o (= n), whose bias
-    has four blocks (the u and r biases summed, n's input and recurrent bias apart).
+    PyTorch's matrices transposed, which is oneDNN's ``ldigo`` and the layout the cells
+    keep their kernels in (so the transposes cancel and XLA copies no weights), gate
+    blocks in oneDNN's order: the LSTM's i, f, g, o and the RNN's one block as they are;
+    the GRU's r, z, n as u (= z), r, o (= n), whose bias has four blocks (the u and r
+    biases summed, n's input and recurrent bias apart).
     """
     if mode != "gru":
-        return weights.weight_ih, weights.weight_hh, weights.bias_ih + weights.bias_hh
+        return weights.weight_ih.T, weights.weight_hh.T, weights.bias_ih + weights.bias_hh
 
     def update_first(rows):
         r, z, n = jnp.split(rows, 3)
@@ -91,7 +93,7 @@ def onednn_weights(mode: str, weights: CudnnWeights) -> tuple[jax.Array, jax.Arr
     b_ih, b_hh = update_first(weights.bias_ih), update_first(weights.bias_hh)
     H = b_ih.shape[0] // 3
     bias = jnp.concatenate([b_ih[: 2 * H] + b_hh[: 2 * H], b_ih[2 * H :], b_hh[2 * H :]])
-    return update_first(weights.weight_ih), update_first(weights.weight_hh), bias
+    return update_first(weights.weight_ih).T, update_first(weights.weight_hh).T, bias
 
 
 class Call(NamedTuple):
