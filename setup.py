@@ -16,7 +16,12 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
-SOURCES = ["csrc/onednn/cells.cc", "csrc/onednn/scan.cc", "csrc/onednn/ffi.cc"]
+SOURCES = [
+    "csrc/onednn/cells.cc",
+    "csrc/onednn/reused.cc",
+    "csrc/onednn/scan.cc",
+    "csrc/onednn/ffi.cc",
+]
 
 
 def installed_file(distribution: str, suffix: str) -> Path | None:
@@ -45,7 +50,7 @@ def onednn_kernels() -> list[Extension]:
         Extension(
             "rnn_jax.backends._onednn_kernels",
             sources=SOURCES,
-            depends=["csrc/onednn/cells.h", "csrc/onednn/scan.h"],
+            depends=["csrc/onednn/cells.h", "csrc/onednn/reused.h", "csrc/onednn/scan.h"],
             include_dirs=[str(header.parents[2]), str(ffi_headers)],
             library_dirs=[str(library.parent)],
             libraries=["dnnl"],

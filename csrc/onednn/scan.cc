@@ -7,6 +7,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "reused.h"
+
 namespace rnn_onednn {
 
 using dnnl::memory;
@@ -46,7 +48,7 @@ int64_t states_bytes(const Shape& s, int64_t max_segments) {
 struct Segment {
   int64_t start;
   int64_t steps;
-  dnnl::rnn_primitive_desc_base forward;
+  Prepared forward;
   int64_t workspace_offset;  // of its oneDNN workspace (training)
 };
 
@@ -56,9 +58,10 @@ std::vector<Segment> plan(const Shape& s, const std::vector<int64_t>& ends,
   int64_t start = 0;
   int64_t offset = workspace ? states_bytes(s, workspace->max_segments) : 0;
   for (const int64_t end : ends) {
-    auto pd = forward_pd(s.with_steps(end - start), workspace != nullptr);
-    segments.push_back({start, end - start, pd, offset});
-    if (workspace) offset += round_up(int64_t(pd.workspace_desc().get_size()));
+    const Pass pass = workspace ? Pass::kTraining : Pass::kInference;
+    Prepared forward = prepared(s.with_steps(end - start), pass);
+    segments.push_back({start, end - start, forward, offset});
+    if (workspace) offset += round_up(int64_t(forward.pd.workspace_desc().get_size()));
     start = end;
   }
   if (workspace && (int64_t(ends.size()) > workspace->max_segments || offset > workspace->bytes)) {
@@ -80,15 +83,20 @@ memory wrap(const memory::desc& desc, const void* data) {
   return memory(desc, cpu_engine(), const_cast<void*>(data));
 }
 
+// This thread's `buffer` as an array of layout `desc`.
+memory in_buffer(const memory::desc& desc, Buffer buffer) {
+  return memory(desc, cpu_engine(), thread_buffer(buffer, desc.get_size()));
+}
+
 // A caller's array in whatever layout a primitive asks for, reordered once per layout.
 class Laid {
  public:
-  explicit Laid(memory user) : user_(user) {}
+  Laid(memory user, Buffer buffer) : user_(user), buffer_(buffer) {}
 
   memory in(const memory::desc& wanted, dnnl::stream& stream) {
     if (wanted == user_.get_desc()) return user_;
     if (!copy_ || copy_.get_desc() != wanted) {
-      copy_ = memory(wanted, cpu_engine());
+      copy_ = in_buffer(wanted, buffer_);
       dnnl::reorder(user_, copy_).execute(stream, user_, copy_);
     }
     return copy_;
@@ -96,6 +104,7 @@ class Laid {
 
  private:
   memory user_;
+  Buffer buffer_;
   memory copy_;
 };
 
@@ -103,8 +112,8 @@ class Laid {
 // the layout the first of them asks for; `finish` writes it to the caller's array.
 class Accumulated {
  public:
-  Accumulated(memory user, const memory::desc& layout)
-      : user_(user), sum_(layout == user.get_desc() ? user : memory(layout, cpu_engine())) {
+  Accumulated(memory user, const memory::desc& layout, Buffer buffer)
+      : user_(user), sum_(layout == user.get_desc() ? user : in_buffer(layout, buffer)) {
     std::memset(sum_.get_data_handle(), 0, sum_.get_desc().get_size());
   }
 
@@ -129,9 +138,9 @@ struct Weights {
 };
 
 Weights weights_of(const Shape& s, const Inputs& in) {
-  return {Laid(wrap(weights_desc(s, s.inputs), in.weights_layer)),
-          Laid(wrap(weights_desc(s, s.hidden), in.weights_iter)),
-          Laid(wrap(bias_desc(s), in.bias))};
+  return {Laid(wrap(weights_desc(s, s.inputs), in.weights_layer), Buffer::kWeightsLayer),
+          Laid(wrap(weights_desc(s, s.hidden), in.weights_iter), Buffer::kWeightsIter),
+          Laid(wrap(bias_desc(s), in.bias), Buffer::kBias)};
 }
 
 void copy_state(const Shape& s, const float* from, float* to, int64_t b) {
@@ -159,7 +168,7 @@ void forward(const Shape& s, const Inputs& in, const Outputs& out, const Workspa
   std::memcpy(out.h, in.h0, n * sizeof(float));  // the empty sequences'
   if (s.mode == Mode::kLstm) std::memcpy(out.c, in.c0, n * sizeof(float));
 
-  dnnl::stream stream(cpu_engine());
+  dnnl::stream& stream = thread_stream();
   Weights weights = weights_of(s, in);
   const memory::desc state = state_desc(s);
   std::vector<float> scratch(workspace ? 0 : 2 * states(s.mode) * n);
@@ -173,9 +182,9 @@ void forward(const Shape& s, const Inputs& in, const Outputs& out, const Workspa
         {DNNL_ARG_SRC_LAYER,
          wrap(sequence_desc(seg.steps, s.batch, s.inputs), in.x + seg.start * s.batch * s.inputs)},
         {DNNL_ARG_SRC_ITER, wrap(state, h_in)},
-        {DNNL_ARG_WEIGHTS_LAYER, weights.layer.in(seg.forward.weights_layer_desc(), stream)},
-        {DNNL_ARG_WEIGHTS_ITER, weights.iter.in(seg.forward.weights_iter_desc(), stream)},
-        {DNNL_ARG_BIAS, weights.bias.in(seg.forward.bias_desc(), stream)},
+        {DNNL_ARG_WEIGHTS_LAYER, weights.layer.in(seg.forward.pd.weights_layer_desc(), stream)},
+        {DNNL_ARG_WEIGHTS_ITER, weights.iter.in(seg.forward.pd.weights_iter_desc(), stream)},
+        {DNNL_ARG_BIAS, weights.bias.in(seg.forward.pd.bias_desc(), stream)},
         {DNNL_ARG_DST_LAYER,
          wrap(sequence_desc(seg.steps, s.batch, s.hidden), out.y + seg.start * n)},
         {DNNL_ARG_DST_ITER, wrap(state, h_out)},
@@ -186,9 +195,9 @@ void forward(const Shape& s, const Inputs& in, const Outputs& out, const Workspa
     }
     if (workspace) {
       args[DNNL_ARG_WORKSPACE] =
-          wrap(seg.forward.workspace_desc(), workspace->data + seg.workspace_offset);
+          wrap(seg.forward.pd.workspace_desc(), workspace->data + seg.workspace_offset);
     }
-    dnnl::primitive(seg.forward).execute(stream, args);
+    seg.forward.primitive.execute(stream, args);
     stream.wait();
     take_final(s, in, seg.start + seg.steps, h_out, out);
     h_in = h_out;
@@ -204,21 +213,24 @@ void backward(const Shape& s, const Inputs& in, const float* y, const Workspace&
   const int64_t covered = ends.empty() ? 0 : ends.back();
   std::fill(g.dx + covered * s.batch * s.inputs, g.dx + s.steps * s.batch * s.inputs, 0.0f);
 
-  std::vector<dnnl::rnn_primitive_desc_base> passes;
+  std::vector<Prepared> passes;
   for (const Segment& seg : segments) {
-    passes.push_back(backward_pd(s.with_steps(seg.steps), seg.forward));
+    passes.push_back(prepared(s.with_steps(seg.steps), Pass::kBackward));
   }
-  dnnl::stream stream(cpu_engine());
+  dnnl::stream& stream = thread_stream();
   Weights weights = weights_of(s, in);
   const memory user_dlayer = wrap(weights_desc(s, s.inputs), g.dweights_layer);
   const memory user_diter = wrap(weights_desc(s, s.hidden), g.dweights_iter);
   const memory user_dbias = wrap(bias_desc(s), g.dbias);
-  Accumulated dlayer(user_dlayer, passes.empty() ? user_dlayer.get_desc()
-                                                 : passes[0].diff_weights_layer_desc());
-  Accumulated diter(user_diter, passes.empty() ? user_diter.get_desc()
-                                               : passes[0].diff_weights_iter_desc());
-  Accumulated dbias(user_dbias,
-                    passes.empty() ? user_dbias.get_desc() : passes[0].diff_bias_desc());
+  // Without segments nothing is accumulated: the caller's arrays serve as the sums.
+  const dnnl::rnn_primitive_desc_base* first = passes.empty() ? nullptr : &passes[0].pd;
+  Accumulated dlayer(user_dlayer,
+                     first ? first->diff_weights_layer_desc() : user_dlayer.get_desc(),
+                     Buffer::kDWeightsLayer);
+  Accumulated diter(user_diter, first ? first->diff_weights_iter_desc() : user_diter.get_desc(),
+                    Buffer::kDWeightsIter);
+  Accumulated dbias(user_dbias, first ? first->diff_bias_desc() : user_dbias.get_desc(),
+                    Buffer::kDBias);
 
   const memory::desc state = state_desc(s);
   const int64_t width = states(s.mode) * n;
@@ -244,7 +256,7 @@ void backward(const Shape& s, const Inputs& in, const float* y, const Workspace&
     }
     const float* entering = k == 0 ? nullptr : state_after(s, workspace, k - 1);
     const float* exiting = state_after(s, workspace, k);
-    const auto& pass = passes[k];
+    const auto& pass = passes[k].pd;
     std::unordered_map<int, memory> args = {
         {DNNL_ARG_SRC_LAYER, wrap(sequence_desc(seg.steps, s.batch, s.inputs),
                                   in.x + seg.start * s.batch * s.inputs)},
@@ -255,7 +267,7 @@ void backward(const Shape& s, const Inputs& in, const float* y, const Workspace&
         {DNNL_ARG_DST_LAYER, wrap(sequence_desc(seg.steps, s.batch, s.hidden), y + seg.start * n)},
         {DNNL_ARG_DST_ITER, wrap(state, exiting)},
         {DNNL_ARG_WORKSPACE,
-         wrap(seg.forward.workspace_desc(), workspace.data + seg.workspace_offset)},
+         wrap(seg.forward.pd.workspace_desc(), workspace.data + seg.workspace_offset)},
         {DNNL_ARG_DIFF_SRC_LAYER, wrap(sequence_desc(seg.steps, s.batch, s.inputs),
                                        g.dx + seg.start * s.batch * s.inputs)},
         {DNNL_ARG_DIFF_SRC_ITER, wrap(state, carried.data())},
@@ -272,7 +284,7 @@ void backward(const Shape& s, const Inputs& in, const float* y, const Workspace&
       args[DNNL_ARG_DIFF_SRC_ITER_C] = wrap(state, carried.data() + n);
       args[DNNL_ARG_DIFF_DST_ITER_C] = wrap(state, leaving.data() + n);
     }
-    dnnl::primitive(pass).execute(stream, args);
+    passes[k].primitive.execute(stream, args);
     stream.wait();
   }
   // An empty sequence's initial state is its final state.

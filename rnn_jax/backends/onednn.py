@@ -40,6 +40,12 @@ rest of the program on (measured on 2 cores, an LSTM B16 T256 I32 H64 training
 step: 62.6 ms on OpenMP's default of every core, 29.9 ms on one thread,
 ``sequential`` 24.1 ms). A SYCL build refuses ``threads=n`` in words.
 
+Between calls each XLA thread keeps its oneDNN stream, the primitives of the
+last 16 shapes it ran and the buffers of its reordered weights
+(``csrc/onednn/reused.h``), so that a training step reuses oneDNN's scratchpad
+and those buffers instead of faulting in fresh memory on every call; the cost is
+the memory of the largest of each a thread has used.
+
 Where the kernels were not built or oneDNN is not installed, `unavailable`
 gives the reason and ``supports`` refuses with it, so ``auto`` never picks it.
 
