@@ -233,14 +233,4 @@ int64_t rnn_onednn_workspace_bytes(int32_t mode, int64_t steps, int64_t batch, i
 
 const char* rnn_onednn_last_error() { return last_error.c_str(); }
 
-// "major.minor.patch" of the oneDNN library loaded.
-const char* rnn_onednn_version() {
-  static const std::string version = [] {
-    const dnnl_version_t* v = dnnl_version();
-    return std::to_string(v->major) + "." + std::to_string(v->minor) + "." +
-           std::to_string(v->patch);
-  }();
-  return version.c_str();
-}
-
 }  // extern "C"

@@ -34,7 +34,7 @@ dnnl::stream& thread_stream();
 
 // The buffers a call may hold at once, one of each.
 enum class Buffer { kWeightsLayer, kWeightsIter, kBias, kDWeightsLayer, kDWeightsIter, kDBias };
-constexpr int kBuffers = 6;
+constexpr int kBuffers = static_cast<int>(Buffer::kDBias) + 1;
 
 // This thread's `buffer`, at least `bytes` long (64-byte aligned), valid until the thread
 // next asks for the same buffer.

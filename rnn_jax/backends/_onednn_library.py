@@ -110,7 +110,6 @@ def _declare(kernels: ctypes.CDLL) -> None:
     kernels.rnn_onednn_workspace_bytes.restype = ctypes.c_int64
     kernels.rnn_onednn_workspace_bytes.argtypes = [ctypes.c_int32] + [ctypes.c_int64] * 5
     kernels.rnn_onednn_last_error.restype = ctypes.c_char_p
-    kernels.rnn_onednn_version.restype = ctypes.c_char_p
 
 
 def _load() -> ctypes.CDLL:
@@ -159,11 +158,6 @@ def kernels() -> ctypes.CDLL:
     if isinstance(loaded, Unavailable):
         raise loaded
     return loaded
-
-
-def onednn_version() -> str:
-    """oneDNN's version, ``"major.minor.patch"``, as the loaded library reports it."""
-    return kernels().rnn_onednn_version().decode()
 
 
 class _Version(ctypes.Structure):
