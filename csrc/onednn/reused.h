@@ -4,9 +4,8 @@
 // A training step calls the same primitives with the same shapes every time. Created anew
 // per call, each primitive would also allocate oneDNN's scratchpad anew (oneDNN keeps one
 // per thread, freed with the last primitive that uses it), and every reordered weight
-// would land in fresh memory: about a thousand page faults per LSTM training step at
-// B32 T128 H256 (of some 13,800, most in XLA's temporaries). Kept, they cost the memory
-// of the largest scratchpad and weights a thread has used. Each thread keeps its own,
+// would land in fresh memory, paged in anew on every call. Kept, they cost the memory of
+// the largest scratchpad and weights a thread has used. Each thread keeps its own,
 // since XLA may run two calls at once on two threads and neither a oneDNN stream nor a
 // buffer may be shared between them.
 #ifndef RNN_JAX_ONEDNN_REUSED_H_

@@ -90,6 +90,29 @@ def test_values_and_gradients_equal_the_reference(name, lengths):
 
 
 @needs_kernels
+def test_more_segment_shapes_than_a_thread_keeps_primitives_for():
+    """Lengths 1, 3, 6, ..., 153 cut the time axis into segments of 1, 2, ..., 17 steps: more
+    shapes than the 16 primitives each thread keeps (csrc/onednn/reused.h), so each pass
+    evicts the ones it made first and the next call makes them again; every result equals
+    the reference's."""
+    lengths = np.cumsum(np.arange(1, 18)).tolist()
+    steps, batch = lengths[-1], len(lengths)
+    cell, params, xs, h0, length = case("lstm", lengths, seed=4, steps=steps, batch=batch)
+
+    def run(backend, length):
+        return jax.jit(
+            lambda p, x, h: scan_helpers.value_and_grads_both_ways(
+                cell, backend, p, x, h, length, carry_loss
+            )
+        )(params, xs, h0)
+
+    want = run("reference", length)
+    close(run("onednn", length), want)
+    close(run("onednn", length), want)
+    close(run("onednn", None), run("reference", None))
+
+
+@needs_kernels
 @pytest.mark.parametrize("threads", [None, 2])
 @pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_inference_equals_the_reference(name, threads):
