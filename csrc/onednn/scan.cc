@@ -157,6 +157,62 @@ void take_final(const Shape& s, const Inputs& in, int64_t end, const float* from
   }
 }
 
+struct WeightGradients {
+  Accumulated layer, iter, bias;
+};
+
+// The sums of the weight gradients, in the layouts `first` (the first segment's backward
+// pass) asks for; without segments nothing is accumulated and the caller's arrays serve.
+WeightGradients weight_gradients(const Shape& s, const Gradients& g,
+                                 const dnnl::rnn_primitive_desc_base* first) {
+  const memory layer = wrap(weights_desc(s, s.inputs), g.dweights_layer);
+  const memory iter = wrap(weights_desc(s, s.hidden), g.dweights_iter);
+  const memory bias = wrap(bias_desc(s), g.dbias);
+  return {
+      Accumulated(layer, first ? first->diff_weights_layer_desc() : layer.get_desc(),
+                  Buffer::kDWeightsLayer),
+      Accumulated(iter, first ? first->diff_weights_iter_desc() : iter.get_desc(),
+                  Buffer::kDWeightsIter),
+      Accumulated(bias, first ? first->diff_bias_desc() : bias.get_desc(), Buffer::kDBias),
+  };
+}
+
+// Fills `leaving` (h, then c) with the cotangent of the state leaving the segment that ends
+// at `end`: a sequence's final-state cotangent where it ends there, `carried` (from the
+// segment after) where it goes on, zero where it ended before.
+void cotangent_leaving(const Shape& s, const Inputs& in, const Gradients& g, int64_t end,
+                       const float* carried, float* leaving) {
+  const int64_t n = state_size(s);
+  const float* finals[2] = {g.dh, g.dc};
+  for (int64_t b = 0; b < s.batch; ++b) {
+    const int64_t length = length_of(in, b, s.steps);
+    for (int64_t i = 0; i < states(s.mode); ++i) {
+      float* to = leaving + i * n + b * s.hidden;
+      if (length == end) {
+        std::memcpy(to, finals[i] + b * s.hidden, s.hidden * sizeof(float));
+      } else if (length > end) {
+        std::memcpy(to, carried + i * n + b * s.hidden, s.hidden * sizeof(float));
+      } else {
+        std::fill(to, to + s.hidden, 0.0f);
+      }
+    }
+  }
+}
+
+// Writes the cotangents of the initial state: `carried` (what the first segment's backward
+// pass sent out), or for an empty sequence its final state's, which is its initial state.
+void initial_cotangents(const Shape& s, const Inputs& in, const Gradients& g,
+                        const float* carried) {
+  const float* finals[2] = {g.dh, g.dc};
+  float* initials[2] = {g.dh0, g.dc0};
+  for (int64_t b = 0; b < s.batch; ++b) {
+    const bool empty = length_of(in, b, s.steps) == 0;
+    for (int64_t i = 0; i < states(s.mode); ++i) {
+      copy_state(s, empty ? finals[i] : carried + i * state_size(s), initials[i], b);
+    }
+  }
+}
+
 }  // namespace
 
 void forward(const Shape& s, const Inputs& in, const Outputs& out, const Workspace* workspace) {
@@ -212,48 +268,20 @@ void backward(const Shape& s, const Inputs& in, const float* y, const Workspace&
   const int64_t n = state_size(s);
   const int64_t covered = ends.empty() ? 0 : ends.back();
   std::fill(g.dx + covered * s.batch * s.inputs, g.dx + s.steps * s.batch * s.inputs, 0.0f);
-
   std::vector<Prepared> passes;
   for (const Segment& seg : segments) {
     passes.push_back(prepared(s.with_steps(seg.steps), Pass::kBackward));
   }
   dnnl::stream& stream = thread_stream();
   Weights weights = weights_of(s, in);
-  const memory user_dlayer = wrap(weights_desc(s, s.inputs), g.dweights_layer);
-  const memory user_diter = wrap(weights_desc(s, s.hidden), g.dweights_iter);
-  const memory user_dbias = wrap(bias_desc(s), g.dbias);
-  // Without segments nothing is accumulated: the caller's arrays serve as the sums.
-  const dnnl::rnn_primitive_desc_base* first = passes.empty() ? nullptr : &passes[0].pd;
-  Accumulated dlayer(user_dlayer,
-                     first ? first->diff_weights_layer_desc() : user_dlayer.get_desc(),
-                     Buffer::kDWeightsLayer);
-  Accumulated diter(user_diter, first ? first->diff_weights_iter_desc() : user_diter.get_desc(),
-                    Buffer::kDWeightsIter);
-  Accumulated dbias(user_dbias, first ? first->diff_bias_desc() : user_dbias.get_desc(),
-                    Buffer::kDBias);
-
+  WeightGradients sums = weight_gradients(s, g, passes.empty() ? nullptr : &passes[0].pd);
   const memory::desc state = state_desc(s);
-  const int64_t width = states(s.mode) * n;
   // `carried`: the cotangent of the state entering the segment just run backwards, which
   // is the state leaving the one before; `leaving`: that cotangent as segment k gets it.
-  std::vector<float> carried(width, 0.0f), leaving(width, 0.0f);
-  const float* finals[2] = {g.dh, g.dc};
+  std::vector<float> carried(states(s.mode) * n, 0.0f), leaving(carried.size(), 0.0f);
   for (int64_t k = int64_t(segments.size()) - 1; k >= 0; --k) {
     const Segment& seg = segments[k];
-    const int64_t end = seg.start + seg.steps;
-    for (int64_t b = 0; b < s.batch; ++b) {
-      const int64_t length = length_of(in, b, s.steps);
-      for (int64_t i = 0; i < states(s.mode); ++i) {
-        float* to = leaving.data() + i * n + b * s.hidden;
-        if (length == end) {
-          std::memcpy(to, finals[i] + b * s.hidden, s.hidden * sizeof(float));
-        } else if (length > end) {
-          std::memcpy(to, carried.data() + i * n + b * s.hidden, s.hidden * sizeof(float));
-        } else {
-          std::fill(to, to + s.hidden, 0.0f);
-        }
-      }
-    }
+    cotangent_leaving(s, in, g, seg.start + seg.steps, carried.data(), leaving.data());
     const float* entering = k == 0 ? nullptr : state_after(s, workspace, k - 1);
     const float* exiting = state_after(s, workspace, k);
     const auto& pass = passes[k].pd;
@@ -271,9 +299,9 @@ void backward(const Shape& s, const Inputs& in, const float* y, const Workspace&
         {DNNL_ARG_DIFF_SRC_LAYER, wrap(sequence_desc(seg.steps, s.batch, s.inputs),
                                        g.dx + seg.start * s.batch * s.inputs)},
         {DNNL_ARG_DIFF_SRC_ITER, wrap(state, carried.data())},
-        {DNNL_ARG_DIFF_WEIGHTS_LAYER, dlayer.in(pass.diff_weights_layer_desc())},
-        {DNNL_ARG_DIFF_WEIGHTS_ITER, diter.in(pass.diff_weights_iter_desc())},
-        {DNNL_ARG_DIFF_BIAS, dbias.in(pass.diff_bias_desc())},
+        {DNNL_ARG_DIFF_WEIGHTS_LAYER, sums.layer.in(pass.diff_weights_layer_desc())},
+        {DNNL_ARG_DIFF_WEIGHTS_ITER, sums.iter.in(pass.diff_weights_iter_desc())},
+        {DNNL_ARG_DIFF_BIAS, sums.bias.in(pass.diff_bias_desc())},
         {DNNL_ARG_DIFF_DST_LAYER,
          wrap(sequence_desc(seg.steps, s.batch, s.hidden), g.dy + seg.start * n)},
         {DNNL_ARG_DIFF_DST_ITER, wrap(state, leaving.data())},
@@ -287,17 +315,10 @@ void backward(const Shape& s, const Inputs& in, const float* y, const Workspace&
     passes[k].primitive.execute(stream, args);
     stream.wait();
   }
-  // An empty sequence's initial state is its final state.
-  float* initials[2] = {g.dh0, g.dc0};
-  for (int64_t b = 0; b < s.batch; ++b) {
-    const bool empty = length_of(in, b, s.steps) == 0;
-    for (int64_t i = 0; i < states(s.mode); ++i) {
-      copy_state(s, empty ? finals[i] : carried.data() + i * n, initials[i], b);
-    }
-  }
-  dlayer.finish(stream);
-  diter.finish(stream);
-  dbias.finish(stream);
+  initial_cotangents(s, in, g, carried.data());
+  sums.layer.finish(stream);
+  sums.iter.finish(stream);
+  sums.bias.finish(stream);
   stream.wait();
 }
 
